@@ -1,0 +1,1 @@
+"""Tactful: customer data and communication platform."""

@@ -1,0 +1,133 @@
+"""The benchmark harness behind ``tactful bench``.
+
+Each ``benchmarks/bench_*.py`` module defines ``NAME``, ``TITLE`` and ``run(scale)`` returning
+:class:`BenchResult` rows. Every row measures our code and a named baseline in the same
+process, so the ratio holds on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+import tactful
+from tactful.core.errors import NotFound
+
+
+@dataclass
+class BenchResult:
+    """One measurement of ours against a baseline doing the same work."""
+
+    benchmark: str
+    case: str
+    ours_seconds: float
+    baseline: str
+    baseline_seconds: float | None
+    items: int = 0
+    unit: str = "items"
+    target: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.baseline_seconds:
+            return None
+        return self.ours_seconds / self.baseline_seconds
+
+    def rate(self, seconds: float | None) -> str:
+        if not seconds or not self.items:
+            return ""
+        return f"{self.items / seconds:,.0f} {self.unit}/s"
+
+
+@contextmanager
+def stopwatch() -> Iterator[Callable[[], float]]:
+    """``with stopwatch() as elapsed: …; elapsed()`` in seconds."""
+    started = time.perf_counter()
+    finished: list[float] = []
+
+    def elapsed() -> float:
+        return (finished[0] if finished else time.perf_counter()) - started
+
+    try:
+        yield elapsed
+    finally:
+        finished.append(time.perf_counter())
+
+
+def benchmarks_dir() -> Path:
+    package = Path(tactful.__file__).resolve().parent
+    for candidate in (package / "_benchmarks", package.parents[1] / "benchmarks"):
+        if candidate.is_dir():
+            return candidate
+    raise NotFound("the benchmarks folder is missing from this installation")
+
+
+def discover() -> dict[str, ModuleType]:
+    """Benchmark modules by NAME."""
+    found: dict[str, ModuleType] = {}
+    for path in sorted(benchmarks_dir().glob("bench_*.py")):
+        spec = importlib.util.spec_from_file_location(f"tactful_benchmarks.{path.stem}", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found[str(module.NAME)] = module
+    return found
+
+
+def run_benchmarks(
+    names: list[str], *, scale: str, output: Path | None, console: Console
+) -> list[BenchResult]:
+    """Run the chosen benchmarks (all by default), print a table, optionally save JSON."""
+    modules = discover()
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise NotFound(f"unknown benchmark(s) {unknown}; available: {sorted(modules)}")
+    results: list[BenchResult] = []
+    for name in names or list(modules):
+        module = modules[name]
+        console.print(f"[bold]{name}[/]: {module.TITLE} (scale {scale})")
+        rows: list[BenchResult] = module.run(scale)
+        results.extend(rows)
+        _print(rows, console)
+    if output is not None:
+        output.write_text(
+            json.dumps(
+                {
+                    "machine": platform.platform(),
+                    "scale": scale,
+                    "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    return results
+
+
+def _print(rows: list[BenchResult], console: Console) -> None:
+    table = Table("case", "ours", "baseline", "baseline time", "ours / baseline", "target")
+    for row in rows:
+        ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "–"
+        ours = f"{row.ours_seconds:.3f} s"
+        if row.items:
+            ours += f" ({row.rate(row.ours_seconds)})"
+        base = f"{row.baseline_seconds:.3f} s" if row.baseline_seconds is not None else "–"
+        if row.items and row.baseline_seconds:
+            base += f" ({row.rate(row.baseline_seconds)})"
+        table.add_row(row.case, ours, row.baseline, base, ratio, row.target)
+        for key, value in row.extra.items():
+            table.add_row(f"  {key}", str(value), "", "", "", "")
+    console.print(table)

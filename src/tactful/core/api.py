@@ -1,0 +1,200 @@
+"""HTTP plumbing every feature's ``api.py`` uses: one transaction per request, the runtime,
+authentication by API key, and RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import structlog
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tactful.core.auth import KeyAuthenticator, Principal
+from tactful.core.errors import TactfulError, Unauthorized
+from tactful.core.runtime import Runtime
+
+log = structlog.get_logger("tactful.http")
+
+PROBLEM_JSON = "application/problem+json"
+WRITES_ATTR = "_tactful_writes"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def writes(endpoint: _F) -> _F:
+    """Mark a GET endpoint that writes (tracking pixels, redirects) as read-write."""
+    setattr(endpoint, WRITES_ATTR, True)
+    return endpoint
+
+
+class TransactionalRoute(APIRoute):
+    """Runs each request in one database transaction committed *before* the response goes
+    out, so an acknowledged call is durable. GET/HEAD routes run read-only unless marked
+    with :func:`writes`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+        readonly = (self.methods or set()) <= {"GET", "HEAD"} and not getattr(
+            self.endpoint, WRITES_ATTR, False
+        )
+
+        async def handler(request: Request) -> Response:
+            runtime: Runtime = request.app.state.runtime
+            session = runtime.db.session(readonly=readonly)
+            request.state.db_session = session
+            try:
+                response = await original(request)
+                if readonly:
+                    await run_in_threadpool(session.rollback)
+                else:
+                    await run_in_threadpool(session.commit)
+                return response
+            except BaseException:
+                await run_in_threadpool(session.rollback)
+                raise
+            finally:
+                await run_in_threadpool(session.close)
+
+        return handler
+
+
+def api_router(*, prefix: str = "", tags: list[str] | None = None) -> APIRouter:
+    """A router whose routes are transactional."""
+    return APIRouter(prefix=prefix, tags=list(tags or []), route_class=TransactionalRoute)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_session(request: Request) -> Session:
+    session: Session = request.state.db_session
+    return session
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key from ``Authorization: Bearer``, HTTP Basic (key as the user name, the way
+    Segment's libraries send a write key) or ``X-API-Key``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, _, _password = decoded.partition(":")
+        return user or None
+    return request.headers.get("x-api-key")
+
+
+def require_scope(scope: str) -> Any:
+    """A dependency that authenticates the caller and checks one scope."""
+
+    def dependency(request: Request, session: SessionDep) -> Principal:
+        key = presented_key(request)
+        if not key:
+            raise Unauthorized(
+                "an API key is required (Authorization: Bearer <key>, or HTTP Basic with the "
+                "key as the user name)"
+            )
+        authenticate: KeyAuthenticator = request.app.state.authenticate_key
+        principal = authenticate(session, key)
+        principal.require(scope)
+        request.state.principal = principal
+        return principal
+
+    return Depends(dependency)
+
+
+# -- problem details (RFC 9457) -----------------------------------------------------------
+
+
+def problem_response(status: int, body: dict[str, Any], request: Request) -> JSONResponse:
+    body.setdefault("instance", request.url.path)
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body.setdefault("request_id", request_id)
+    headers = {"WWW-Authenticate": 'Basic realm="tactful"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)] or [str(p) for p in loc]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+    return path
+
+
+async def tactful_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TactfulError)
+    return problem_response(exc.status_code, exc.to_problem(), request)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_path(err.get("loc", ())), "reason": str(err.get("msg", "invalid"))}
+        for err in exc.errors()
+    ]
+    detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+    return problem_response(
+        422,
+        {
+            "type": "https://tactful.dev/problems/validation_failed",
+            "title": "Validation failed",
+            "status": 422,
+            "detail": detail,
+            "errors": errors,
+        },
+        request,
+    )
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    body = {
+        "type": "about:blank",
+        "title": str(exc.detail) if exc.status_code < 500 else "Server error",
+        "status": exc.status_code,
+        "detail": str(exc.detail),
+    }
+    return problem_response(exc.status_code, body, request)
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    log.error("http.unhandled", path=request.url.path, exc_info=exc)
+    return problem_response(
+        500,
+        {
+            "type": "about:blank",
+            "title": "Internal server error",
+            "status": 500,
+            "detail": "Something went wrong on our side; the request id identifies it in logs.",
+        },
+        request,
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Any]] = {
+    TactfulError: tactful_error_handler,
+    RequestValidationError: validation_error_handler,
+    StarletteHTTPException: http_error_handler,
+    Exception: unhandled_error_handler,
+}

@@ -1,0 +1,199 @@
+"""The transactional database: the declarative base, engines and session scopes.
+
+SQLite runs in WAL mode and every read-write transaction starts with ``BEGIN IMMEDIATE``, so
+two writers never deadlock on a lock upgrade; read-only scopes start a plain deferred
+transaction. PostgreSQL is reached through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from tactful.core.errors import ConfigError
+from tactful.core.types import JSONType, UTCDateTime
+
+_log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=60000",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA mmap_size=268435456",
+)
+
+
+class Base(DeclarativeBase):
+    """Base class of every ORM model."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+        datetime: UTCDateTime(),
+    }
+
+
+def normalise_database_url(raw: str) -> URL:
+    """Parse a database URL and pick the psycopg 3 driver for PostgreSQL."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"TACTFUL_DATABASE_URL is not a valid database URL ({raw!r})",
+            field="TACTFUL_DATABASE_URL",
+        ) from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise ConfigError(
+        f"TACTFUL_DATABASE_URL uses the unsupported scheme {url.drivername!r}; "
+        "use sqlite:///path or postgresql://user:password@host/db",
+        field="TACTFUL_DATABASE_URL",
+    )
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Autocommit at the driver level: SQLAlchemy's "begin" hook below emits BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        readonly = connection.get_execution_options().get("tactful_readonly", False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def create_db_engine(raw_url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    """Create the engine for a database URL (never at import time)."""
+    url = normalise_database_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"check_same_thread": False, "timeout": 60},
+        )
+        _install_sqlite_hooks(engine)
+        return engine
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 10},
+    )
+
+
+def check_database(engine: Engine) -> None:
+    """Connect once, turning failures into one sentence that names the setting."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"TACTFUL_DATABASE_URL: cannot connect to {where}: {reason}",
+            field="TACTFUL_DATABASE_URL",
+        ) from exc
+
+
+def is_sqlite(session_or_engine: Session | Engine) -> bool:
+    """True when the database is SQLite."""
+    bind = (
+        session_or_engine.get_bind()
+        if isinstance(session_or_engine, Session)
+        else (session_or_engine)
+    )
+    return bind.dialect.name == "sqlite"
+
+
+class Database:
+    """An engine with its session factories."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._factory = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        self._readonly_factory = sessionmaker(
+            engine.execution_options(tactful_readonly=True),
+            expire_on_commit=False,
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, *, readonly: bool = False) -> Session:
+        """A new session (the caller commits and closes it)."""
+        return self._readonly_factory() if readonly else self._factory()
+
+    @contextlib.contextmanager
+    def scope(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A transaction: commit on success, roll back on error, run after-commit hooks."""
+        session = self.session(readonly=readonly)
+        try:
+            yield session
+            if readonly:
+                session.rollback()
+            else:
+                session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this session's transaction has committed (never on rollback)."""
+    hooks: list[Callable[[], None]] = session.info.setdefault("after_commit", [])
+    hooks.append(callback)
+    if not session.info.get("after_commit_installed"):
+        session.info["after_commit_installed"] = True
+
+        @event.listens_for(session, "after_commit")
+        def _run(sess: Session) -> None:
+            pending = list(sess.info.get("after_commit", []))
+            sess.info["after_commit"] = []
+            for hook in pending:
+                try:
+                    hook()
+                except Exception:  # a side effect must never undo a committed change
+                    _log.exception("after-commit hook failed")
+
+        @event.listens_for(session, "after_rollback")
+        def _drop(sess: Session) -> None:
+            sess.info["after_commit"] = []

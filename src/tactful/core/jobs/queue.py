@@ -1,0 +1,259 @@
+"""Enqueue, claim, complete and fail jobs. Stores only: nothing here commits."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from tactful.core import clock
+from tactful.core.db import after_commit
+from tactful.core.dialect import bulk_insert_chunk_size, insert_ignore
+from tactful.core.errors import NotFound
+from tactful.core.jobs.models import DEAD, DONE, QUEUED, RUNNING, Job
+from tactful.core.jobs.registry import JOBS
+
+DEFAULT_MAX_ATTEMPTS = 8
+
+# Set after a commit that enqueued work, so worker loops in this process wake at once.
+work_available = threading.Event()
+
+
+def _signal_work() -> None:
+    work_available.set()
+
+
+def _row(
+    name: str,
+    payload: dict[str, Any] | None,
+    key: str | None,
+    run_at: datetime | None,
+    priority: int | None,
+    max_attempts: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    spec = JOBS.get(name)
+    return {
+        "name": name,
+        "key": key,
+        "payload": payload or {},
+        "status": QUEUED,
+        "priority": priority if priority is not None else (spec.priority if spec else 0),
+        "attempts": 0,
+        "max_attempts": max_attempts
+        or (spec.max_attempts if spec and spec.max_attempts else DEFAULT_MAX_ATTEMPTS),
+        "run_at": run_at or now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def enqueue(
+    session: Session,
+    name: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+) -> bool:
+    """Add a job in the caller's transaction; a job with the same key is kept, not repeated.
+
+    Returns True when a new job row was written.
+    """
+    now = clock.now()
+    row = _row(name, payload, key, run_at, priority, max_attempts, now)
+    if key is None:
+        session.execute(insert(Job).values(row))
+        inserted = True
+    else:
+        result = session.execute(insert_ignore(session, Job, row, conflict=["key"]))
+        inserted = bool(getattr(result, "rowcount", 1))
+    after_commit(session, _signal_work)
+    return inserted
+
+
+def enqueue_many(
+    session: Session,
+    name: str,
+    items: Iterable[tuple[str | None, dict[str, Any]]],
+    *,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+) -> int:
+    """Enqueue many ``(key, payload)`` jobs of one kind; returns how many were new."""
+    now = clock.now()
+    rows = [_row(name, payload, key, run_at, priority, None, now) for key, payload in items]
+    size = bulk_insert_chunk_size(session, len(rows[0]) if rows else 1)
+    inserted = 0
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        result = session.execute(insert_ignore(session, Job, chunk, conflict=["key"]))
+        inserted += int(getattr(result, "rowcount", len(chunk)))
+    if rows:
+        after_commit(session, _signal_work)
+    return inserted
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    name: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+def claim(session: Session, *, worker: str, limit: int, lease: timedelta) -> list[ClaimedJob]:
+    """Lease up to ``limit`` due jobs (and jobs whose worker's lease ran out) to ``worker``."""
+    now = clock.now()
+    due = (
+        select(Job.id)
+        .where(
+            or_(
+                and_(Job.status == QUEUED, Job.run_at <= now),
+                and_(Job.status == RUNNING, Job.lease_until < now),
+            )
+        )
+        .order_by(Job.priority.desc(), Job.run_at, Job.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(Job)
+        .where(Job.id.in_(due.scalar_subquery()))
+        .values(
+            status=RUNNING,
+            attempts=Job.attempts + 1,
+            lease_until=now + lease,
+            locked_by=worker,
+            updated_at=now,
+        )
+        .returning(Job.id, Job.name, Job.payload, Job.attempts, Job.max_attempts)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).all()
+    return sorted(
+        (ClaimedJob(r.id, r.name, dict(r.payload), r.attempts, r.max_attempts) for r in rows),
+        key=lambda j: j.id,
+    )
+
+
+def _owned(job: ClaimedJob, worker: str) -> Any:
+    return and_(
+        Job.id == job.id,
+        Job.locked_by == worker,
+        Job.attempts == job.attempts,
+        Job.status == RUNNING,
+    )
+
+
+def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
+    """Mark a job done if this worker still holds its lease; False means the lease was lost."""
+    now = clock.now()
+    result = session.execute(
+        update(Job)
+        .where(_owned(job, worker))
+        .values(status=DONE, finished_at=now, updated_at=now, lease_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def backoff(attempts: int, *, base: float, cap: float) -> timedelta:
+    """Exponential backoff with ±20 % jitter: base, 2·base, 4·base … up to cap."""
+    seconds = min(cap, base * (2 ** max(0, attempts - 1)))
+    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - jitter only
+
+
+def fail(
+    session: Session,
+    job: ClaimedJob,
+    *,
+    worker: str,
+    error: str,
+    retry_in: timedelta | None,
+    count_attempt: bool = True,
+) -> str:
+    """Record a failure: reschedule after ``retry_in``, or end dead. Returns the new status."""
+    now = clock.now()
+    exhausted = count_attempt and job.attempts >= job.max_attempts
+    if retry_in is None or exhausted:
+        values: dict[str, Any] = {"status": DEAD, "finished_at": now}
+    else:
+        values = {"status": QUEUED, "run_at": now + retry_in}
+        if not count_attempt:
+            values["attempts"] = Job.attempts - 1
+    values.update(updated_at=now, lease_until=None, last_error=error[-8000:])
+    session.execute(
+        update(Job)
+        .where(_owned(job, worker))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return str(values["status"])
+
+
+def extend_leases(session: Session, ids: Sequence[int], *, worker: str, lease: timedelta) -> None:
+    """Keep this worker's leases on long-running jobs."""
+    if not ids:
+        return
+    now = clock.now()
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ids), Job.locked_by == worker, Job.status == RUNNING)
+        .values(lease_until=now + lease, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def list_jobs(
+    session: Session, *, status: str | None = None, name: str | None = None, limit: int = 100
+) -> list[Job]:
+    """Jobs, newest first, optionally filtered by status and name."""
+    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if name:
+        stmt = stmt.where(Job.name == name)
+    return list(session.scalars(stmt))
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    """How many jobs are in each status."""
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: int(count) for status, count in rows}
+
+
+def retry_dead(session: Session, job_id: int | None = None) -> int:
+    """Put a dead job (or every dead job) back in the queue with fresh attempts."""
+    now = clock.now()
+    stmt = update(Job).where(Job.status == DEAD)
+    if job_id is not None:
+        if session.get(Job, job_id) is None:
+            raise NotFound(f"job {job_id} does not exist", field="job_id")
+        stmt = stmt.where(Job.id == job_id)
+    result = session.execute(
+        stmt.values(
+            status=QUEUED, attempts=0, run_at=now, updated_at=now, finished_at=None
+        ).execution_options(synchronize_session=False)
+    )
+    count = int(getattr(result, "rowcount", 0))
+    if count:
+        after_commit(session, _signal_work)
+    return count
+
+
+def prune_done(session: Session, *, older_than: timedelta) -> int:
+    """Delete finished jobs older than ``older_than``."""
+    cutoff = clock.now() - older_than
+    result = session.execute(delete(Job).where(Job.status == DONE, Job.finished_at < cutoff))
+    return int(getattr(result, "rowcount", 0))

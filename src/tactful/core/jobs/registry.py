@@ -1,0 +1,74 @@
+"""The registry of job handlers (``@job("feature.verb")``) and periodic monitors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tactful.core.jobs.context import JobContext, MonitorContext
+
+JobHandler = Callable[["JobContext"], Any]
+MonitorFn = Callable[["MonitorContext"], Any]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A registered job kind."""
+
+    name: str
+    handler: JobHandler
+    max_attempts: int | None
+    transactional: bool
+    priority: int
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """A periodic function that finds due rows and enqueues one keyed job per item."""
+
+    name: str
+    fn: MonitorFn
+    every: timedelta
+
+
+JOBS: dict[str, JobSpec] = {}
+MONITORS: dict[str, MonitorSpec] = {}
+
+
+def job(
+    name: str,
+    *,
+    max_attempts: int | None = None,
+    transactional: bool = True,
+    priority: int = 0,
+) -> Callable[[JobHandler], JobHandler]:
+    """Register a job handler under ``feature.verb``.
+
+    A transactional handler's database work commits in the same transaction that marks the
+    job done, so a worker that dies mid-way leaves no trace and the retry runs it once. A
+    non-transactional handler (provider calls) manages its own scopes and must be idempotent.
+    """
+    if "." not in name:
+        raise ValueError(f"job names are 'feature.verb', got {name!r}")
+
+    def register(fn: JobHandler) -> JobHandler:
+        existing = JOBS.get(name)
+        if existing is not None and existing.handler is not fn:
+            raise ValueError(f"job {name!r} is registered twice")
+        JOBS[name] = JobSpec(name, fn, max_attempts, transactional, priority)
+        return fn
+
+    return register
+
+
+def monitor(name: str, *, every: timedelta) -> Callable[[MonitorFn], MonitorFn]:
+    """Register a periodic monitor."""
+
+    def register(fn: MonitorFn) -> MonitorFn:
+        MONITORS[name] = MonitorSpec(name, fn, every)
+        return fn
+
+    return register

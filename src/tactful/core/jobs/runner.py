@@ -1,0 +1,269 @@
+"""The job runner: claims due jobs with leases, runs them, retries with backoff, runs monitors.
+
+Any number of runners may share a PostgreSQL database (claims use ``SKIP LOCKED``); on SQLite
+the runner lives inside ``tactful serve``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import traceback
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import update
+
+from tactful.core import clock
+from tactful.core.dialect import insert_ignore
+from tactful.core.jobs import queue
+from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure, RetryLater
+from tactful.core.jobs.models import DONE, MonitorSchedule
+from tactful.core.jobs.registry import JOBS, MONITORS, MonitorSpec
+from tactful.core.metrics import JOB_DURATION, JOBS_FINISHED
+
+if TYPE_CHECKING:
+    from tactful.core.runtime import Runtime
+
+log = structlog.get_logger("tactful.jobs")
+
+
+def new_worker_id() -> str:
+    """A worker identity that names the host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs jobs and monitors until stopped."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+        run_monitors: bool = True,
+    ) -> None:
+        settings = runtime.settings.jobs
+        self.runtime = runtime
+        self.concurrency = concurrency or settings.concurrency
+        self.worker_id = worker_id or new_worker_id()
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.poll_seconds = settings.poll_seconds
+        self.run_monitors = run_monitors
+        self._stop = threading.Event()
+        self._running: dict[int, queue.ClaimedJob] = {}
+        self._running_lock = threading.Lock()
+
+    # -- one job -------------------------------------------------------------------------
+
+    def run_job(self, job: queue.ClaimedJob) -> str:
+        """Run one claimed job to its next status (done, queued for retry, dead)."""
+        db = self.runtime.db
+        settings = self.runtime.settings.jobs
+        spec = JOBS.get(job.name)
+        started = clock.now()
+        log_ = log.bind(job_id=job.id, job=job.name, attempt=job.attempts)
+        if spec is None or job.attempts > job.max_attempts:
+            reason = (
+                f"no handler is registered for job {job.name!r}"
+                if spec is None
+                else f"the lease expired {job.attempts - 1} times (the worker running it died)"
+            )
+            with db.scope() as session:
+                status = queue.fail(
+                    session, job, worker=self.worker_id, error=reason, retry_in=None
+                )
+            log_.error("job.dead", reason=reason)
+            JOBS_FINISHED.labels(job=job.name, status=status).inc()
+            return status
+        try:
+            if spec.transactional:
+                with db.scope() as session:
+                    spec.handler(
+                        JobContext(
+                            self.runtime, job.id, job.name, job.payload, job.attempts, session
+                        )
+                    )
+                    if not queue.complete(session, job, worker=self.worker_id):
+                        # Another worker took over after our lease ran out: undo our work.
+                        raise _LeaseLost
+            else:
+                spec.handler(JobContext(self.runtime, job.id, job.name, job.payload, job.attempts))
+                with db.scope() as session:
+                    if not queue.complete(session, job, worker=self.worker_id):
+                        raise _LeaseLost
+            status = DONE
+        except _LeaseLost:
+            log_.warning("job.lease_lost")
+            return "lost"
+        except RetryLater as exc:
+            with db.scope() as session:
+                status = queue.fail(
+                    session,
+                    job,
+                    worker=self.worker_id,
+                    error=str(exc),
+                    retry_in=timedelta(seconds=exc.seconds),
+                    count_attempt=False,
+                )
+        except PermanentFailure as exc:
+            with db.scope() as session:
+                status = queue.fail(
+                    session,
+                    job,
+                    worker=self.worker_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=None,
+                )
+            log_.error("job.dead", error=str(exc))
+        except Exception as exc:
+            error = "".join(traceback.format_exception(exc))
+            retry_in = queue.backoff(
+                job.attempts, base=settings.backoff_seconds, cap=settings.backoff_max_seconds
+            )
+            with db.scope() as session:
+                status = queue.fail(
+                    session, job, worker=self.worker_id, error=error, retry_in=retry_in
+                )
+            log_.warning("job.failed", error=str(exc), next_status=status)
+        JOBS_FINISHED.labels(job=job.name, status=status).inc()
+        JOB_DURATION.labels(job=job.name).observe((clock.now() - started).total_seconds())
+        return status
+
+    # -- loops ---------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[queue.ClaimedJob]:
+        with self.runtime.db.scope() as session:
+            return queue.claim(session, worker=self.worker_id, limit=limit, lease=self.lease)
+
+    def run_pending(self, *, limit: int = 100) -> int:
+        """Claim and run due jobs in this thread, once (tests and ``--once``)."""
+        jobs = self.claim(limit)
+        for job in jobs:
+            self.run_job(job)
+        return len(jobs)
+
+    def drain(self, *, max_rounds: int = 1000) -> int:
+        """Run due jobs until none is left (jobs may enqueue more). Returns how many ran."""
+        total = 0
+        for _ in range(max_rounds):
+            ran = self.run_pending()
+            total += ran
+            if not ran:
+                break
+        return total
+
+    def run_due_monitors(self) -> int:
+        """Run each monitor whose time has come (one process wins each slot)."""
+        ran = 0
+        for spec in list(MONITORS.values()):
+            if self._claim_monitor(spec):
+                self._run_monitor(spec)
+                ran += 1
+        return ran
+
+    def _claim_monitor(self, spec: MonitorSpec) -> bool:
+        now = clock.now()
+        with self.runtime.db.scope() as session:
+            session.execute(
+                insert_ignore(
+                    session,
+                    MonitorSchedule,
+                    {"name": spec.name, "next_run_at": now},
+                    conflict=["name"],
+                )
+            )
+            result = session.execute(
+                update(MonitorSchedule)
+                .where(MonitorSchedule.name == spec.name, MonitorSchedule.next_run_at <= now)
+                .values(next_run_at=now + spec.every, last_run_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def _run_monitor(self, spec: MonitorSpec) -> None:
+        error: str | None = None
+        try:
+            with self.runtime.db.scope() as session:
+                spec.fn(MonitorContext(self.runtime, session, clock.now()))
+        except Exception as exc:
+            error = "".join(traceback.format_exception(exc))
+            log.exception("monitor.failed", monitor=spec.name)
+        with self.runtime.db.scope() as session:
+            session.execute(
+                update(MonitorSchedule)
+                .where(MonitorSchedule.name == spec.name)
+                .values(last_error=error)
+                .execution_options(synchronize_session=False)
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        queue.work_available.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.5, self.lease.total_seconds() / 3)
+        while not self._stop.wait(interval):
+            with self._running_lock:
+                ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                with self.runtime.db.scope() as session:
+                    queue.extend_leases(session, ids, worker=self.worker_id, lease=self.lease)
+            except Exception:
+                log.exception("jobs.heartbeat_failed")
+
+    def _run_tracked(self, job: queue.ClaimedJob) -> None:
+        try:
+            self.run_job(job)
+        except Exception:
+            log.exception("job.crashed", job_id=job.id, job=job.name)
+        finally:
+            with self._running_lock:
+                self._running.pop(job.id, None)
+
+    def run_forever(self) -> None:
+        """Claim and run jobs with ``concurrency`` threads until ``stop()``."""
+        log.info("worker.started", worker=self.worker_id, concurrency=self.concurrency)
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="jobs-heartbeat", daemon=True
+        )
+        heartbeat.start()
+        futures: set[Future[None]] = set()
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="job") as pool:
+            while not self._stop.is_set():
+                try:
+                    if self.run_monitors:
+                        self.run_due_monitors()
+                    futures = {f for f in futures if not f.done()}
+                    free = self.concurrency - len(futures)
+                    claimed: list[queue.ClaimedJob] = []
+                    if free > 0:
+                        queue.work_available.clear()
+                        claimed = self.claim(free)
+                        for job in claimed:
+                            with self._running_lock:
+                                self._running[job.id] = job
+                            futures.add(pool.submit(self._run_tracked, job))
+                    if free == 0:
+                        self._stop.wait(0.02)
+                    elif len(claimed) < free:
+                        queue.work_available.wait(self.poll_seconds)
+                except Exception:
+                    log.exception("worker.loop_error")
+                    self._stop.wait(self.poll_seconds)
+        log.info("worker.stopped", worker=self.worker_id)
+
+
+class _LeaseLost(Exception):
+    pass

@@ -1,0 +1,1 @@
+"""Operating the platform: the job queue over HTTP and the CLI."""

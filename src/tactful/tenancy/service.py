@@ -1,0 +1,294 @@
+"""Tenancy use cases: workspaces, brands, API keys, the audit log, first-start setup."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from sqlalchemy.orm import Session
+
+from tactful.core import clock
+from tactful.core.auth import SCOPES, Principal
+from tactful.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from tactful.core.security import hash_api_key, hashes_match, new_api_key, split_api_key
+from tactful.tenancy import store
+from tactful.tenancy.models import ApiKey, AuditEntry, Brand, Workspace
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# last_used_at is written at most this often, so authentication stays a read.
+LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+def _check_slug(slug: str, field: str) -> None:
+    if not SLUG.match(slug):
+        raise ValidationFailed(
+            "use lowercase letters, digits and dashes (up to 63 characters)", field=field
+        )
+
+
+def check_timezone(name: str, field: str = "timezone") -> str:
+    """An IANA time zone name, or a 422 naming the field."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationFailed(f"{name!r} is not an IANA time zone", field=field) from exc
+    return name
+
+
+def check_region(code: str, field: str = "phone_region") -> str:
+    """An ISO 3166 alpha-2 region that phone numbers are parsed in."""
+    code = code.upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationFailed(f"{code!r} is not a phone numbering region", field=field)
+    return code
+
+
+def record_audit(
+    session: Session,
+    *,
+    workspace_id: int,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str | int | None = None,
+    details: dict[str, Any] | None = None,
+    brand_id: int | None = None,
+) -> AuditEntry:
+    """Write one audit row in the caller's transaction."""
+    entry = AuditEntry(
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=None if target_id is None else str(target_id),
+        details=details or {},
+        at=clock.now(),
+    )
+    session.add(entry)
+    return entry
+
+
+def create_workspace(
+    session: Session,
+    *,
+    slug: str,
+    name: str,
+    phone_region: str,
+    timezone: str,
+    currency: str = "RUB",
+) -> Workspace:
+    """Create a workspace (a separate customer base)."""
+    _check_slug(slug, "slug")
+    if store.workspace_by_slug(session, slug) is not None:
+        raise Conflict(f"a workspace {slug!r} already exists", field="slug")
+    workspace = Workspace(
+        slug=slug,
+        name=name,
+        phone_region=check_region(phone_region),
+        timezone=check_timezone(timezone),
+        currency=currency.upper(),
+        settings={},
+        created_at=clock.now(),
+    )
+    session.add(workspace)
+    session.flush()
+    return workspace
+
+
+def get_workspace(session: Session, workspace_id: int) -> Workspace:
+    workspace = session.get(Workspace, workspace_id)
+    if workspace is None:
+        raise NotFound(f"workspace {workspace_id} does not exist")
+    return workspace
+
+
+def create_brand(
+    session: Session, *, workspace_id: int, slug: str, name: str, actor: str = "system"
+) -> Brand:
+    """Add a brand to a workspace."""
+    _check_slug(slug, "slug")
+    if store.brand_by_slug(session, workspace_id, slug) is not None:
+        raise Conflict(f"a brand {slug!r} already exists in this workspace", field="slug")
+    brand = Brand(workspace_id=workspace_id, slug=slug, name=name, created_at=clock.now())
+    session.add(brand)
+    session.flush()
+    record_audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="brand.created",
+        target_type="brand",
+        target_id=brand.id,
+        details={"slug": slug},
+    )
+    return brand
+
+
+def get_brand(session: Session, *, workspace_id: int, brand_id: int) -> Brand:
+    brand = session.get(Brand, brand_id)
+    if brand is None or brand.workspace_id != workspace_id:
+        raise NotFound(f"brand {brand_id} does not exist in this workspace", field="brand_id")
+    return brand
+
+
+def list_brands(session: Session, *, workspace_id: int) -> list[Brand]:
+    return list(store.brands(session, workspace_id))
+
+
+def issue_api_key(
+    session: Session,
+    *,
+    workspace_id: int,
+    name: str,
+    scopes: list[str],
+    brand_id: int | None = None,
+    actor: str = "system",
+) -> tuple[ApiKey, str]:
+    """Create a key; the plain key is returned once and never stored."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if not scopes or unknown:
+        raise ValidationFailed(
+            f"scopes must be a non-empty subset of {list(SCOPES)}"
+            + (f"; unknown: {unknown}" if unknown else ""),
+            field="scopes",
+        )
+    if brand_id is not None:
+        get_brand(session, workspace_id=workspace_id, brand_id=brand_id)
+    plain, prefix, digest = new_api_key()
+    key = ApiKey(
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        name=name,
+        prefix=prefix,
+        key_hash=digest,
+        scopes=sorted(set(scopes)),
+        created_at=clock.now(),
+    )
+    session.add(key)
+    session.flush()
+    record_audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="api_key.issued",
+        target_type="api_key",
+        target_id=key.id,
+        details={"name": name, "scopes": key.scopes, "brand_id": brand_id},
+    )
+    return key, plain
+
+
+def revoke_api_key(session: Session, *, workspace_id: int, key_id: int, actor: str) -> ApiKey:
+    """Revoke a key at once."""
+    key = session.get(ApiKey, key_id)
+    if key is None or key.workspace_id != workspace_id:
+        raise NotFound(f"API key {key_id} does not exist", field="key_id")
+    if key.revoked_at is None:
+        key.revoked_at = clock.now()
+        record_audit(
+            session,
+            workspace_id=workspace_id,
+            actor=actor,
+            action="api_key.revoked",
+            target_type="api_key",
+            target_id=key.id,
+        )
+    return key
+
+
+def list_api_keys(session: Session, *, workspace_id: int) -> list[ApiKey]:
+    return list(store.api_keys(session, workspace_id))
+
+
+def authenticate_api_key(session: Session, plain: str) -> Principal:
+    """Resolve a presented key to its principal, or raise 401."""
+    prefix = split_api_key(plain.strip())
+    key = store.api_key_by_prefix(session, prefix) if prefix else None
+    if key is None or not hashes_match(key.key_hash, hash_api_key(plain.strip())):
+        raise Unauthorized("the API key is not valid")
+    if key.revoked_at is not None:
+        raise Unauthorized("the API key has been revoked")
+    now = clock.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = now
+    return Principal(
+        workspace_id=key.workspace_id,
+        brand_id=key.brand_id,
+        scopes=frozenset(key.scopes),
+        actor=f"api_key:{key.id}",
+        key_id=key.id,
+    )
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``initialize`` found or created."""
+
+    created: bool
+    workspace: Workspace
+    brand: Brand
+    admin_key: str | None
+
+
+def initialize(
+    session: Session,
+    *,
+    phone_region: str,
+    timezone: str,
+    workspace_slug: str = "default",
+    workspace_name: str = "Default workspace",
+    brand_slug: str = "main",
+    brand_name: str = "Main brand",
+) -> InitResult:
+    """Create the first workspace, brand and admin key; does nothing if a workspace exists."""
+    existing = store.first_workspace(session)
+    if existing is not None:
+        brands = store.brands(session, existing.id)
+        if not brands:
+            brand = create_brand(
+                session, workspace_id=existing.id, slug=brand_slug, name=brand_name
+            )
+        else:
+            brand = brands[0]
+        return InitResult(created=False, workspace=existing, brand=brand, admin_key=None)
+    workspace = create_workspace(
+        session,
+        slug=workspace_slug,
+        name=workspace_name,
+        phone_region=phone_region,
+        timezone=timezone,
+    )
+    brand = create_brand(session, workspace_id=workspace.id, slug=brand_slug, name=brand_name)
+    _key, plain = issue_api_key(
+        session, workspace_id=workspace.id, name="initial admin key", scopes=["admin"]
+    )
+    return InitResult(created=True, workspace=workspace, brand=brand, admin_key=plain)
+
+
+def list_audit(
+    session: Session,
+    *,
+    workspace_id: int,
+    action: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    """Audit rows, newest first (page with ``before_id``)."""
+    return list(
+        store.audit_entries(
+            session,
+            workspace_id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            before_id=before_id,
+            limit=min(max(limit, 1), 1000),
+        )
+    )

@@ -1,0 +1,48 @@
+"""One readable table: which domain event starts which job.
+
+Features publish domain events (``core.domain_events.publish``); the jobs listed here react.
+Importing this module also imports every feature's models and job handlers, so the worker,
+the app and the migrations see all of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from tactful.core import domain_events
+
+FEATURES = ("tenancy",)
+
+# (domain event, job that reacts)
+ROUTES: tuple[tuple[str, str], ...] = ()
+
+
+def import_models() -> None:
+    """Import every feature's ORM models (for migrations and metadata)."""
+    importlib.import_module("tactful.core.models")
+    importlib.import_module("tactful.core.jobs.models")
+    for feature in FEATURES:
+        _import_optional(f"tactful.{feature}.models")
+
+
+def import_jobs() -> None:
+    """Import every feature's job handlers and monitors (registers them)."""
+    importlib.import_module("tactful.ops.jobs")
+    for feature in FEATURES:
+        _import_optional(f"tactful.{feature}.jobs")
+
+
+def _import_optional(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+
+
+def install() -> None:
+    """Register models, jobs and the event → job routes (idempotent)."""
+    import_models()
+    import_jobs()
+    for event, job_name in ROUTES:
+        domain_events.route(event, job_name)
