@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(ops_cli.app, name="jobs")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _runtime() -> Runtime:

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         """The effective warehouse URL."""
         if self.warehouse.url:
             return self.warehouse.url
-        return f"duckdb:///{(self.data_dir / 'warehouse.duckdb').resolve()}"
+        return f"duckdb://{(self.data_dir / 'warehouse.duckdb').resolve()}"
 
     @property
     def public_url(self) -> str:

@@ -53,9 +53,7 @@ class TransactionalRoute(APIRoute):
             request.state.db_session = session
             try:
                 response = await original(request)
-                if readonly:
-                    await run_in_threadpool(session.rollback)
-                else:
+                if not readonly:
                     await run_in_threadpool(session.commit)
                 return response
             except BaseException:

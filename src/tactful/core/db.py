@@ -121,7 +121,8 @@ def check_database(engine: Engine) -> None:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        where = engine.url.render_as_string(hide_password=True)
+        shown = engine.url.set(drivername=engine.url.get_backend_name())
+        where = shown.render_as_string(hide_password=True)
         raise ConfigError(
             f"TACTFUL_DATABASE_URL: cannot connect to {where}: {reason}",
             field="TACTFUL_DATABASE_URL",
@@ -163,10 +164,9 @@ class Database:
         session = self.session(readonly=readonly)
         try:
             yield session
-            if readonly:
-                session.rollback()
-            else:
+            if not readonly:
                 session.commit()
+            # A read-only scope just closes: loaded objects stay readable after the scope.
         except BaseException:
             session.rollback()
             raise

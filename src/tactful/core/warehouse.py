@@ -12,7 +12,6 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import duckdb
 import ibis
@@ -28,7 +27,7 @@ SCHEMES = ("duckdb", "postgres", "postgresql", "spark")
 
 def warehouse_kind(url: str) -> str:
     """``duckdb``, ``postgres`` or ``pyspark`` for a warehouse URL, or a ConfigError."""
-    scheme = urlsplit(url).scheme.lower()
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "duckdb":
         return "duckdb"
     if scheme in ("postgres", "postgresql"):
@@ -46,6 +45,15 @@ def _duckdb_path(url: str) -> str:
     # duckdb:///abs/path, duckdb://rel/path or duckdb:// (in memory)
     rest = url[len("duckdb://") :]
     return rest or ":memory:"
+
+
+def first_per_key(batch: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """The batch without later rows that repeat an earlier row's key (order kept)."""
+    position = "__tactful_position"
+    numbered = batch.append_column(position, pa.array(range(batch.num_rows), pa.int64()))
+    first = numbered.group_by(list(keys), use_threads=False).aggregate([(position, "min")])
+    keep = pc.sort_indices(first[f"{position}_min"])
+    return batch.take(pc.take(first[f"{position}_min"], keep))
 
 
 class Warehouse:
@@ -183,21 +191,19 @@ class Warehouse:
         with self._lock:
             self.con.create_table(name, data, overwrite=True)
 
-    def _conform(self, name: str, batch: pa.Table) -> ibis.Table:
-        """The batch as an Ibis table with exactly the target table's columns and types."""
-        schema = self.table(name).schema()
-        missing = [column for column in batch.column_names if column not in schema]
+    def _conform(self, name: str, batch: pa.Table) -> pa.Table:
+        """The batch with exactly the target table's columns and types (missing ones null)."""
+        target = self.table(name).schema().to_pyarrow()
+        missing = [column for column in batch.column_names if column not in target.names]
         if missing:
             raise ValueError(f"columns {missing} do not exist in warehouse table {name!r}")
-        mem = ibis.memtable(batch)
-        return mem.select(
-            [
-                (mem[column] if column in batch.column_names else ibis.null())
-                .cast(dtype)
-                .name(column)
-                for column, dtype in schema.items()
-            ]
-        )
+        columns = [
+            batch[f.name].cast(f.type)
+            if f.name in batch.column_names
+            else pa.nulls(batch.num_rows, f.type)
+            for f in target
+        ]
+        return pa.Table.from_arrays(columns, schema=target)
 
     def append_new(
         self,
@@ -219,15 +225,31 @@ class Warehouse:
         with self._lock:
             if self.kind == "duckdb":
                 return self._append_new_duckdb(name, batch, keys, since_column)
-            incoming = self._conform(name, batch).distinct(on=keys, keep="first")
+            incoming = self._conform(name, first_per_key(batch, keys))
             existing = self.table(name)
+            # Only stored rows whose first key column matches the batch can collide.
+            candidates = existing.filter(
+                existing[keys[0]].isin(pc.unique(incoming[keys[0]]).to_pylist())
+            )
             if since_column is not None:
                 lowest = pc.min(batch[since_column]).as_py()
-                existing = existing.filter(existing[since_column] >= lowest)
-            new_rows = self.con.to_pyarrow(incoming.anti_join(existing.select(*keys), keys))
+                candidates = candidates.filter(candidates[since_column] >= lowest)
+            stored = self.con.to_pyarrow(candidates.select(*keys)).cast(
+                incoming.select(keys).schema
+            )
+            new_rows = incoming.join(stored, keys=keys, join_type="left anti")
             if new_rows.num_rows:
-                self.con.insert(name, new_rows)
+                self.insert_arrow(name, new_rows.select(incoming.column_names))
             return int(new_rows.num_rows)
+
+    def insert_arrow(self, name: str, rows: pa.Table) -> None:
+        """Append Arrow rows whose columns match the table (in the table's order)."""
+        if self.kind == "pyspark":
+            # Straight from Arrow: the pandas detour would turn missing strings into "NaN".
+            session = self.con._session
+            session.createDataFrame(rows).write.insertInto(name)
+        else:
+            self.con.insert(name, rows)
 
     def _append_new_duckdb(
         self, name: str, batch: pa.Table, keys: list[str], since_column: str | None

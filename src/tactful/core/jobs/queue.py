@@ -74,8 +74,8 @@ def enqueue(
         session.execute(insert(Job).values(row))
         inserted = True
     else:
-        result = session.execute(insert_ignore(session, Job, row, conflict=["key"]))
-        inserted = bool(getattr(result, "rowcount", 1))
+        stmt = insert_ignore(session, Job, row, conflict=["key"]).returning(Job.id)
+        inserted = session.execute(stmt).first() is not None
     after_commit(session, _signal_work)
     return inserted
 
@@ -95,8 +95,8 @@ def enqueue_many(
     inserted = 0
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
-        result = session.execute(insert_ignore(session, Job, chunk, conflict=["key"]))
-        inserted += int(getattr(result, "rowcount", len(chunk)))
+        stmt = insert_ignore(session, Job, chunk, conflict=["key"]).returning(Job.id)
+        inserted += len(session.execute(stmt).all())
     if rows:
         after_commit(session, _signal_work)
     return inserted

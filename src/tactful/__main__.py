@@ -1,0 +1,5 @@
+"""``python -m tactful``."""
+
+from tactful.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Real local peers for tests and benchmarks (a throwaway PostgreSQL server, …)."""

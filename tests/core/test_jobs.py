@@ -1,0 +1,305 @@
+"""The jobs table: keyed enqueue, leases, retries with backoff, dead jobs, monitors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tactful.core import clock, domain_events
+from tactful.core.jobs import queue
+from tactful.core.jobs.context import MonitorContext
+from tactful.core.jobs.models import Job, MonitorSchedule
+from tactful.core.jobs.registry import MONITORS, monitor
+from tactful.core.jobs.runner import Worker
+from tactful.core.runtime import Runtime
+from tests.conftest import Tenant
+from tests.core import job_fixtures
+from tests.core.job_fixtures import create_effects_table, effect_count, effect_rows
+
+HERE = Path(__file__).resolve().parent
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _job(runtime: Runtime, job_id: int) -> Job:
+    with runtime.db.scope(readonly=True) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def _enqueue(runtime: Runtime, name: str, **kwargs: object) -> int:
+    with runtime.db.scope() as session:
+        queue.enqueue(session, name, kwargs.pop("payload", {}), **kwargs)  # type: ignore[arg-type]
+        return int(session.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) or 0)
+
+
+@pytest.fixture
+def effects(runtime: Runtime) -> None:
+    with runtime.db.scope() as session:
+        create_effects_table(session)
+
+
+def test_keyed_enqueue_writes_one_job(runtime: Runtime) -> None:
+    with runtime.db.scope() as session:
+        assert queue.enqueue(session, "testing.record", {"n": 1}, key="once") is True
+        assert queue.enqueue(session, "testing.record", {"n": 2}, key="once") is False
+    with runtime.db.scope() as session:
+        assert queue.enqueue(session, "testing.record", {"n": 3}, key="once") is False
+        jobs = list(session.scalars(select(Job)))
+    assert [(j.key, j.payload) for j in jobs] == [("once", {"n": 1})]
+
+
+def test_enqueue_rolls_back_with_the_change(runtime: Runtime) -> None:
+    with pytest.raises(RuntimeError), runtime.db.scope() as session:
+        queue.enqueue(session, "testing.record", {"n": 1}, key="k")
+        raise RuntimeError("the domain change failed")
+    with runtime.db.scope(readonly=True) as session:
+        assert session.scalar(select(Job.id)) is None
+
+
+def test_job_runs_once_and_is_done(runtime: Runtime, effects: None, worker: Worker) -> None:
+    job_id = _enqueue(runtime, "testing.record", payload={"n": 7})
+    assert worker.drain() == 1
+    assert worker.drain() == 0
+    with runtime.db.scope(readonly=True) as session:
+        assert [(r.job_id, r.n) for r in effect_rows(session)] == [(job_id, 7)]
+    job = _job(runtime, job_id)
+    assert (job.status, job.attempts, job.lease_until, job.last_error) == ("done", 1, None, None)
+
+
+def test_job_scheduled_later_waits(runtime: Runtime, effects: None, worker: Worker) -> None:
+    with clock.frozen(T0):
+        _enqueue(runtime, "testing.record", payload={"n": 1}, run_at=T0 + timedelta(minutes=5))
+        assert worker.drain() == 0
+        clock.advance(timedelta(minutes=5))
+        assert worker.drain() == 1
+
+
+def test_failing_job_backs_off_then_dies_with_its_error(
+    runtime: Runtime, effects: None, worker: Worker, client: TestClient, tenant: Tenant
+) -> None:
+    settings = runtime.settings.jobs
+    with clock.frozen(T0):
+        job_id = _enqueue(runtime, "testing.always_fails")
+        delays = []
+        for attempt in (1, 2):
+            assert worker.run_pending() == 1
+            job = _job(runtime, job_id)
+            assert job.status == "queued"
+            assert job.attempts == attempt
+            assert f"boom on attempt {attempt}" in (job.last_error or "")
+            delay = (job.run_at - clock.now()).total_seconds()
+            expected = settings.backoff_seconds * 2 ** (attempt - 1)
+            assert expected * 0.8 <= delay <= expected * 1.2
+            delays.append(delay)
+            assert worker.run_pending() == 0  # not due yet
+            clock.advance(timedelta(seconds=delay))
+        assert worker.run_pending() == 1
+        job = _job(runtime, job_id)
+        assert job.status == "dead"
+        assert job.attempts == 3
+        assert "ValueError: boom on attempt 3" in (job.last_error or "")
+        clock.advance(timedelta(days=1))
+        assert worker.run_pending() == 0
+    with runtime.db.scope(readonly=True) as session:
+        assert effect_count(session) == 0  # every attempt's writes were rolled back
+
+    listed = client.get("/v1/admin/jobs", params={"status": "dead"}, headers=tenant.headers)
+    assert listed.status_code == 200
+    [dead] = listed.json()
+    assert dead["id"] == job_id
+    assert "boom on attempt 3" in dead["last_error"]
+
+    retried = client.post(f"/v1/admin/jobs/{job_id}/retry", headers=tenant.headers)
+    assert retried.json() == {"requeued": 1}
+    job = _job(runtime, job_id)
+    assert (job.status, job.attempts) == ("queued", 0)
+
+
+def test_permanent_failure_goes_dead_at_once(runtime: Runtime, worker: Worker) -> None:
+    job_id = _enqueue(runtime, "testing.permanent")
+    worker.drain()
+    job = _job(runtime, job_id)
+    assert (job.status, job.attempts) == ("dead", 1)
+    assert "the customer no longer exists" in (job.last_error or "")
+
+
+def test_retry_later_does_not_use_up_an_attempt(runtime: Runtime, worker: Worker) -> None:
+    with clock.frozen(T0):
+        job_id = _enqueue(runtime, "testing.later")
+        for n in range(1, 11):  # more rounds than max_attempts (8)
+            assert worker.run_pending() == 1
+            job = _job(runtime, job_id)
+            assert (job.status, job.attempts) == ("queued", 0)
+            assert job.run_at == T0 + timedelta(seconds=30 * n)
+            assert job.last_error == "provider asked us to slow down"
+            clock.advance(timedelta(seconds=30))
+
+
+def test_unknown_job_goes_dead_with_a_reason(runtime: Runtime, worker: Worker) -> None:
+    job_id = _enqueue(runtime, "nobody.handles_this")
+    worker.drain()
+    job = _job(runtime, job_id)
+    assert job.status == "dead"
+    assert job.last_error == "no handler is registered for job 'nobody.handles_this'"
+
+
+def test_lease_lost_undoes_the_work(runtime: Runtime, effects: None) -> None:
+    """A slow worker whose lease was taken over must not commit its effect."""
+    slow = Worker(runtime, worker_id="slow")
+    fast = Worker(runtime, worker_id="fast")
+    with clock.frozen(T0):
+        _enqueue(runtime, "testing.record", payload={"n": 1})
+        [claimed] = slow.claim(1)
+        clock.advance(slow.lease + timedelta(seconds=1))
+        assert fast.drain() == 1
+        assert slow.run_job(claimed) == "lost"
+    with runtime.db.scope(readonly=True) as session:
+        assert effect_count(session) == 1
+
+
+def _run_worker(settings_args: list[str], mode: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "run_worker.py"), *settings_args, mode],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_job_of_a_dead_worker_reruns_after_its_lease_and_happens_once(
+    runtime: Runtime, effects: None, worker: Worker
+) -> None:
+    job_id = _enqueue(runtime, "testing.die_once", payload={"n": 5})
+    args = [runtime.settings.database_url, str(runtime.settings.data_dir)]
+    proc = _run_worker(args, "once", TEST_DIE="1", TEST_WORKER_NAME="doomed")
+    proc.wait(timeout=60)
+    assert proc.returncode == 17, proc.stderr.read() if proc.stderr else ""
+
+    job = _job(runtime, job_id)
+    assert (job.status, job.attempts) == ("running", 1)
+    assert job.locked_by is not None
+    with runtime.db.scope(readonly=True) as session:
+        assert effect_count(session) == 0
+    assert worker.drain() == 0  # the lease still holds
+
+    clock.advance(worker.lease + timedelta(seconds=1))
+    try:
+        assert worker.drain() == 1
+    finally:
+        clock.advance(-(worker.lease + timedelta(seconds=1)))
+    job = _job(runtime, job_id)
+    assert (job.status, job.attempts) == ("done", 2)
+    with runtime.db.scope(readonly=True) as session:
+        assert [(r.job_id, r.n, r.worker) for r in effect_rows(session)] == [(job_id, 5, "main")]
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_three_worker_processes_share_2000_jobs_without_repeats(
+    runtime: Runtime, effects: None
+) -> None:
+    with runtime.db.scope() as session:
+        queue.enqueue_many(session, "testing.record", ((f"n-{n}", {"n": n}) for n in range(2000)))
+    args = [runtime.settings.database_url, str(runtime.settings.data_dir)]
+    procs = [_run_worker(args, "forever", TEST_WORKER_NAME=f"w{i}") for i in range(3)]
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with runtime.db.scope(readonly=True) as session:
+                if queue.counts_by_status(session).get("done", 0) == 2000:
+                    break
+            time.sleep(0.5)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+    with runtime.db.scope(readonly=True) as session:
+        rows = effect_rows(session)
+        counts = queue.counts_by_status(session)
+    assert counts == {"done": 2000}
+    assert sorted(r.n for r in rows) == list(range(2000))  # none twice, none lost
+    assert {r.worker for r in rows} == {"w0", "w1", "w2"}
+    assert all(proc.returncode == 0 for proc in procs)
+
+
+def test_monitor_runs_once_per_interval_across_workers(runtime: Runtime) -> None:
+    calls: list[datetime] = []
+
+    @monitor("testing.tick", every=timedelta(minutes=10))
+    def tick(ctx: MonitorContext) -> None:
+        calls.append(ctx.now)
+        queue.enqueue(
+            ctx.session, "testing.record", {"n": len(calls)}, key=f"tick:{ctx.now.isoformat()}"
+        )
+
+    try:
+        a, b = Worker(runtime, worker_id="a"), Worker(runtime, worker_id="b")
+        with clock.frozen(T0):
+            a.run_due_monitors()
+            b.run_due_monitors()
+            clock.advance(timedelta(minutes=9))
+            a.run_due_monitors()
+            clock.advance(timedelta(minutes=1))
+            b.run_due_monitors()
+            a.run_due_monitors()
+        assert calls == [T0, T0 + timedelta(minutes=10)]
+        with runtime.db.scope(readonly=True) as session:
+            schedule = session.get(MonitorSchedule, "testing.tick")
+            assert schedule is not None
+            assert schedule.next_run_at == T0 + timedelta(minutes=20)
+            assert len(list(session.scalars(select(Job).where(Job.name == "testing.record")))) == 2
+    finally:
+        MONITORS.pop("testing.tick")
+
+
+def test_domain_event_enqueues_routed_jobs_once(runtime: Runtime) -> None:
+    domain_events.route("testing.happened", "testing.record")
+    try:
+        with runtime.db.scope() as session:
+            assert domain_events.publish(session, "testing.happened", {"n": 1}, key="x1") == 1
+            assert domain_events.publish(session, "testing.happened", {"n": 1}, key="x1") == 0
+            assert domain_events.publish(session, "testing.unrouted", {}, key="x1") == 0
+        with runtime.db.scope(readonly=True) as session:
+            jobs = list(session.scalars(select(Job)))
+        assert [(j.name, j.key, j.payload) for j in jobs] == [
+            ("testing.record", "testing.record:x1", {"event": "testing.happened", "n": 1})
+        ]
+    finally:
+        domain_events._ROUTES.pop("testing.happened")
+
+
+def test_worker_loop_runs_jobs_enqueued_while_running(runtime: Runtime, effects: None) -> None:
+    loop = Worker(runtime, worker_id="loop", concurrency=2)
+    import threading
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        for n in range(5):
+            _enqueue(runtime, "testing.record", payload={"n": n})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with runtime.db.scope(readonly=True) as session:
+                if effect_count(session) == 5:
+                    break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
+    with runtime.db.scope(readonly=True) as session:
+        assert sorted(r.n for r in effect_rows(session)) == [0, 1, 2, 3, 4]
+
+
+assert job_fixtures.record is not None
