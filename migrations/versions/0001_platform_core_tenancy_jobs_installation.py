@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("lease_until", tactful.core.types.UTCDateTime(), nullable=True),
         sa.Column("locked_by", sa.String(length=100), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("rerun", sa.Boolean(), nullable=False),
         sa.Column("created_at", tactful.core.types.UTCDateTime(), nullable=False),
         sa.Column("updated_at", tactful.core.types.UTCDateTime(), nullable=False),
         sa.Column("finished_at", tactful.core.types.UTCDateTime(), nullable=True),

@@ -24,6 +24,9 @@ from tactful.core.api import EXCEPTION_HANDLERS
 from tactful.core.jobs import queue
 from tactful.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from tactful.core.runtime import Runtime, build_runtime
+from tactful.customers import api as customers_api
+from tactful.events import api as events_api
+from tactful.events import loader
 from tactful.ops import api as ops_api
 from tactful.tenancy import api as tenancy_api
 from tactful.tenancy import service as tenancy_service
@@ -40,7 +43,7 @@ the user name (the way Segment libraries send a write key). Errors are RFC 9457 
 details (`application/problem+json`) naming the field and the reason.
 """
 
-ROUTERS = (tenancy_api.router, ops_api.router)
+ROUTERS = (tenancy_api.router, customers_api.router, events_api.router, ops_api.router)
 
 
 class DatabaseCollector(Collector):
@@ -56,6 +59,15 @@ class DatabaseCollector(Collector):
         for status in ("queued", "running", "done", "dead"):
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
+        waiting, lag = loader.lag_seconds(self.runtime)
+        yield GaugeMetricFamily(
+            "tactful_loader_waiting_rows", "Inbox rows not yet in the warehouse", value=waiting
+        )
+        yield GaugeMetricFamily(
+            "tactful_loader_lag_seconds",
+            "Age of the oldest inbox row not yet in the warehouse",
+            value=lag,
+        )
 
 
 class RequestContextMiddleware:

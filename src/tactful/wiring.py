@@ -10,11 +10,20 @@ from __future__ import annotations
 import importlib
 
 from tactful.core import domain_events
+from tactful.customers import service as customers
+from tactful.events import service as events
 
-FEATURES = ("tenancy",)
+FEATURES = ("tenancy", "customers", "events")
 
 # (domain event, job that reacts)
-ROUTES: tuple[tuple[str, str], ...] = ()
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("customers.merged", "events.apply_merge"),
+    ("customers.unmerged", "events.apply_merge"),
+    ("customers.consent_changed", "events.record_consent_change"),
+)
+
+# Features above customers add their entries to the customer timeline.
+TIMELINE_SOURCES = (("events", events.timeline_events),)
 
 
 def import_models() -> None:
@@ -46,3 +55,5 @@ def install() -> None:
     import_jobs()
     for event, job_name in ROUTES:
         domain_events.route(event, job_name)
+    for name, source in TIMELINE_SOURCES:
+        customers.register_timeline_source(name, source)

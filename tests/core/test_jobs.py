@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from tactful.core import clock, domain_events
 from tactful.core.jobs import queue
@@ -217,7 +218,7 @@ def test_three_worker_processes_share_2000_jobs_without_repeats(
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with runtime.db.scope(readonly=True) as session:
-                if queue.counts_by_status(session).get("done", 0) == 2000:
+                if _record_jobs(session).get("done", 0) == 2000:
                     break
             time.sleep(0.5)
     finally:
@@ -227,11 +228,17 @@ def test_three_worker_processes_share_2000_jobs_without_repeats(
             proc.wait(timeout=60)
     with runtime.db.scope(readonly=True) as session:
         rows = effect_rows(session)
-        counts = queue.counts_by_status(session)
+        counts = _record_jobs(session)
     assert counts == {"done": 2000}
     assert sorted(r.n for r in rows) == list(range(2000))  # none twice, none lost
     assert {r.worker for r in rows} == {"w0", "w1", "w2"}
     assert all(proc.returncode == 0 for proc in procs)
+
+
+def _record_jobs(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).where(Job.name == "testing.record")
+                           .group_by(Job.status)).all()
+    return {status: int(count) for status, count in rows}
 
 
 def test_monitor_runs_once_per_interval_across_workers(runtime: Runtime) -> None:
@@ -303,3 +310,30 @@ def test_worker_loop_runs_jobs_enqueued_while_running(runtime: Runtime, effects:
 
 
 assert job_fixtures.record is not None
+
+
+def test_coalesced_job_runs_again_only_when_asked(
+    runtime: Runtime, effects: None, worker: Worker
+) -> None:
+    def ask() -> None:
+        with runtime.db.scope() as session:
+            queue.enqueue_coalesced(session, "testing.record", {"n": 1}, key="loader")
+
+    ask()
+    ask()  # already queued: nothing more
+    with runtime.db.scope(readonly=True) as session:
+        assert len(list(session.scalars(select(Job)))) == 1
+    assert worker.drain() == 1
+    assert worker.drain() == 0
+    ask()  # done: queued again
+    [claimed] = worker.claim(1)
+    ask()  # running: once more afterwards
+    ask()
+    assert worker.run_job(claimed) == "done"
+    with runtime.db.scope(readonly=True) as session:
+        job = session.scalars(select(Job)).one()
+        assert (job.status, job.rerun, job.attempts) == ("queued", False, 0)
+    assert worker.drain() == 1
+    with runtime.db.scope(readonly=True) as session:
+        assert effect_count(session) == 3
+        assert session.scalars(select(Job)).one().status == "done"

@@ -31,10 +31,17 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine) -> list[str]:
     """Bring the database to the newest schema; returns the revisions applied."""
-    before = set(current_revisions(engine))
-    command.upgrade(alembic_config(engine), "heads")
-    after = current_revisions(engine)
-    return [rev for rev in after if rev not in before]
+    config = alembic_config(engine)
+    script = ScriptDirectory.from_config(config)
+
+    def applied(heads: list[str]) -> set[str]:
+        if not heads:
+            return set()
+        return {rev.revision for rev in script.iterate_revisions(tuple(heads), "base")}
+
+    before = applied(current_revisions(engine))
+    command.upgrade(config, "heads")
+    return sorted(applied(current_revisions(engine)) - before)
 
 
 def current_revisions(engine: Engine) -> list[str]:

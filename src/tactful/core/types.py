@@ -12,6 +12,9 @@ from sqlalchemy.types import TypeDecorator
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
+# Any other 64-bit integer column (ids of other tables, money in minor units, points).
+BigInt = BigInteger()
+
 # JSON documents: JSONB on PostgreSQL, JSON text on SQLite.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 

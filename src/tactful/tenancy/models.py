@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tactful.core.db import Base
-from tactful.core.types import BigIntPK
+from tactful.core.types import BigInt, BigIntPK
 
 
 class Workspace(Base):
@@ -69,7 +69,7 @@ class AuditEntry(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    brand_id: Mapped[int | None] = mapped_column(BigIntPK)
+    brand_id: Mapped[int | None] = mapped_column(BigInt)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(100))
     target_type: Mapped[str] = mapped_column(String(50))

@@ -39,6 +39,8 @@ class Job(Base):
     lease_until: Mapped[datetime | None]
     locked_by: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A coalescing job asked for again while running runs once more when it finishes.
+    rerun: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]

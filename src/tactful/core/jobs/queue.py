@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
@@ -46,6 +47,7 @@ def _row(
         "status": QUEUED,
         "priority": priority if priority is not None else (spec.priority if spec else 0),
         "attempts": 0,
+        "rerun": False,
         "max_attempts": max_attempts
         or (spec.max_attempts if spec and spec.max_attempts else DEFAULT_MAX_ATTEMPTS),
         "run_at": run_at or now,
@@ -78,6 +80,47 @@ def enqueue(
         inserted = session.execute(stmt).first() is not None
     after_commit(session, _signal_work)
     return inserted
+
+
+def enqueue_coalesced(
+    session: Session,
+    name: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    key: str,
+    run_at: datetime | None = None,
+) -> None:
+    """Ask for one more run of a singleton job (a resolver, a loader).
+
+    At most one job per key is ever pending: a request while it is queued does nothing; while
+    it runs, it runs once more afterwards; once done (or dead), it is queued again.
+    """
+    pending = session.execute(select(Job.status, Job.rerun).where(Job.key == key)).first()
+    if pending is not None and (
+        pending.status == QUEUED or (pending.status == RUNNING and pending.rerun)
+    ):
+        return  # a run is already due: nothing to write (keeps the row off hot paths)
+    now = clock.now()
+    row = _row(name, payload, key, run_at, None, None, now)
+    stmt: Any
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = postgresql.insert(Job).values(row)
+    else:
+        stmt = sqlite.insert(Job).values(row)
+    finished = Job.status.in_((DONE, DEAD))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "status": case((finished, QUEUED), else_=Job.status),
+            "attempts": case((finished, 0), else_=Job.attempts),
+            "run_at": case((finished, stmt.excluded.run_at), else_=Job.run_at),
+            "rerun": case((Job.status == RUNNING, True), else_=Job.rerun),
+            "finished_at": case((finished, None), else_=Job.finished_at),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    session.execute(stmt)
+    after_commit(session, _signal_work)
 
 
 def enqueue_many(
@@ -157,12 +200,24 @@ def _owned(job: ClaimedJob, worker: str) -> Any:
 
 
 def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
-    """Mark a job done if this worker still holds its lease; False means the lease was lost."""
+    """Mark a job done if this worker still holds its lease; False means the lease was lost.
+
+    A coalescing job asked for again while it ran goes back to the queue instead.
+    """
     now = clock.now()
     result = session.execute(
         update(Job)
         .where(_owned(job, worker))
-        .values(status=DONE, finished_at=now, updated_at=now, lease_until=None, last_error=None)
+        .values(
+            status=case((Job.rerun, QUEUED), else_=DONE),
+            attempts=case((Job.rerun, 0), else_=Job.attempts),
+            run_at=case((Job.rerun, now), else_=Job.run_at),
+            finished_at=case((Job.rerun, None), else_=now),
+            rerun=False,
+            updated_at=now,
+            lease_until=None,
+            last_error=None,
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))

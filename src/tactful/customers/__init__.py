@@ -1,0 +1,1 @@
+"""Customers: profiles, identities and merges, contacts, consents and subscriptions."""

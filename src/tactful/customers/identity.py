@@ -1,0 +1,411 @@
+"""Identity resolution: records naming identifiers become one customer each.
+
+A batch of records is resolved together: one query finds the owners of every identifier in
+the batch, the records are then walked in order (new identifiers attach to the customer,
+a record naming identities of two customers merges them), and the changes are written in
+bulk. Used by the event resolver and by bulk imports alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from tactful.core import clock, domain_events
+from tactful.customers import store
+from tactful.customers.contacts import Ident
+from tactful.customers.models import (
+    ANONYMOUS,
+    CONTACT_INVALID,
+    CONTACT_OK,
+    DEVICE,
+    EMAIL,
+    MATCHABLE_KINDS,
+    PHONE,
+    Consent,
+    Customer,
+    CustomerMerge,
+    Identity,
+)
+from tactful.customers.profile import DEFAULT_SOURCE_PRIORITY, apply_traits, fill_from
+from tactful.tenancy.models import Workspace
+from tactful.tenancy.service import record_audit
+
+ANONYMOUS_KINDS = frozenset({ANONYMOUS, DEVICE})
+MERGED_EVENT = "customers.merged"
+
+
+@dataclass
+class ProfileRecord:
+    """Identifiers and traits from one call, import row or receipt."""
+
+    idents: Sequence[Ident]
+    source: str
+    at: datetime
+    traits: dict[str, Any] = field(default_factory=dict)
+    # a record about a known customer (a profile update) anchors to it
+    customer_id: int | None = None
+
+
+@dataclass
+class Resolution:
+    """The customer of each record, in order, and what changed."""
+
+    customer_ids: list[int]
+    created: int = 0
+    merges: list[tuple[int, int]] = field(default_factory=list)
+    custom_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def source_priority(workspace: Workspace) -> list[str]:
+    """The workspace's source priority for attribute conflicts."""
+    configured = (workspace.settings or {}).get("source_priority")
+    if isinstance(configured, list) and configured:
+        return [str(s) for s in configured]
+    return list(DEFAULT_SOURCE_PRIORITY)
+
+
+class _Batch:
+    """In-memory state of one resolution: owners of identifiers, merges, new customers."""
+
+    def __init__(self, existing: dict[int, Customer]) -> None:
+        self.customers = existing  # real customers touched by the batch
+        self.parent: dict[int, int] = {}  # union-find: merged -> survivor
+        self.next_tmp = -1
+        self.anonymous_tmp: dict[int, bool] = {}
+        self.merges: list[tuple[int, int, str]] = []  # real survivor, real merged, reason
+
+    def find(self, cid: int) -> int:
+        root = cid
+        while root in self.parent:
+            root = self.parent[root]
+        while cid != root:  # path compression
+            self.parent[cid], cid = root, self.parent[cid]
+        return root
+
+    def new_customer(self, anonymous: bool) -> int:
+        cid = self.next_tmp
+        self.next_tmp -= 1
+        self.anonymous_tmp[cid] = anonymous
+        return cid
+
+    def is_anonymous(self, cid: int) -> bool:
+        if cid < 0:
+            return self.anonymous_tmp[cid]
+        return self.customers[cid].anonymous
+
+    def survivor(self, ids: set[int]) -> int:
+        # An existing customer beats a new one, a known one beats an anonymous one, and the
+        # oldest wins among equals.
+        return min(ids, key=lambda c: (c < 0, self.is_anonymous(c), abs(c)))
+
+    def union(self, ids: set[int], reason: str) -> int:
+        keep = self.survivor(ids)
+        for other in ids - {keep}:
+            self.parent[other] = keep
+            if other > 0:
+                self.merges.append((keep, other, reason))
+            elif keep < 0:
+                # two new customers fold into one, which is known if either was
+                self.anonymous_tmp[keep] = self.anonymous_tmp[keep] and self.anonymous_tmp[other]
+            # a new customer folded into an existing one simply never gets created
+        return keep
+
+
+def resolve_profiles(
+    session: Session,
+    *,
+    workspace: Workspace,
+    records: Sequence[ProfileRecord],
+    actor: str = "system",
+) -> Resolution:
+    """Find or create the customer of every record, merging where a record names identities
+    of several customers, and apply the records' traits in order."""
+    now = clock.now()
+    keys = {i.key for r in records for i in r.idents if i.valid}
+    stored = store.identity_owners(session, workspace.id, keys)
+    owners = {k: v for k, v in stored.items() if k[0] in MATCHABLE_KINDS}
+    anchors = {r.customer_id for r in records if r.customer_id is not None}
+    batch = _Batch(store.customers_by_ids(session, set(owners.values()) | anchors))
+    # identities to write: key -> (ident, index of the record that brought it, source)
+    pending: dict[tuple[str, str, str], tuple[Ident, int, str]] = {}
+    # delivery addresses (push tokens, chats) follow the customer who last presented them
+    addresses: dict[tuple[str, str, str], tuple[Ident, int, str]] = {}
+    invalid: list[tuple[Ident, int, str]] = []
+    assigned: list[int] = []
+
+    for index, record in enumerate(records):
+        matchable = [i for i in record.idents if i.valid and i.kind in MATCHABLE_KINDS]
+        matched = {batch.find(owners[i.key]) for i in matchable if i.key in owners}
+        if record.customer_id is not None:
+            matched.add(batch.find(record.customer_id))
+        if not matched:
+            anonymous = bool(matchable) and all(i.kind in ANONYMOUS_KINDS for i in matchable)
+            cid = batch.new_customer(anonymous or not matchable)
+        elif len(matched) == 1:
+            cid = matched.pop()
+        else:
+            names = ", ".join(sorted({f"{i.kind}" for i in matchable if i.key in owners}))
+            cid = batch.union(
+                matched,
+                f"one record named identities of several customers ({names}) from {record.source}",
+            )
+        if cid < 0 and not all(i.kind in ANONYMOUS_KINDS for i in matchable):
+            batch.anonymous_tmp[cid] = False
+        for ident in record.idents:
+            if ident.valid and ident.kind in MATCHABLE_KINDS:
+                if ident.key not in owners:
+                    owners[ident.key] = cid
+                    pending[ident.key] = (ident, index, record.source)
+            elif ident.valid:
+                addresses[ident.key] = (ident, index, record.source)
+            else:
+                invalid.append((ident, index, record.source))
+        assigned.append(cid)
+
+    # Create the new customers that survived the batch's own merges.
+    roots = sorted({batch.find(c) for c in assigned if batch.find(c) < 0}, reverse=True)
+    rows = [
+        {
+            "workspace_id": workspace.id,
+            "anonymous": batch.anonymous_tmp[tmp],
+            "attributes": {},
+            "attribute_sources": {},
+            "created_at": now,
+            "updated_at": now,
+            "is_test": False,
+        }
+        for tmp in roots
+    ]
+    real_ids = store.insert_customers(session, rows)
+    real_of = dict(zip(roots, real_ids, strict=True))
+    if real_ids:
+        batch.customers.update(store.customers_by_ids(session, real_ids))
+
+    def final(cid: int) -> int:
+        root = batch.find(cid)
+        return real_of.get(root, root)
+
+    # Anonymous customers that gained a known identity become known.
+    priority = source_priority(workspace)
+    for survivor, merged, reason in batch.merges:
+        _merge(
+            session,
+            workspace=workspace,
+            survivor=batch.customers[final(survivor)],
+            merged=batch.customers[merged],
+            reason=reason,
+            actor=actor,
+            priority=priority,
+        )
+
+    identity_rows: list[dict[str, Any]] = []
+    for key, (ident, index, source) in pending.items():
+        owner = final(owners[key]) if key in owners else final(assigned[index])
+        identity_rows.append(_identity_row(workspace.id, owner, ident, source, now))
+    for ident, index, source in invalid:
+        identity_rows.append(
+            _identity_row(workspace.id, final(assigned[index]), ident, source, now)
+        )
+    for key, (ident, index, source) in addresses.items():
+        owner = final(assigned[index])
+        if key not in stored:
+            identity_rows.append(_identity_row(workspace.id, owner, ident, source, now))
+        elif stored[key] != owner:
+            store.reassign_identity(session, workspace.id, key, owner)
+    store.insert_rows(session, Identity, identity_rows)
+
+    result = Resolution(
+        customer_ids=[final(c) for c in assigned],
+        created=len(real_ids),
+        merges=[(final(s), m) for s, m, _ in batch.merges],
+    )
+    _apply_records(batch, records, result, priority, pending, now)
+    return result
+
+
+def _identity_row(
+    workspace_id: int, customer_id: int, ident: Ident, source: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "customer_id": customer_id,
+        "kind": ident.kind,
+        "namespace": ident.namespace,
+        "value": ident.value,
+        "raw_value": ident.raw[:320],
+        "valid": ident.valid,
+        "status": CONTACT_OK if ident.valid else CONTACT_INVALID,
+        "status_reason": ident.reason,
+        "status_at": None if ident.valid else now,
+        "source": source[:50],
+        "created_at": now,
+    }
+
+
+def _apply_records(
+    batch: _Batch,
+    records: Sequence[ProfileRecord],
+    result: Resolution,
+    priority: Sequence[str],
+    pending: dict[tuple[str, str, str], tuple[Ident, int, str]],
+    now: datetime,
+) -> None:
+    for index, (record, cid) in enumerate(zip(records, result.customer_ids, strict=True)):
+        customer = batch.customers[cid]
+        changed = False
+        if record.traits:
+            before = (customer.attributes, customer.attribute_sources)
+            custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
+            result.custom_attributes.update(custom)
+            changed = before != (customer.attributes, customer.attribute_sources) or bool(custom)
+        for ident in record.idents:
+            if not ident.valid:
+                continue
+            new_here = pending.get(ident.key, (None, -1, ""))[1] == index
+            if ident.kind == EMAIL and (customer.email is None or new_here):
+                customer.email = ident.value
+                changed = True
+            elif ident.kind == PHONE and (customer.phone is None or new_here):
+                customer.phone = ident.value
+                changed = True
+            elif customer.anonymous and ident.kind not in ANONYMOUS_KINDS:
+                customer.anonymous = False
+                changed = True
+        if customer.last_seen_at is None or record.at > customer.last_seen_at:
+            customer.last_seen_at = record.at
+        if changed:
+            customer.updated_at = now
+
+
+def _merge(
+    session: Session,
+    *,
+    workspace: Workspace,
+    survivor: Customer,
+    merged: Customer,
+    reason: str,
+    actor: str,
+    priority: Sequence[str],
+) -> CustomerMerge:
+    """Make ``merged`` an alias of ``survivor``: identities, consents and profile follow."""
+    now = clock.now()
+    snapshot = {
+        "first_name": merged.first_name,
+        "last_name": merged.last_name,
+        "gender": merged.gender,
+        "birthday": merged.birthday.isoformat() if merged.birthday else None,
+        "timezone": merged.timezone,
+        "city": merged.city,
+        "email": merged.email,
+        "phone": merged.phone,
+        "attributes": merged.attributes,
+        "attribute_sources": merged.attribute_sources,
+        "anonymous": merged.anonymous,
+    }
+    survivor_before = {
+        "attributes": survivor.attributes,
+        "attribute_sources": survivor.attribute_sources,
+        "email": survivor.email,
+        "phone": survivor.phone,
+    }
+    moved = store.move_identities(session, source=merged.id, target=survivor.id)
+    consents_moved, consents_dropped = _merge_consents(session, survivor.id, merged.id)
+    fill_from(survivor, merged, priority=priority)
+    if survivor.anonymous and not merged.anonymous:
+        survivor.anonymous = False
+    survivor.updated_at = now
+    merged.merged_into_id = survivor.id
+    merged.updated_at = now
+    # customers merged into the merged one earlier now point at the final survivor
+    session.execute(
+        update(Customer)
+        .where(Customer.merged_into_id == merged.id)
+        .values(merged_into_id=survivor.id)
+        .execution_options(synchronize_session=False)
+    )
+    record = CustomerMerge(
+        workspace_id=workspace.id,
+        survivor_id=survivor.id,
+        merged_id=merged.id,
+        reason=reason,
+        details={
+            "identity_ids": moved,
+            "consents_moved": consents_moved,
+            "consents_dropped": consents_dropped,
+            "merged_profile": snapshot,
+            "survivor_before": survivor_before,
+        },
+        actor=actor,
+        at=now,
+    )
+    session.add(record)
+    session.flush()
+    record_audit(
+        session,
+        workspace_id=workspace.id,
+        actor=actor,
+        action="customer.merged",
+        target_type="customer",
+        target_id=survivor.id,
+        details={"merged_id": merged.id, "merge_id": record.id, "reason": reason},
+    )
+    domain_events.publish(
+        session,
+        MERGED_EVENT,
+        {"workspace_id": workspace.id, "survivor_id": survivor.id, "merged_id": merged.id},
+        key=f"{merged.id}->{survivor.id}:{record.id}",
+    )
+    return record
+
+
+def _merge_consents(
+    session: Session, survivor_id: int, merged_id: int
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Move the merged customer's consents; where both have one, the newer change wins."""
+    mine = {
+        (c.brand_scope, c.kind, c.channel, c.topic): c
+        for c in store.consents_of(session, [survivor_id])
+    }
+    moved: list[int] = []
+    dropped: list[dict[str, Any]] = []
+    for consent in store.consents_of(session, [merged_id]):
+        key = (consent.brand_scope, consent.kind, consent.channel, consent.topic)
+        current = mine.get(key)
+        if current is None:
+            consent.customer_id = survivor_id
+            moved.append(consent.id)
+            continue
+        loser = consent if current.changed_at >= consent.changed_at else current
+        if loser is current:
+            # the merged customer's consent is newer: it replaces the survivor's
+            dropped.append(_consent_snapshot(current))
+            session.delete(current)
+            session.flush()
+            consent.customer_id = survivor_id
+            moved.append(consent.id)
+            mine[key] = consent
+        else:
+            dropped.append(_consent_snapshot(consent))
+            session.delete(consent)
+    session.flush()
+    return moved, dropped
+
+
+def _consent_snapshot(consent: Consent) -> dict[str, Any]:
+    return {
+        "customer_id": consent.customer_id,
+        "brand_scope": consent.brand_scope,
+        "kind": consent.kind,
+        "channel": consent.channel,
+        "topic": consent.topic,
+        "status": consent.status,
+        "source": consent.source,
+        "evidence": consent.evidence,
+        "changed_at": consent.changed_at.isoformat(),
+    }

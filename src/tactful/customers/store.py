@@ -1,0 +1,252 @@
+"""Queries over customers, identities, merges and consents (never commits)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from tactful.core.dialect import bulk_insert_chunk_size
+from tactful.customers.models import (
+    AttributeCatalog,
+    Consent,
+    ConsentChange,
+    Customer,
+    CustomerMerge,
+    Identity,
+)
+
+LOOKUP_CHUNK = 900
+
+
+def identity_owners(
+    session: Session, workspace_id: int, keys: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], int]:
+    """Which customer owns each valid ``(kind, namespace, value)``."""
+    by_kind: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for kind, namespace, value in set(keys):
+        by_kind[(kind, namespace)].append(value)
+    owners: dict[tuple[str, str, str], int] = {}
+    for (kind, namespace), values in by_kind.items():
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            chunk = values[start : start + LOOKUP_CHUNK]
+            rows = session.execute(
+                select(Identity.value, Identity.customer_id).where(
+                    Identity.workspace_id == workspace_id,
+                    Identity.kind == kind,
+                    Identity.namespace == namespace,
+                    Identity.valid.is_(True),
+                    Identity.value.in_(chunk),
+                )
+            )
+            for value, customer_id in rows:
+                owners[(kind, namespace, value)] = customer_id
+    return owners
+
+
+def customers_by_ids(session: Session, ids: Iterable[int]) -> dict[int, Customer]:
+    wanted = list(set(ids))
+    found: dict[int, Customer] = {}
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        chunk = wanted[start : start + LOOKUP_CHUNK]
+        for customer in session.scalars(select(Customer).where(Customer.id.in_(chunk))):
+            found[customer.id] = customer
+    return found
+
+
+def insert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert customers in bulk; returns their ids in the order given."""
+    ids: list[int] = []
+    if not rows:
+        return ids
+    size = bulk_insert_chunk_size(session, len(rows[0]))
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        result = session.execute(
+            insert(Customer).returning(Customer.id, sort_by_parameter_order=True), chunk
+        )
+        ids.extend(row[0] for row in result)
+    return ids
+
+
+def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
+    """Plain bulk insert (executemany)."""
+    if not rows:
+        return
+    size = max(1, 50_000 // max(1, len(rows[0])))
+    for start in range(0, len(rows), size):
+        session.execute(model.__table__.insert(), list(rows[start : start + size]))
+
+
+def identities_of(session: Session, customer_ids: Sequence[int]) -> list[Identity]:
+    return list(
+        session.scalars(
+            select(Identity).where(Identity.customer_id.in_(customer_ids)).order_by(Identity.id)
+        )
+    )
+
+
+def move_identities(session: Session, *, source: int, target: int) -> list[int]:
+    """Re-point a customer's identities at another; returns the moved identity ids."""
+    ids = list(session.scalars(select(Identity.id).where(Identity.customer_id == source)))
+    if ids:
+        session.execute(
+            update(Identity)
+            .where(Identity.id.in_(ids))
+            .values(customer_id=target)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def reassign_identity(
+    session: Session, workspace_id: int, key: tuple[str, str, str], customer_id: int
+) -> None:
+    """Point a valid identity at another customer (a push token on a handed-over phone)."""
+    kind, namespace, value = key
+    session.execute(
+        update(Identity)
+        .where(
+            Identity.workspace_id == workspace_id,
+            Identity.kind == kind,
+            Identity.namespace == namespace,
+            Identity.value == value,
+            Identity.valid.is_(True),
+        )
+        .values(customer_id=customer_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def consents_of(session: Session, customer_ids: Sequence[int]) -> list[Consent]:
+    return list(
+        session.scalars(
+            select(Consent).where(Consent.customer_id.in_(customer_ids)).order_by(Consent.id)
+        )
+    )
+
+
+def consent_history(session: Session, customer_id: int, limit: int = 200) -> list[ConsentChange]:
+    return list(
+        session.scalars(
+            select(ConsentChange)
+            .where(ConsentChange.customer_id == customer_id)
+            .order_by(ConsentChange.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def merges_of(session: Session, customer_id: int) -> list[CustomerMerge]:
+    return list(
+        session.scalars(
+            select(CustomerMerge)
+            .where(
+                or_(
+                    CustomerMerge.survivor_id == customer_id, CustomerMerge.merged_id == customer_id
+                )
+            )
+            .order_by(CustomerMerge.id)
+        )
+    )
+
+
+def attribute_catalog(session: Session, workspace_id: int) -> list[AttributeCatalog]:
+    return list(
+        session.scalars(
+            select(AttributeCatalog)
+            .where(AttributeCatalog.workspace_id == workspace_id)
+            .order_by(AttributeCatalog.name)
+        )
+    )
+
+
+def find_by_identity(
+    session: Session, workspace_id: int, kind: str, namespace: str, value: str
+) -> int | None:
+    return session.scalar(
+        select(Identity.customer_id).where(
+            Identity.workspace_id == workspace_id,
+            Identity.kind == kind,
+            Identity.namespace == namespace,
+            Identity.value == value,
+            Identity.valid.is_(True),
+        )
+    )
+
+
+def contact_identities(
+    session: Session, workspace_id: int, customer_ids: Sequence[int], kinds: Sequence[str]
+) -> list[Identity]:
+    """Valid contact identities of some customers (for delivery and reachability)."""
+    return list(
+        session.scalars(
+            select(Identity)
+            .where(
+                Identity.workspace_id == workspace_id,
+                Identity.customer_id.in_(customer_ids),
+                Identity.kind.in_(kinds),
+                Identity.valid.is_(True),
+            )
+            .order_by(Identity.customer_id, Identity.id)
+        )
+    )
+
+
+def search_customers(
+    session: Session, workspace_id: int, *, query: str | None, limit: int, after_id: int | None
+) -> list[Customer]:
+    stmt = select(Customer).where(
+        Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None)
+    )
+    if after_id:
+        stmt = stmt.where(Customer.id > after_id)
+    if query:
+        like = f"%{query.lower()}%"
+        matching = select(Identity.customer_id).where(
+            Identity.workspace_id == workspace_id, func.lower(Identity.value).like(like)
+        )
+        stmt = stmt.where(
+            or_(
+                Customer.id.in_(matching),
+                func.lower(
+                    func.coalesce(Customer.first_name, "")
+                    + " "
+                    + func.coalesce(Customer.last_name, "")
+                ).like(like),
+            )
+        )
+    return list(session.scalars(stmt.order_by(Customer.id).limit(limit)))
+
+
+def count_customers(session: Session, workspace_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Customer)
+            .where(
+                Customer.workspace_id == workspace_id,
+                Customer.merged_into_id.is_(None),
+                Customer.anonymous.is_(False),
+            )
+        )
+        or 0
+    )
+
+
+def consent_rows(
+    session: Session, customer_ids: Sequence[int], keys: Sequence[tuple[str, str, str, str]]
+) -> dict[tuple[int, str, str, str, str], Consent]:
+    """Current consents by (customer, brand_scope, kind, channel, topic)."""
+    if not customer_ids or not keys:
+        return {}
+    rows = session.scalars(
+        select(Consent).where(
+            Consent.customer_id.in_(customer_ids),
+            tuple_(Consent.brand_scope, Consent.kind, Consent.channel, Consent.topic).in_(keys),
+        )
+    )
+    return {(c.customer_id, c.brand_scope, c.kind, c.channel, c.topic): c for c in rows}

@@ -1,0 +1,234 @@
+"""Ingestion over HTTP: Segment-spec calls (so Segment and RudderStack libraries work as they
+are), purchases, the event catalog, reference data and the loader's lag."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from tactful.core.api import (
+    RuntimeDep,
+    SessionDep,
+    api_router,
+    presented_key,
+    require_scope,
+)
+from tactful.core.auth import Principal
+from tactful.core.errors import PayloadTooLarge, Unauthorized, ValidationFailed
+from tactful.events import loader, service
+from tactful.events.ingest import IngestContext, errors_of
+from tactful.events.schemas import (
+    MAX_BATCH_BYTES,
+    MAX_CALL_BYTES,
+    BatchEnvelope,
+    IngestResponse,
+    PurchaseBatch,
+)
+
+router = api_router(prefix="/v1", tags=["ingestion"])
+Admin = Annotated[Principal, require_scope("admin")]
+
+SEGMENT_DOC = (
+    "Segment-spec call. Authenticate like Segment: HTTP Basic with the write key (an API key "
+    "with the ingest scope) as the user name, or `writeKey` in the body. Limits: 32 KB per "
+    "call, 500 KB per batch. A repeated messageId is accepted and ignored."
+)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+    encoding = request.headers.get("content-encoding", "").lower()
+    if encoding in ("gzip", "deflate"):
+        try:
+            body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+        except (OSError, zlib.error) as exc:
+            raise ValidationFailed(f"the body is not valid {encoding} data", field="body") from exc
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"the body is not valid JSON: {exc}", field="body") from exc
+
+
+def _principal(request: Request, session: Any, body: Any) -> Principal:
+    key = presented_key(request)
+    if not key and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+        key = body["writeKey"]
+    if not key:
+        raise Unauthorized(
+            "a write key is required (HTTP Basic with the key as the user name, "
+            "or writeKey in the body)"
+        )
+    principal: Principal = request.app.state.authenticate_key(session, key)
+    principal.require("ingest")
+    return principal
+
+
+def _context(request: Request, session: Any, principal: Principal, source: str) -> IngestContext:
+    return IngestContext(
+        workspace=service.workspace(session, principal.workspace_id),
+        source=source,
+        brand_id=principal.brand_id,
+    )
+
+
+def _respond(result: IngestResponse, *, single: bool) -> Response:
+    if single and result.rejected:
+        errors = [e.model_dump() for e in result.results[0].errors]
+        raise ValidationFailed(
+            "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
+        )
+    return Response(service.ingest_response_json(result), media_type="application/json")
+
+
+async def _single(request: Request, session: SessionDep, kind: str) -> Response:
+    body = await _read_json(request, MAX_CALL_BYTES)
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", field="body")
+
+    def work() -> IngestResponse:
+        principal = _principal(request, session, body)
+        ctx = _context(request, session, principal, "api")
+        return service.ingest_segment(session, ctx, [body], kind=kind)
+
+    return _respond(await run_in_threadpool(work), single=True)
+
+
+@router.post("/identify", summary="Identify a customer (Segment spec)", description=SEGMENT_DOC)
+async def identify(request: Request, session: SessionDep) -> Response:
+    return await _single(request, session, "identify")
+
+
+@router.post("/track", summary="Record an event (Segment spec)", description=SEGMENT_DOC)
+async def track(request: Request, session: SessionDep) -> Response:
+    return await _single(request, session, "track")
+
+
+@router.post("/page", summary="Record a page view (Segment spec)", description=SEGMENT_DOC)
+async def page(request: Request, session: SessionDep) -> Response:
+    return await _single(request, session, "page")
+
+
+@router.post("/screen", summary="Record an app screen view (Segment spec)", description=SEGMENT_DOC)
+async def screen(request: Request, session: SessionDep) -> Response:
+    return await _single(request, session, "screen")
+
+
+@router.post(
+    "/alias", summary="Join a previous id to a user id (Segment spec)", description=SEGMENT_DOC
+)
+async def alias(request: Request, session: SessionDep) -> Response:
+    return await _single(request, session, "alias")
+
+
+@router.post(
+    "/group", summary="Associate a customer with a group (Segment spec)", description=SEGMENT_DOC
+)
+async def group(request: Request, session: SessionDep) -> Response:
+    return await _single(request, session, "group")
+
+
+@router.post(
+    "/batch",
+    summary="Several Segment-spec calls at once",
+    description=SEGMENT_DOC
+    + " Each call gets its own result: accepted, duplicate, or rejected with the "
+    "field and reason; valid calls are kept when others fail.",
+)
+async def batch(request: Request, session: SessionDep) -> Response:
+    body = await _read_json(request, MAX_BATCH_BYTES)
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object with a 'batch' list", field="body")
+    try:
+        envelope = BatchEnvelope.model_validate(body)
+    except ValidationError as exc:
+        errors = [e.model_dump() for e in errors_of(exc, "")]
+        raise ValidationFailed(
+            "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
+        ) from exc
+
+    def work() -> IngestResponse:
+        principal = _principal(request, session, body)
+        ctx = _context(request, session, principal, "api")
+        return service.ingest_segment(
+            session,
+            ctx,
+            envelope.batch,
+            envelope={"context": envelope.context, "sentAt": body.get("sentAt")},
+        )
+
+    return _respond(await run_in_threadpool(work), single=False)
+
+
+@router.post("/import", include_in_schema=False)
+async def segment_import(request: Request, session: SessionDep) -> Response:
+    """Segment's older libraries post batches to /v1/import."""
+    return await batch(request, session)
+
+
+@router.post(
+    "/purchases",
+    summary="Record receipts (sales and returns)",
+    description='One receipt object, or {"purchases": [...]} for up to 5,000. '
+    "Money is in minor units (kopecks, cents). A repeated receipt_id is accepted "
+    "and ignored; a return names original_receipt_id. Limit 500 KB per call.",
+)
+async def purchases(request: Request, session: SessionDep) -> Response:
+    body = await _read_json(request, MAX_BATCH_BYTES)
+    single = isinstance(body, dict) and "purchases" not in body
+    if single:
+        items: list[Any] = [body]
+    else:
+        try:
+            items = PurchaseBatch.model_validate(body).purchases
+        except ValidationError as exc:
+            errors = [e.model_dump() for e in errors_of(exc, "")]
+            raise ValidationFailed(
+                "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
+            ) from exc
+
+    def work() -> IngestResponse:
+        principal = _principal(request, session, body if single else {})
+        ctx = _context(request, session, principal, "api")
+        return service.ingest_purchases(session, ctx, items, single=single)
+
+    return _respond(await run_in_threadpool(work), single=single)
+
+
+@router.get(
+    "/events/catalog",
+    tags=["events"],
+    summary="Event names and properties seen, with inferred types",
+)
+def event_catalog(session: SessionDep, principal: Admin) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": c.type,
+            "name": c.name,
+            "property": c.property or None,
+            "value_type": c.value_type or None,
+            "example": c.example,
+        }
+        for c in service.catalog(session, workspace_id=principal.workspace_id)
+    ]
+
+
+@router.get("/events/loader", tags=["events"], summary="How far the warehouse is behind the inbox")
+def loader_status(runtime: RuntimeDep, principal: Admin) -> dict[str, Any]:
+    waiting, lag = loader.lag_seconds(runtime)
+    return {"waiting_rows": waiting, "lag_seconds": round(lag, 3)}

@@ -1,0 +1,64 @@
+"""Event jobs: the resolver and the loader (coalescing singletons), merges reaching the
+warehouse, consent changes recorded as events, and inbox housekeeping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tactful.core.jobs.context import JobContext, MonitorContext
+from tactful.core.jobs.queue import enqueue_coalesced
+from tactful.core.jobs.registry import job, monitor
+from tactful.events import loader, resolver, service
+from tactful.events.ingest import RESOLVE_JOB
+from tactful.events.warehouse import apply_alias
+
+INBOX_RETENTION = timedelta(days=7)
+
+
+@job(RESOLVE_JOB, max_attempts=20)
+def resolve(ctx: JobContext) -> None:
+    """Resolve a batch of inbox rows; ask for another run while rows remain."""
+    outcome = resolver.resolve_pending(ctx.session)
+    if outcome.more:
+        enqueue_coalesced(ctx.session, RESOLVE_JOB, key=RESOLVE_JOB)
+
+
+@job(resolver.LOAD_JOB, max_attempts=20, transactional=False)
+def load(ctx: JobContext) -> None:
+    """Copy resolved rows to the warehouse; ask for another run while rows remain."""
+    outcome = loader.load_pending(ctx.runtime)
+    if outcome.more:
+        with ctx.runtime.db.scope() as session:
+            enqueue_coalesced(session, resolver.LOAD_JOB, key=resolver.LOAD_JOB)
+
+
+@job("events.apply_merge", transactional=False)
+def apply_merge(ctx: JobContext) -> None:
+    """History of a merged customer follows the survivor in the warehouse."""
+    payload = ctx.payload
+    survivor = payload["survivor_id"] if payload["event"] == "customers.merged" else None
+    apply_alias(
+        ctx.runtime.warehouse,
+        workspace_id=int(payload["workspace_id"]),
+        merged_id=int(payload["merged_id"]),
+        survivor_id=None if survivor is None else int(survivor),
+    )
+
+
+@job("events.record_consent_change")
+def record_consent_change(ctx: JobContext) -> None:
+    """Unsubscribes and other consent changes become events (metrics, segments, reports)."""
+    service.record_consent_change(ctx.session, ctx.payload)
+
+
+@monitor("events.pump", every=timedelta(seconds=5))
+def pump(ctx: MonitorContext) -> None:
+    """Keep the resolver and loader moving even if a wake-up was missed."""
+    enqueue_coalesced(ctx.session, RESOLVE_JOB, key=RESOLVE_JOB)
+    enqueue_coalesced(ctx.session, resolver.LOAD_JOB, key=resolver.LOAD_JOB)
+
+
+@monitor("events.prune_inbox", every=timedelta(hours=1))
+def prune_inbox(ctx: MonitorContext) -> None:
+    """Loaded inbox rows are kept a week for de-duplication, then forgotten."""
+    loader.prune(ctx.session, keep=INBOX_RETENTION)

@@ -1,0 +1,230 @@
+"""Shapes of the ingestion API: Segment-spec calls and first-class purchases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+MAX_CALL_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+
+IdText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _id_text(value: Any) -> Any:
+    # Segment libraries send ids as strings, but numbers are common in hand-written calls.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class SegmentCall(BaseModel):
+    """Fields common to every Segment-spec call."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    messageId: str | None = Field(default=None, max_length=200)  # noqa: N815 - Segment spec
+    userId: IdText | None = None  # noqa: N815
+    anonymousId: IdText | None = None  # noqa: N815
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None  # noqa: N815
+    sentAt: datetime | None = None  # noqa: N815
+    context: dict[str, Any] = Field(default_factory=dict)
+    integrations: dict[str, Any] = Field(default_factory=dict)
+
+    _ids = field_validator("userId", "anonymousId", mode="before")(_id_text)
+
+    @model_validator(mode="after")
+    def _someone(self) -> SegmentCall:
+        if self.userId is None and self.anonymousId is None and not isinstance(self, AliasCall):
+            raise ValueError("either userId or anonymousId is required")
+        return self
+
+
+class IdentifyCall(SegmentCall):
+    type: Literal["identify"] = "identify"
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackCall(SegmentCall):
+    type: Literal["track"] = "track"
+    event: str = Field(min_length=1, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class PageCall(SegmentCall):
+    type: Literal["page"] = "page"
+    name: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScreenCall(SegmentCall):
+    type: Literal["screen"] = "screen"
+    name: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class AliasCall(SegmentCall):
+    type: Literal["alias"] = "alias"
+    previousId: IdText  # noqa: N815
+    userId: IdText  # noqa: N815 - required for alias
+
+    _previous = field_validator("previousId", mode="before")(_id_text)
+
+
+class GroupCall(SegmentCall):
+    type: Literal["group"] = "group"
+    groupId: IdText  # noqa: N815
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+
+AnyCall = Annotated[
+    IdentifyCall | TrackCall | PageCall | ScreenCall | AliasCall | GroupCall,
+    Field(discriminator="type"),
+]
+CALL_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyCall)
+CALL_MODELS: dict[str, type[SegmentCall]] = {
+    "identify": IdentifyCall,
+    "track": TrackCall,
+    "page": PageCall,
+    "screen": ScreenCall,
+    "alias": AliasCall,
+    "group": GroupCall,
+}
+
+
+class BatchEnvelope(BaseModel):
+    """``POST /v1/batch``: up to 500 KB of calls; each call gets its own result."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    batch: list[Any] = Field(min_length=1, max_length=10_000)
+    sentAt: datetime | None = None  # noqa: N815
+    context: dict[str, Any] = Field(default_factory=dict)
+    integrations: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- purchases --------------------------------------------------------------------------------
+
+
+class PurchaseCustomer(BaseModel):
+    """Who bought: any identities the till or shop knows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: IdText | None = Field(default=None, description="the shop's or CRM's customer id")
+    namespace: str = Field(
+        default="user_id", max_length=50, description="the id system user_id belongs to"
+    )
+    card: str | None = Field(default=None, max_length=64, description="loyalty card number")
+    phone: str | None = Field(default=None, max_length=64)
+    email: str | None = Field(default=None, max_length=320)
+    anonymous_id: IdText | None = None
+    device_id: IdText | None = None
+
+    _ids = field_validator("user_id", mode="before")(_id_text)
+
+
+class PurchaseLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    line_no: int | None = Field(default=None, ge=1, le=100_000)
+    product_id: str = Field(min_length=1, max_length=64)
+    category_id: str | None = Field(default=None, max_length=64)
+    category: str | None = Field(default=None, max_length=300)
+    quantity: float = Field(gt=0, le=1_000_000, description="units, or kg/m for goods by measure")
+    unit_price: int = Field(ge=0, le=10**12, description="price per unit in minor units")
+    discount: int = Field(default=0, ge=0, le=10**12, description="line discount, minor units")
+    amount: int | None = Field(
+        default=None,
+        ge=0,
+        description="paid for the line; round(quantity × unit_price) − discount when omitted",
+    )
+
+    @model_validator(mode="after")
+    def _amounts(self) -> PurchaseLine:
+        gross = round(self.quantity * self.unit_price)
+        if self.discount > gross:
+            raise ValueError(f"discount {self.discount} exceeds quantity × unit_price ({gross})")
+        expected = gross - self.discount
+        if self.amount is not None and self.amount != expected:
+            raise ValueError(
+                f"amount {self.amount} differs from quantity × unit_price − discount ({expected})"
+            )
+        self.amount = expected
+        return self
+
+
+class Purchase(BaseModel):
+    """A receipt (sale or return) with its lines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    receipt_id: str = Field(min_length=1, max_length=100)
+    kind: Literal["sale", "return"] = "sale"
+    original_receipt_id: str | None = Field(default=None, min_length=1, max_length=100)
+    customer: PurchaseCustomer | None = None
+    store_id: str = Field(min_length=1, max_length=64)
+    channel: Literal["offline", "online"] = "offline"
+    occurred_at: datetime
+    lines: list[PurchaseLine] = Field(min_length=1, max_length=1000)
+    total: int | None = Field(default=None, ge=0, description="sum of line amounts; checked")
+    bonus_accrued: int = Field(default=0, ge=0, le=10**12)
+    bonus_spent: int = Field(default=0, ge=0, le=10**12)
+    currency: str = Field(default="RUB", min_length=3, max_length=3)
+    message_id: str | None = Field(
+        default=None, max_length=200, description="defaults to the receipt id"
+    )
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Purchase:
+        if self.kind == "return" and not self.original_receipt_id:
+            raise ValueError("a return names original_receipt_id, the sale it returns")
+        if self.kind == "sale" and self.original_receipt_id:
+            raise ValueError("only a return names original_receipt_id")
+        numbers = [line.line_no for line in self.lines if line.line_no is not None]
+        if len(numbers) != len(set(numbers)):
+            raise ValueError("line_no values repeat")
+        total = sum(line.amount or 0 for line in self.lines)
+        if self.total is not None and self.total != total:
+            raise ValueError(f"total {self.total} differs from the sum of line amounts ({total})")
+        self.total = total
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("occurred_at needs a time zone offset (e.g. 2026-05-01T10:00:00Z)")
+        return self
+
+
+PURCHASE_ADAPTER: TypeAdapter[Purchase] = TypeAdapter(Purchase)
+
+
+class PurchaseBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purchases: list[dict[str, Any]] = Field(min_length=1, max_length=5000)
+
+
+class ItemError(BaseModel):
+    field: str
+    reason: str
+
+
+class ItemResult(BaseModel):
+    """What happened to one call of a batch."""
+
+    index: int
+    message_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    errors: list[ItemError] = Field(default_factory=list)
+
+
+class IngestResponse(BaseModel):
+    success: bool = True
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[ItemResult]

@@ -1,0 +1,116 @@
+"""Queries over the inbox, the event catalog and reference data (never commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from tactful.core.dialect import insert_ignore, lock_rows
+from tactful.events.models import EventCatalog, InboxEvent
+
+
+def unresolved(session: Session, limit: int) -> list[InboxEvent]:
+    """The oldest inbox rows still waiting for identity resolution (locked on PostgreSQL)."""
+    stmt = (
+        select(InboxEvent)
+        .where(InboxEvent.resolved_at.is_(None))
+        .order_by(InboxEvent.seq)
+        .limit(limit)
+    )
+    return list(session.scalars(lock_rows(session, stmt, skip_locked=True)))
+
+
+def unloaded(session: Session, limit: int) -> list[InboxEvent]:
+    """The oldest resolved rows not yet copied to the warehouse."""
+    stmt = (
+        select(InboxEvent)
+        .where(InboxEvent.loaded_at.is_(None), InboxEvent.resolved_at.is_not(None))
+        .order_by(InboxEvent.seq)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def mark_resolved(
+    session: Session, assignments: Sequence[tuple[int, int | None]], at: datetime
+) -> None:
+    """Set customer and resolution time of inbox rows: ``(seq, customer_id)`` pairs."""
+    if not assignments:
+        return
+    # ORM bulk UPDATE by primary key: one executemany
+    session.execute(
+        update(InboxEvent),
+        [{"seq": seq, "customer_id": customer, "resolved_at": at} for seq, customer in assignments],
+    )
+
+
+def mark_loaded(session: Session, seqs: Sequence[int], at: datetime) -> None:
+    for start in range(0, len(seqs), 900):
+        session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.seq.in_(seqs[start : start + 900]))
+            .values(loaded_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def inbox_stats(session: Session) -> dict[str, Any]:
+    """Unresolved and unloaded counts and the oldest waiting row's arrival time."""
+    unresolved_count = session.scalar(
+        select(func.count()).select_from(InboxEvent).where(InboxEvent.resolved_at.is_(None))
+    )
+    unloaded_count, oldest = session.execute(
+        select(func.count(), func.min(InboxEvent.received_at)).where(InboxEvent.loaded_at.is_(None))
+    ).one()
+    return {
+        "unresolved": int(unresolved_count or 0),
+        "unloaded": int(unloaded_count or 0),
+        "oldest_unloaded_received_at": oldest,
+    }
+
+
+def note_catalog(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Add unseen (event, property) pairs to the catalog."""
+    if rows:
+        session.execute(
+            insert_ignore(
+                session,
+                EventCatalog,
+                list(rows),
+                conflict=["workspace_id", "type", "name", "property"],
+            )
+        )
+
+
+def catalog(session: Session, workspace_id: int) -> list[EventCatalog]:
+    return list(
+        session.scalars(
+            select(EventCatalog)
+            .where(EventCatalog.workspace_id == workspace_id)
+            .order_by(EventCatalog.type, EventCatalog.name, EventCatalog.property)
+        )
+    )
+
+
+def customer_inbox(
+    session: Session,
+    workspace_id: int,
+    customer_ids: Sequence[int],
+    before: datetime | None,
+    limit: int,
+) -> list[InboxEvent]:
+    stmt = select(InboxEvent).where(
+        InboxEvent.workspace_id == workspace_id, InboxEvent.customer_id.in_(customer_ids)
+    )
+    if before is not None:
+        stmt = stmt.where(InboxEvent.occurred_at < before)
+    return list(session.scalars(stmt.order_by(InboxEvent.occurred_at.desc()).limit(limit)))
+
+
+def prune_loaded(session: Session, before: datetime) -> int:
+    result = session.execute(delete(InboxEvent).where(InboxEvent.loaded_at < before))
+    return int(getattr(result, "rowcount", 0))
