@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -93,7 +94,7 @@ def generate(
     counters = events.EventCounters()
     receipts = lines = 0
     chunks = range(0, customers, CHUNK)
-    writers: dict[str, pq.ParquetWriter] = {}
+    sink = _Sink(paths)
     try:
         for number, start in enumerate(chunks):
             size = min(CHUNK, customers - start)
@@ -111,9 +112,11 @@ def generate(
                 id_width,
             )
             done = (start + size) / customers
-            _append(writers, "customers", paths, people_rows)
+            # At most one chunk waits for the writer, which bounds memory.
+            sink.settle()
+            sink.append("customers", people_rows)
             report("customers", done)
-            _append(writers, "receipts", paths, bought.table)
+            sink.append("receipts", bought.table)
             receipts += bought.receipts
             lines += bought.table.num_rows
             report("receipts", done)
@@ -126,11 +129,10 @@ def generate(
                 people_rows["app_device_id"].combine_chunks(),
                 counters,
             )
-            _append(writers, "events", paths, activity)
+            sink.append("events", activity)
             report("events", done)
     finally:
-        for writer in writers.values():
-            writer.close()
+        sink.close()
     return DemoFiles(
         directory=directory,
         stores=paths["stores"],
@@ -146,10 +148,41 @@ def generate(
     )
 
 
-def _append(
-    writers: dict[str, pq.ParquetWriter], name: str, paths: dict[str, Path], table: pa.Table
-) -> None:
-    writer = writers.get(name)
-    if writer is None:
-        writer = writers[name] = pq.ParquetWriter(paths[name], table.schema, compression="snappy")
-    writer.write_table(table)
+class _Sink:
+    """Appends tables to the Parquet files on one background thread.
+
+    Encoding and compressing a chunk release the GIL, so they overlap with generating the
+    next chunk; a single thread keeps every file's row groups in chunk order.
+    """
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self._paths = paths
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-parquet")
+        self._pending: list[Future[None]] = []
+
+    def append(self, name: str, table: pa.Table) -> None:
+        """Queue a table for the named file."""
+        self._pending.append(self._pool.submit(self._write, name, table))
+
+    def settle(self) -> None:
+        """Wait for the queued writes (and raise their errors)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        """Finish the queued writes and close the files."""
+        try:
+            self.settle()
+        finally:
+            self._pool.shutdown(wait=True)
+            for writer in self._writers.values():
+                writer.close()
+
+    def _write(self, name: str, table: pa.Table) -> None:
+        writer = self._writers.get(name)
+        if writer is None:
+            writer = pq.ParquetWriter(self._paths[name], table.schema, compression="snappy")
+            self._writers[name] = writer
+        writer.write_table(table)
