@@ -1,8 +1,8 @@
-"""customers and events: profiles, identities, consents, inbox, catalogs
+"""customers and events: profiles, identities, consents, inbox, catalogs, channel prices
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 17:45:09.340175
+Create Date: 2026-11-22 17:56:04.380747
 """
 
 from __future__ import annotations
@@ -241,6 +241,36 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "channel_prices",
+        sa.Column("id", tactful.core.types.BigIntPK, nullable=False),
+        sa.Column("workspace_id", tactful.core.types.BigIntPK, nullable=False),
+        sa.Column("brand_id", tactful.core.types.BigIntPK, nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("provider", sa.String(length=50), nullable=False),
+        sa.Column("price", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("updated_at", tactful.core.types.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["brand_id"],
+            ["brands.id"],
+            name=op.f("fk_channel_prices_brand_id_brands"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_channel_prices_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_prices")),
+        sa.UniqueConstraint(
+            "brand_id",
+            "channel",
+            "provider",
+            name=op.f("uq_channel_prices_brand_id_channel_provider"),
+        ),
+    )
+    op.create_table(
         "consent_changes",
         sa.Column("id", tactful.core.types.BigIntPK, nullable=False),
         sa.Column("workspace_id", tactful.core.types.BigIntPK, nullable=False),
@@ -453,6 +483,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_consent_changes_customer")
 
     op.drop_table("consent_changes")
+    op.drop_table("channel_prices")
     op.drop_table("stores")
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.drop_index("ix_products_category")

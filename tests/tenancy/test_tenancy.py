@@ -151,3 +151,27 @@ def test_invalid_scopes_and_regions_are_refused(runtime: Runtime, tenant: Tenant
     assert _count(runtime, Workspace) == 1
     assert _count(runtime, ApiKey) == 1
     assert _count(runtime, AuditEntry) == 2  # brand.created + api_key.issued from initialize
+
+
+def test_channel_prices_default_and_override(
+    client: TestClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    with runtime.db.scope(readonly=True) as session:
+        assert service.channel_prices(session, brand_id=tenant.brand_id) == service.DEFAULT_PRICES
+    ok = client.put(
+        "/v1/channel-prices",
+        headers=tenant.headers,
+        json={"brand_id": tenant.brand_id, "channel": "sms", "price": 290},
+    )
+    assert ok.status_code == 200
+    assert (ok.json()["price"], ok.json()["currency"]) == (290, "RUB")
+    bad = client.put(
+        "/v1/channel-prices",
+        headers=tenant.headers,
+        json={"brand_id": tenant.brand_id, "channel": "sms", "price": -1},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "price"
+    with runtime.db.scope(readonly=True) as session:
+        prices = service.channel_prices(session, brand_id=tenant.brand_id)
+    assert prices == {**service.DEFAULT_PRICES, "sms": 290}

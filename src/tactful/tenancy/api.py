@@ -16,6 +16,8 @@ from tactful.tenancy.schemas import (
     AuditEntryOut,
     BrandIn,
     BrandOut,
+    ChannelPriceIn,
+    ChannelPriceOut,
     WorkspaceOut,
 )
 
@@ -95,3 +97,24 @@ def audit_log(
         limit=limit,
     )
     return [AuditEntryOut.model_validate(e) for e in entries]
+
+
+@router.get("/channel-prices", summary="Prices per message by brand and channel")
+def list_prices(session: SessionDep, principal: Admin) -> list[ChannelPriceOut]:
+    rows = service.list_channel_prices(session, workspace_id=principal.workspace_id)
+    return [ChannelPriceOut.model_validate(r) for r in rows]
+
+
+@router.put("/channel-prices", summary="Set a brand's price per message on a channel")
+def set_price(body: ChannelPriceIn, session: SessionDep, principal: Admin) -> ChannelPriceOut:
+    row = service.set_channel_price(
+        session,
+        workspace_id=principal.workspace_id,
+        brand_id=body.brand_id,
+        channel=body.channel,
+        price=body.price,
+        provider=body.provider,
+        currency=body.currency,
+        actor=principal.actor,
+    )
+    return ChannelPriceOut.model_validate(row)

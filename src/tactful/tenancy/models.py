@@ -40,6 +40,22 @@ class Brand(Base):
     created_at: Mapped[datetime]
 
 
+class ChannelPrice(Base):
+    """What one message costs a brand on a channel (minor units), per provider."""
+
+    __tablename__ = "channel_prices"
+    __table_args__ = (UniqueConstraint("brand_id", "channel", "provider"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(50), default="default")
+    price: Mapped[int] = mapped_column(BigInt)
+    currency: Mapped[str] = mapped_column(String(3))
+    updated_at: Mapped[datetime]
+
+
 class ApiKey(Base):
     """A scoped API key; only its SHA-256 hash is stored."""
 

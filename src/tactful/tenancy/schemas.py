@@ -70,3 +70,22 @@ class AuditEntryOut(BaseModel):
     target_id: str | None
     details: dict[str, Any]
     at: datetime
+
+
+class ChannelPriceIn(BaseModel):
+    brand_id: int
+    channel: Literal["push", "email", "webhook", "telegram", "viber", "sms", "call"]
+    price: int = Field(ge=0, description="per message, in minor units (kopecks, cents)")
+    provider: str = Field(default="default", max_length=50)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+
+
+class ChannelPriceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    brand_id: int
+    channel: str
+    provider: str
+    price: int
+    currency: str
+    updated_at: datetime

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
@@ -16,7 +17,7 @@ from tactful.core.auth import SCOPES, Principal
 from tactful.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from tactful.core.security import hash_api_key, hashes_match, new_api_key, split_api_key
 from tactful.tenancy import store
-from tactful.tenancy.models import ApiKey, AuditEntry, Brand, Workspace
+from tactful.tenancy.models import ApiKey, AuditEntry, Brand, ChannelPrice, Workspace
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # last_used_at is written at most this often, so authentication stays a read.
@@ -222,6 +223,95 @@ def authenticate_api_key(session: Session, plain: str) -> Principal:
         scopes=frozenset(key.scopes),
         actor=f"api_key:{key.id}",
         key_id=key.id,
+    )
+
+
+# Typical prices (minor units) a new brand starts with: free push, cheap e-mail, dearer
+# messengers and SMS. Brands change them to their providers' contracts.
+DEFAULT_PRICES = {
+    "push": 0,
+    "email": 10,
+    "webhook": 0,
+    "telegram": 0,
+    "viber": 150,
+    "sms": 350,
+    "call": 2500,
+}
+PRICE_CHANNELS = tuple(DEFAULT_PRICES)
+
+
+def set_channel_price(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int,
+    channel: str,
+    price: int,
+    provider: str = "default",
+    currency: str | None = None,
+    actor: str = "system",
+) -> ChannelPrice:
+    """Set a brand's price per message on a channel (minor units)."""
+    if channel not in PRICE_CHANNELS:
+        raise ValidationFailed(f"channel must be one of {list(PRICE_CHANNELS)}", field="channel")
+    if price < 0:
+        raise ValidationFailed("a price cannot be negative", field="price")
+    get_brand(session, workspace_id=workspace_id, brand_id=brand_id)
+    workspace = get_workspace(session, workspace_id)
+    row = session.scalar(
+        select(ChannelPrice).where(
+            ChannelPrice.brand_id == brand_id,
+            ChannelPrice.channel == channel,
+            ChannelPrice.provider == provider,
+        )
+    )
+    now = clock.now()
+    if row is None:
+        row = ChannelPrice(
+            workspace_id=workspace_id,
+            brand_id=brand_id,
+            channel=channel,
+            provider=provider,
+            price=price,
+            currency=(currency or workspace.currency).upper(),
+            updated_at=now,
+        )
+        session.add(row)
+    else:
+        row.price, row.updated_at = price, now
+        if currency:
+            row.currency = currency.upper()
+    session.flush()
+    record_audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="price.set",
+        target_type="brand",
+        target_id=brand_id,
+        brand_id=brand_id,
+        details={"channel": channel, "provider": provider, "price": price},
+    )
+    return row
+
+
+def channel_prices(session: Session, *, brand_id: int) -> dict[str, int]:
+    """Price per message by channel for a brand (the cheapest provider's, else the default)."""
+    prices = dict(DEFAULT_PRICES)
+    configured: dict[str, int] = {}
+    for row in session.scalars(select(ChannelPrice).where(ChannelPrice.brand_id == brand_id)):
+        configured[row.channel] = min(row.price, configured.get(row.channel, row.price))
+    prices.update(configured)
+    return prices
+
+
+def list_channel_prices(session: Session, *, workspace_id: int) -> list[ChannelPrice]:
+    return list(
+        session.scalars(
+            select(ChannelPrice)
+            .where(ChannelPrice.workspace_id == workspace_id)
+            .order_by(ChannelPrice.brand_id, ChannelPrice.channel)
+        )
     )
 
 
