@@ -258,6 +258,16 @@ def test_products_have_categories_prices_and_collections(db: duckdb.DuckDBPyConn
     }
     seasons = {r[0] for r in db.execute("SELECT DISTINCT seasonal FROM products").fetchall()}
     assert seasons == {None, "spring", "summer", "autumn", "winter", "new_year"}
+    # Shelf prices end in 9 (49 ₽, 1 299 ₽) or, above 10 000 ₽, in 90; so do past prices.
+    for table, column in (("products", "price"), ("receipts", "unit_price")):
+        assert (
+            one(
+                db,
+                f"SELECT count(*) FROM {table} WHERE ({column} // 100) % 10 != 9"
+                f" AND ({column} // 100) % 100 != 90",
+            )
+            == 0
+        )
     # Log-normal prices: each category spreads around its own level.
     spread = (
         db.execute(
@@ -764,6 +774,19 @@ def test_orders_match_online_receipts(db: duckdb.DuckDBPyConnection) -> None:
         )
         == 0
     )
+
+
+def test_cart_events_come_before_the_order(db: duckdb.DuckDBPyConnection) -> None:
+    late = one(
+        db,
+        """SELECT count(*) FROM (
+             SELECT json_extract_string(properties, '$.cart_id') AS cart,
+                    max(occurred_at) FILTER (WHERE event != 'Order Completed') AS browsing,
+                    max(occurred_at) FILTER (WHERE event = 'Order Completed') AS ordered
+             FROM events GROUP BY 1)
+           WHERE cart IS NOT NULL AND browsing >= ordered""",
+    )
+    assert late == 0
 
 
 def test_abandoned_carts_exist_including_fresh_ones(db: duckdb.DuckDBPyConnection) -> None:

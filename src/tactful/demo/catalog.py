@@ -440,8 +440,11 @@ class Products:
 PROFILE_NAMES = tuple(PROFILES)
 
 
-def _round_price(rubles: np.ndarray) -> np.ndarray:
-    # Shelf prices end in 9: 49 ₽, 349 ₽, 1 299 ₽, 12 990 ₽.
+INFLATION = 0.07  # yearly; catalogue prices are the prices at as_of
+
+
+def shelf_price(rubles: np.ndarray) -> np.ndarray:
+    """Kopecks of a shelf price near ``rubles``; they end in 9: 49 ₽, 349 ₽, 1 299 ₽, 12 990 ₽."""
     out = np.where(rubles < 100, np.round(rubles) // 10 * 10 + 9, 0.0)
     out = np.where((rubles >= 100) & (rubles < 1000), np.round(rubles / 10) * 10 - 1, out)
     out = np.where((rubles >= 1000) & (rubles < 10000), np.round(rubles / 100) * 100 - 1, out)
@@ -467,7 +470,7 @@ def build_products(rng: np.random.Generator) -> Products:
         # Each item type has its own price level around the category median.
         item_level = rng.normal(0.0, cat.sigma * 0.6, len(cat.items))
         rubles = cat.median_price * np.exp(item_level[item] + rng.normal(0, cat.sigma * 0.8, n))
-        prices.append(_round_price(rubles))
+        prices.append(shelf_price(rubles))
         category_idx.append(np.full(n, index, np.int16))
         item_gender = [it.gender or cat.gender for it in cat.items]
         item_profile = [it.season or cat.profile for it in cat.items]
@@ -509,6 +512,11 @@ def build_products(rng: np.random.Generator) -> Products:
         popularity=rng.lognormal(0.0, 1.0, count),
         quantity=np.concatenate(quantity),
     )
+
+
+def price_history(price: np.ndarray, years_ago: np.ndarray) -> np.ndarray:
+    """The shelf price (kopecks) a product had ``years_ago``, before inflation raised it."""
+    return shelf_price(price / 100.0 * (1.0 - INFLATION * years_ago))
 
 
 def _season_tag(cat: Category, item: Item) -> str | None:

@@ -274,10 +274,7 @@ def _random_days(
 
 
 def _price_at(ctx: Context, product: np.ndarray, day: np.ndarray) -> np.ndarray:
-    years_ago = (ctx.timeline.last_day - day) / 365.0
-    rubles = np.round(ctx.products.price[product] * (1.0 - 0.07 * years_ago) / 100.0)
-    price: np.ndarray = np.maximum(rubles, 1.0).astype(np.int64) * 100
-    return price
+    return catalog.price_history(ctx.products.price[product], (ctx.timeline.last_day - day) / 365.0)
 
 
 def _cart_session(

@@ -26,7 +26,6 @@ from tactful.demo.timeline import (
 
 RECEIPT_DIGITS = 10
 RETURN_SHARE = 0.0205  # of sales; about 2% of all receipts are returns
-_INFLATION = 0.07  # yearly; catalogue prices are the prices at as_of
 _SEASONAL_PROFILES = ("spring", "summer", "autumn", "winter", "new_year", "march8", "feb23")
 # Mean number of extra lines on a receipt by store format (hypermarket, compact, online).
 _EXTRA_LINES = {"hypermarket": 1.3, "compact": 0.75, "online": 1.0}
@@ -285,13 +284,7 @@ def _lines(
     week = tl.week[tl.index(day)]
     product = ctx.sampler.sample(rng, week, people.gender[cust], people.persona[cust])
     quantity = 1 + rng.poisson(products.quantity[product])
-    years_ago = (tl.last_day - day) / 365.0
-    unit = (
-        np.maximum(
-            np.round(products.price[product] * (1.0 - _INFLATION * years_ago) / 100.0), 1.0
-        ).astype(np.int64)
-        * 100
-    )
+    unit = catalog.price_history(products.price[product], (tl.last_day - day) / 365.0)
     # Promotions on some lines; end-of-season clearance on seasonal goods out of season.
     u = rng.random(len(product))
     rate = np.where(u < 0.1, 0.05 + 0.25 * rng.random(len(product)), 0.0)
