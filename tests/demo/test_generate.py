@@ -776,6 +776,15 @@ def test_orders_match_online_receipts(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def test_events_name_a_customer_only_after_registration(db: duckdb.DuckDBPyConnection) -> None:
+    early = one(
+        db,
+        """SELECT count(*) FROM events e JOIN customers c ON c.external_id = e.customer_external_id
+           WHERE e.occurred_at < c.registered_at""",
+    )
+    assert early == 0
+
+
 def test_cart_events_come_before_the_order(db: duckdb.DuckDBPyConnection) -> None:
     late = one(
         db,

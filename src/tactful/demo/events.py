@@ -90,9 +90,10 @@ def simulate(
     orders: Orders,
     customer_ids: pa.Array,
     device_ids: pa.Array,
+    registered_at: np.ndarray,
     counters: EventCounters,
 ) -> pa.Table:
-    """The events.parquet rows of one chunk."""
+    """The events.parquet rows of one chunk (``registered_at``: UTC µs per customer)."""
     rows = _Rows()
     tl = ctx.timeline
     n = people.n
@@ -251,7 +252,9 @@ def simulate(
         np.zeros(visitors, bool),
         counters.visitors + np.arange(visitors),
     )
-    table = _table(rows, ctx, people, carts, orders, customer_ids, device_ids, counters)
+    table = _table(
+        rows, ctx, people, carts, orders, customer_ids, device_ids, registered_at, counters
+    )
     counters.carts += len(carts.order)
     counters.visitors += visitors
     counters.events += table.num_rows
@@ -382,6 +385,7 @@ def _table(
     orders: Orders,
     customer_ids: pa.Array,
     device_ids: pa.Array,
+    registered_at: np.ndarray,
     counters: EventCounters,
 ) -> pa.Table:
     event = rows.column("event")
@@ -439,7 +443,12 @@ def _table(
     device = text.take(device_ids, np.maximum(customer_o, 0))
     anonymous = pc.if_else(pa.array(anon_o == _DEVICE), device, browser_ids)
     anonymous = text.with_nulls(anonymous, anon_o != _NO_BROWSER)
-    known = identified[order] & (customer_o >= 0)
+    # Before registering, a visitor is only a browser or a device.
+    known = (
+        identified[order]
+        & (customer_o >= 0)
+        & (time[order] >= registered_at[np.maximum(customer_o, 0)])
+    )
     return pa.table(
         {
             "event_id": _uuids(counters.events + np.arange(total, dtype=np.int64), 7),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tactful.core.errors import ValidationFailed
@@ -127,6 +128,7 @@ def generate(
                 bought.orders,
                 ids,
                 people_rows["app_device_id"].combine_chunks(),
+                pc.cast(people_rows["registered_at"], pa.int64()).to_numpy(),
                 counters,
             )
             sink.append("events", activity)
