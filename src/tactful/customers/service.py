@@ -23,10 +23,14 @@ from tactful.customers.models import (
     CHANNELS,
     CONSENT_KINDS,
     CONTACT_OK,
+    EMAIL,
     GRANTED,
     IDENTITY_KINDS,
     PERSONAL_DATA,
+    PHONE,
+    PUSH_TOKEN,
     REVOKED,
+    TELEGRAM,
     TOPIC,
     AttributeCatalog,
     Consent,
@@ -377,6 +381,71 @@ def set_contact_status(
 def deliverable(identity: Identity) -> bool:
     """True when a contact may be used for delivery."""
     return identity.valid and identity.status == CONTACT_OK
+
+
+# Which identity kind carries each channel.
+CHANNEL_CONTACTS = {
+    "email": EMAIL,
+    "sms": PHONE,
+    "viber": PHONE,
+    "call": PHONE,
+    "push": PUSH_TOKEN,
+    "telegram": TELEGRAM,
+}
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How a customer can be reached: usable addresses and consents that allow a message."""
+
+    addresses: dict[str, str]  # channel -> address (the newest usable contact)
+    channels: frozenset[str]  # channels a message of the asked class may use
+
+
+def reachability(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int | None,
+    customer_ids: Sequence[int],
+    message_class: str = "marketing",
+    topic: str | None = None,
+) -> dict[int, Reach]:
+    """Usable contacts and the channels a message may use, for many customers at once.
+
+    Transactional messages need only a usable contact. Service messages also respect the
+    topic. Marketing needs personal-data consent, advertising consent for the brand and
+    channel, and the topic (opt-out topics count as subscribed until left).
+    """
+    ids = list(dict.fromkeys(customer_ids))
+    contacts = store.usable_contacts(
+        session, workspace_id, ids, sorted(set(CHANNEL_CONTACTS.values()))
+    )
+    consent_rows = store.consent_states(session, ids, brand_scopes=["ws", brand_scope(brand_id)])
+    topic_default = store.topic_default(session, workspace_id, brand_id, topic) if topic else True
+    result: dict[int, Reach] = {}
+    for cid in ids:
+        addresses = {
+            channel: contacts[(cid, kind)]
+            for channel, kind in CHANNEL_CONTACTS.items()
+            if (cid, kind) in contacts
+        }
+        states = consent_rows.get(cid, {})
+        allowed: set[str] = set()
+        for channel in addresses:
+            if message_class != "transactional" and topic is not None:
+                state = states.get((brand_scope(brand_id), TOPIC, ANY_CHANNEL, topic))
+                subscribed = state == GRANTED or (state is None and topic_default)
+                if not subscribed:
+                    continue
+            if message_class == "marketing":
+                if states.get(("ws", PERSONAL_DATA, ANY_CHANNEL, "")) != GRANTED:
+                    continue
+                if states.get((brand_scope(brand_id), ADVERTISING, channel, "")) != GRANTED:
+                    continue
+            allowed.add(channel)
+        result[cid] = Reach(addresses=addresses, channels=frozenset(allowed))
+    return result
 
 
 def revert_merge(session: Session, *, workspace_id: int, merge_id: int, actor: str) -> Customer:

@@ -17,6 +17,7 @@ from tactful.customers.models import (
     Customer,
     CustomerMerge,
     Identity,
+    Topic,
 )
 
 LOOKUP_CHUNK = 900
@@ -250,3 +251,60 @@ def consent_rows(
         )
     )
     return {(c.customer_id, c.brand_scope, c.kind, c.channel, c.topic): c for c in rows}
+
+
+def usable_contacts(
+    session: Session, workspace_id: int, customer_ids: Sequence[int], kinds: Sequence[str]
+) -> dict[tuple[int, str], str]:
+    """The newest valid, deliverable contact of each kind per customer."""
+    found: dict[tuple[int, str], str] = {}
+    for start in range(0, len(customer_ids), LOOKUP_CHUNK):
+        chunk = customer_ids[start : start + LOOKUP_CHUNK]
+        rows = session.execute(
+            select(Identity.customer_id, Identity.kind, Identity.value)
+            .where(
+                Identity.workspace_id == workspace_id,
+                Identity.customer_id.in_(chunk),
+                Identity.kind.in_(kinds),
+                Identity.valid.is_(True),
+                Identity.status == "ok",
+            )
+            .order_by(Identity.id)
+        )
+        for customer_id, kind, value in rows:
+            found[(customer_id, kind)] = value  # later rows are newer and win
+    return found
+
+
+def consent_states(
+    session: Session, customer_ids: Sequence[int], *, brand_scopes: Sequence[str]
+) -> dict[int, dict[tuple[str, str, str, str], str]]:
+    """Consent statuses per customer keyed by (brand scope, kind, channel, topic)."""
+    found: dict[int, dict[tuple[str, str, str, str], str]] = defaultdict(dict)
+    for start in range(0, len(customer_ids), LOOKUP_CHUNK):
+        chunk = customer_ids[start : start + LOOKUP_CHUNK]
+        rows = session.execute(
+            select(
+                Consent.customer_id,
+                Consent.brand_scope,
+                Consent.kind,
+                Consent.channel,
+                Consent.topic,
+                Consent.status,
+            ).where(Consent.customer_id.in_(chunk), Consent.brand_scope.in_(brand_scopes))
+        )
+        for customer_id, scope, kind, channel, topic, status in rows:
+            found[customer_id][(scope, kind, channel, topic)] = status
+    return found
+
+
+def topic_default(session: Session, workspace_id: int, brand_id: int | None, key: str) -> bool:
+    """Whether a topic counts as subscribed until the customer leaves it (unknown: yes)."""
+    value = session.scalar(
+        select(Topic.default_subscribed).where(
+            Topic.workspace_id == workspace_id,
+            Topic.key == key,
+            *([Topic.brand_id == brand_id] if brand_id is not None else []),
+        )
+    )
+    return True if value is None else bool(value)
