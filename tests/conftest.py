@@ -23,6 +23,7 @@ from tactful.core.db import create_db_engine
 from tactful.core.jobs.runner import Worker
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime
+from tactful.core.warehouse import Warehouse
 from tactful.tenancy import service as tenancy_service
 from tactful.testing.postgres import TempPostgres, available
 
@@ -111,6 +112,16 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = build_runtime(settings)
     yield rt
     rt.close()
+
+
+@pytest.fixture(scope="session")
+def spark_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
+    """One Spark session (local mode) for the whole run: it takes ~20 s to start, and
+    stopping it ends it for everyone, so tests share this one."""
+    pytest.importorskip("pyspark")
+    warehouse = Warehouse("spark://local[2]", data_dir=tmp_path_factory.mktemp("spark"))
+    yield warehouse
+    warehouse.close()
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,6 @@ _names = itertools.count()
 SCHEMA = ibis.schema({"event_id": "string", "seq": "int64", "amount": "int64", "note": "string"})
 
 
-@pytest.fixture(scope="session")
-def spark_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
-    pytest.importorskip("pyspark")
-    warehouse = Warehouse("spark://local[2]", data_dir=tmp_path_factory.mktemp("spark"))
-    yield warehouse
-    warehouse.close()
-
-
 @pytest.fixture(
     params=[
         "duckdb",
