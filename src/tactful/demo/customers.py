@@ -231,10 +231,8 @@ class EmailRegistry:
         return cls(pa.array([], pa.string()))
 
 
-_FIRST = {
-    FEMALE: (catalog.FEMALE_NAMES, catalog.shares([w for _, _, w in catalog.FEMALE_NAMES])),
-    MALE: (catalog.MALE_NAMES, catalog.shares([w for _, _, w in catalog.MALE_NAMES])),
-}
+_FEMALE_SHARES = catalog.shares([w for _, _, w in catalog.FEMALE_NAMES])
+_MALE_SHARES = catalog.shares([w for _, _, w in catalog.MALE_NAMES])
 _LAST_SHARES = catalog.shares([w for *_, w in catalog.LAST_NAMES])
 _FIRST_NAMES = pa.array([n for n, _, _ in catalog.FEMALE_NAMES + catalog.MALE_NAMES])
 _FIRST_LATIN = pa.array([t for _, t, _ in catalog.FEMALE_NAMES + catalog.MALE_NAMES])
@@ -261,8 +259,8 @@ def people_table(
 
     first_idx = np.where(
         female,
-        rng.choice(len(catalog.FEMALE_NAMES), n, p=_FIRST[FEMALE][1]),
-        len(catalog.FEMALE_NAMES) + rng.choice(len(catalog.MALE_NAMES), n, p=_FIRST[MALE][1]),
+        rng.choice(len(catalog.FEMALE_NAMES), n, p=_FEMALE_SHARES),
+        len(catalog.FEMALE_NAMES) + rng.choice(len(catalog.MALE_NAMES), n, p=_MALE_SHARES),
     )
     last_stem = rng.choice(len(catalog.LAST_NAMES), n, p=_LAST_SHARES)
     first_idx[dup] = first_idx[orig]

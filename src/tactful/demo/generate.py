@@ -49,6 +49,8 @@ class DemoFiles:
 
 
 def _rng(seed: int, table: int, chunk: int = 0) -> np.random.Generator:
+    # The same stream as SeedSequence(seed).spawn(…)[table].spawn(…)[chunk], without having
+    # to spawn every earlier child first.
     return np.random.Generator(
         np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(table, chunk)))
     )
