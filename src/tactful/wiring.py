@@ -13,7 +13,7 @@ from tactful.core import domain_events
 from tactful.customers import service as customers
 from tactful.events import service as events
 
-FEATURES = ("tenancy", "customers", "events")
+FEATURES = ("tenancy", "customers", "events", "policy")
 
 # (domain event, job that reacts)
 ROUTES: tuple[tuple[str, str], ...] = (

@@ -84,6 +84,14 @@ def find_customer(
     return get_customer(session, workspace_id=workspace.id, customer_id=customer_id)
 
 
+def customers_by_ids(
+    session: Session, *, workspace_id: int, customer_ids: Sequence[int]
+) -> dict[int, Customer]:
+    """Customers by id (merged ones included, as they are; see ``merged_into_id``)."""
+    found = store.customers_by_ids(session, customer_ids)
+    return {cid: c for cid, c in found.items() if c.workspace_id == workspace_id}
+
+
 def identity_owners(
     session: Session, *, workspace_id: int, keys: Sequence[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], int]:

@@ -1,0 +1,1 @@
+"""The contact policy: the one gate every message intent passes."""

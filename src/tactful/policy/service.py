@@ -1,0 +1,198 @@
+"""The contact policy's use cases: decide intents, fall through cascades, learn what became
+of each message, re-check a message at send time, explain any decision, manage rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tactful.core import clock
+from tactful.core.errors import NotFound, ValidationFailed
+from tactful.customers import service as customers
+from tactful.policy import gate, rules, store
+from tactful.policy.models import ContactDecision, PolicyRuleSet
+from tactful.policy.schemas import (
+    BUNDLED,
+    LEDGER_STATUSES,
+    REASONS,
+    SCHEDULED,
+    ChannelStep,
+    Decision,
+    Intent,
+    RuleSet,
+)
+
+__all__ = ["ChannelStep", "Decision", "Intent", "RuleSet", "decide"]
+
+
+def decide(
+    session: Session, intents: Sequence[Intent], *, now: datetime | None = None
+) -> list[Decision]:
+    """Pass intents through the gate; each ends scheduled (channel, time, cost), bundled or
+    suppressed with a reason code, and is recorded in the ledger."""
+    return gate.decide(session, intents, now=now)
+
+
+def _decision(session: Session, decision_id: int) -> ContactDecision:
+    row = session.get(ContactDecision, decision_id)
+    if row is None:
+        raise NotFound(f"decision {decision_id} does not exist", field="decision_id")
+    return row
+
+
+def intent_of(row: ContactDecision) -> Intent:
+    """The intent a ledger row was decided from."""
+    return Intent(
+        workspace_id=row.workspace_id,
+        brand_id=row.brand_id,
+        customer_id=row.customer_id,
+        message_class=row.message_class,
+        source=row.source,
+        steps=tuple(
+            ChannelStep(
+                channel=s["channel"],
+                timeout=timedelta(seconds=s["timeout"]) if s.get("timeout") else None,
+                wait_for=s.get("wait_for", "delivered"),
+            )
+            for s in row.steps
+        ),
+        topic=row.topic,
+        tags=tuple(row.tags),
+        priority=row.priority,
+        expected_value=row.expected_value,
+        expires_at=row.expires_at,
+        exclusive_group=row.exclusive_group,
+        is_test=row.is_test,
+        reference=row.reference,
+    )
+
+
+def next_step(session: Session, decision_id: int, *, now: datetime | None = None) -> Decision:
+    """The next channel of a cascade after ``decision_id`` was not delivered (or read) in
+    time; the outcome is ``suppressed`` with ``cascade_exhausted`` when no channel is left."""
+    row = _decision(session, decision_id)
+    intent = intent_of(row)
+    return gate.decide_fallback(
+        session, intent, first_step=row.step + 1, previous_id=row.id, now=now
+    )
+
+
+def record_status(session: Session, decision_id: int, status: str) -> ContactDecision:
+    """What became of a scheduled message: sent, delivered, read, failed, cancelled, expired
+    (failed, cancelled and expired ones no longer count towards caps)."""
+    if status not in LEDGER_STATUSES:
+        raise ValidationFailed(f"status must be one of {list(LEDGER_STATUSES)}", field="status")
+    row = _decision(session, decision_id)
+    row.status = status
+    row.updated_at = clock.now()
+    return row
+
+
+def recheck(session: Session, decision_id: int) -> tuple[str | None, str | None]:
+    """Just before sending: ``(reason, address)`` — a reason when consent or the contact no
+    longer allows the message, else the address to use now."""
+    row = _decision(session, decision_id)
+    if row.channel is None:
+        return "no_contact", None
+    if row.message_class == "transactional" and row.channel == "webhook":
+        return None, row.address
+    reach = customers.reachability(
+        session,
+        workspace_id=row.workspace_id,
+        brand_id=row.brand_id,
+        customer_ids=[row.customer_id],
+        message_class=row.message_class,
+        topic=row.topic,
+    )[row.customer_id]
+    if row.channel not in reach.channels:
+        if row.channel not in reach.addresses:
+            return "no_contact", None
+        if row.message_class == "marketing":
+            return "no_advertising_consent", None
+        return "unsubscribed_topic", None
+    return None, reach.addresses.get(row.channel, row.address)
+
+
+def bundle_items(session: Session, leader_id: int) -> list[dict[str, Any]]:
+    """The items of a bundled message: the leader's own, then each joined intent's."""
+    leader = _decision(session, leader_id)
+    items = [leader.bundle_item] if leader.bundle_item else []
+    items.extend(
+        m.bundle_item
+        for m in store.bundle_members(session, leader_id)
+        if m.bundle_item and m.status == BUNDLED
+    )
+    return items
+
+
+def explain(row: ContactDecision) -> dict[str, Any]:
+    """A ledger row as a person reads it."""
+    return {
+        "decision_id": row.id,
+        "source": row.source,
+        "message_class": row.message_class,
+        "topic": row.topic,
+        "status": row.status,
+        "reason": row.reason,
+        "explanation": REASONS.get(row.reason, row.reason),
+        "rule": row.rule,
+        "channel": row.channel,
+        "send_at": row.send_at,
+        "decided_at": row.decided_at,
+        "expires_at": row.expires_at,
+        "step": row.step,
+        "cost": row.cost,
+        "bundle_leader_id": row.bundle_leader_id,
+        "previous_id": row.previous_id,
+        "reference": row.reference,
+    }
+
+
+def why(
+    session: Session,
+    *,
+    workspace_id: int,
+    customer_id: int,
+    source: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Why a customer did (or did not) get messages, and when: the ledger, newest first."""
+    customer = customers.get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
+    rows = store.decisions_for(
+        session, workspace_id, customer.id, source=source, limit=min(max(limit, 1), 1000)
+    )
+    return [explain(r) for r in rows]
+
+
+def scheduled(row: ContactDecision) -> bool:
+    return row.status == SCHEDULED
+
+
+def set_rules(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int | None,
+    rules_: RuleSet,
+    actor: str,
+    comment: str | None = None,
+) -> PolicyRuleSet:
+    """Publish a new version of a workspace's or brand's rules (audited)."""
+    return rules.set_rules(
+        session,
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        rules=rules_,
+        actor=actor,
+        comment=comment,
+    )
+
+
+def rule_history(
+    session: Session, *, workspace_id: int, brand_id: int | None
+) -> list[PolicyRuleSet]:
+    """Every version of a scope's rules, newest first."""
+    return rules.history(session, workspace_id=workspace_id, brand_id=brand_id)
