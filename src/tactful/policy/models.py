@@ -30,6 +30,30 @@ class PolicyRuleSet(Base):
     created_at: Mapped[datetime]
 
 
+class DecisionBatch(Base):
+    """What the intents of one ``decide`` call share: source, class, topic, cascade,
+    reference, rule versions. A 1M-recipient campaign stores these once, not a million
+    times."""
+
+    __tablename__ = "policy_batches"
+    __table_args__ = (Index("ix_policy_batches_source", "workspace_id", "source"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    brand_id: Mapped[int] = mapped_column(BigInt)
+    source: Mapped[str] = mapped_column(String(200))
+    message_class: Mapped[str] = mapped_column(String(20))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    exclusive_group: Mapped[str | None] = mapped_column(String(64))
+    is_test: Mapped[bool] = mapped_column(default=False)
+    reference: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rule_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    intents: Mapped[int] = mapped_column(default=0)
+    decided_at: Mapped[datetime]
+
+
 class ContactDecision(Base):
     """The ledger: what the gate decided for an intent, and what became of the message.
 
@@ -40,24 +64,16 @@ class ContactDecision(Base):
     __tablename__ = "contact_decisions"
     __table_args__ = (
         Index("ix_contact_decisions_customer_send", "customer_id", "send_at"),
-        Index("ix_contact_decisions_dedupe", "workspace_id", "customer_id", "dedupe_key"),
-        Index("ix_contact_decisions_decided", "workspace_id", "decided_at"),
-        Index("ix_contact_decisions_source", "workspace_id", "source"),
+        Index("ix_contact_decisions_dedupe", "workspace_id", "dedupe_key"),
+        Index("ix_contact_decisions_batch", "batch_id"),
         Index("ix_contact_decisions_bundle", "customer_id", "bundle_key"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    brand_id: Mapped[int] = mapped_column(BigInt)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("policy_batches.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(BigInt)
     customer_id: Mapped[int] = mapped_column(BigInt)
-    source: Mapped[str] = mapped_column(String(200))
     message_class: Mapped[str] = mapped_column(String(20))
-    topic: Mapped[str | None] = mapped_column(String(64))
-    tags: Mapped[list[Any]] = mapped_column(default=list)
-    dedupe_key: Mapped[str | None] = mapped_column(String(300))
-    dedupe_until: Mapped[datetime | None]
-    priority: Mapped[int] = mapped_column(default=0)
-    expected_value: Mapped[float] = mapped_column(default=0.0)
     # outcome of the gate, then the message's fate as messaging reports it
     status: Mapped[str] = mapped_column(String(12))
     reason: Mapped[str] = mapped_column(String(40))
@@ -65,18 +81,18 @@ class ContactDecision(Base):
     channel: Mapped[str | None] = mapped_column(String(20))
     address: Mapped[str | None] = mapped_column(String(320))
     step: Mapped[int] = mapped_column(default=0)
-    steps: Mapped[list[Any]] = mapped_column(default=list)
     cost: Mapped[int] = mapped_column(BigInt, default=0)
     send_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
-    decided_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    exclusive_group: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(default=0)
+    expected_value: Mapped[float] = mapped_column(default=0.0)
+    dedupe_key: Mapped[str | None] = mapped_column(String(300))
+    dedupe_until: Mapped[datetime | None]
     bundle_key: Mapped[str | None] = mapped_column(String(200))
     bundle_leader_id: Mapped[int | None] = mapped_column(BigInt)
     bundle_item: Mapped[dict[str, Any] | None]
     # a cascade's later steps point at the decision of the step before
     previous_id: Mapped[int | None] = mapped_column(BigInt)
-    is_test: Mapped[bool] = mapped_column(default=False)
-    reference: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    rule_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # what this intent adds to its batch's reference (e.g. a journey's trigger event)
+    reference: Mapped[dict[str, Any] | None]

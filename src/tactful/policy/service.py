@@ -13,12 +13,11 @@ from tactful.core import clock
 from tactful.core.errors import NotFound, ValidationFailed
 from tactful.customers import service as customers
 from tactful.policy import gate, rules, store
-from tactful.policy.models import ContactDecision, PolicyRuleSet
+from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.schemas import (
     BUNDLED,
     LEDGER_STATUSES,
     REASONS,
-    SCHEDULED,
     ChannelStep,
     Decision,
     Intent,
@@ -43,38 +42,50 @@ def _decision(session: Session, decision_id: int) -> ContactDecision:
     return row
 
 
-def intent_of(row: ContactDecision) -> Intent:
+def _batch(session: Session, row: ContactDecision) -> DecisionBatch:
+    batch = session.get(DecisionBatch, row.batch_id)
+    assert batch is not None
+    return batch
+
+
+def intent_of(row: ContactDecision, batch: DecisionBatch) -> Intent:
     """The intent a ledger row was decided from."""
     return Intent(
         workspace_id=row.workspace_id,
-        brand_id=row.brand_id,
+        brand_id=batch.brand_id,
         customer_id=row.customer_id,
         message_class=row.message_class,
-        source=row.source,
+        source=batch.source,
         steps=tuple(
             ChannelStep(
                 channel=s["channel"],
                 timeout=timedelta(seconds=s["timeout"]) if s.get("timeout") else None,
                 wait_for=s.get("wait_for", "delivered"),
             )
-            for s in row.steps
+            for s in batch.steps
         ),
-        topic=row.topic,
-        tags=tuple(row.tags),
+        topic=batch.topic,
+        tags=tuple(batch.tags),
         priority=row.priority,
         expected_value=row.expected_value,
         expires_at=row.expires_at,
-        exclusive_group=row.exclusive_group,
-        is_test=row.is_test,
-        reference=row.reference,
+        exclusive_group=batch.exclusive_group,
+        is_test=batch.is_test,
+        reference={**batch.reference, **(row.reference or {})},
     )
+
+
+def reference(session: Session, decision_id: int) -> dict[str, Any]:
+    """The caller's reference of a decision (template, context …)."""
+    row = _decision(session, decision_id)
+    return {**_batch(session, row).reference, **(row.reference or {})}
 
 
 def next_step(session: Session, decision_id: int, *, now: datetime | None = None) -> Decision:
     """The next channel of a cascade after ``decision_id`` was not delivered (or read) in
     time; the outcome is ``suppressed`` with ``cascade_exhausted`` when no channel is left."""
     row = _decision(session, decision_id)
-    intent = intent_of(row)
+    intent = intent_of(row, _batch(session, row))
     return gate.decide_fallback(
         session, intent, first_step=row.step + 1, previous_id=row.id, now=now
     )
@@ -97,15 +108,14 @@ def recheck(session: Session, decision_id: int) -> tuple[str | None, str | None]
     row = _decision(session, decision_id)
     if row.channel is None:
         return "no_contact", None
-    if row.message_class == "transactional" and row.channel == "webhook":
-        return None, row.address
+    batch = _batch(session, row)
     reach = customers.reachability(
         session,
         workspace_id=row.workspace_id,
-        brand_id=row.brand_id,
+        brand_id=batch.brand_id,
         customer_ids=[row.customer_id],
         message_class=row.message_class,
-        topic=row.topic,
+        topic=batch.topic,
     )[row.customer_id]
     if row.channel not in reach.channels:
         if row.channel not in reach.addresses:
@@ -128,26 +138,27 @@ def bundle_items(session: Session, leader_id: int) -> list[dict[str, Any]]:
     return items
 
 
-def explain(row: ContactDecision) -> dict[str, Any]:
+def explain(row: ContactDecision, batch: DecisionBatch) -> dict[str, Any]:
     """A ledger row as a person reads it."""
     return {
         "decision_id": row.id,
-        "source": row.source,
+        "source": batch.source,
         "message_class": row.message_class,
-        "topic": row.topic,
+        "topic": batch.topic,
         "status": row.status,
         "reason": row.reason,
         "explanation": REASONS.get(row.reason, row.reason),
         "rule": row.rule,
         "channel": row.channel,
         "send_at": row.send_at,
-        "decided_at": row.decided_at,
+        "decided_at": batch.decided_at,
         "expires_at": row.expires_at,
         "step": row.step,
         "cost": row.cost,
         "bundle_leader_id": row.bundle_leader_id,
         "previous_id": row.previous_id,
-        "reference": row.reference,
+        "reference": {**batch.reference, **(row.reference or {})},
+        "rule_versions": batch.rule_versions,
     }
 
 
@@ -164,11 +175,7 @@ def why(
     rows = store.decisions_for(
         session, workspace_id, customer.id, source=source, limit=min(max(limit, 1), 1000)
     )
-    return [explain(r) for r in rows]
-
-
-def scheduled(row: ContactDecision) -> bool:
-    return row.status == SCHEDULED
+    return [explain(row, batch) for row, batch in rows]
 
 
 def set_rules(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from tactful.policy.models import ContactDecision, PolicyRuleSet
+from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.schemas import BUNDLED, COUNTED, SCHEDULED
 
 CHUNK = 900
@@ -62,23 +62,71 @@ def rule_history(session: Session, workspace_id: int, scope: str) -> list[Policy
     )
 
 
-def history(
-    session: Session, customer_ids: Sequence[int], since: datetime
-) -> dict[int, list[ContactDecision]]:
-    """Counted decisions (sent or scheduled) of customers since ``since``, by customer."""
-    found: dict[int, list[ContactDecision]] = defaultdict(list)
+@dataclass(frozen=True)
+class Sent:
+    """A message that went or will go out, with what its batch says about it."""
+
+    customer_id: int
+    send_at: datetime
+    channel: str | None
+    message_class: str
+    priority: int
+    source: str
+    tags: frozenset[str]
+    exclusive_group: str | None
+
+
+def batches(session: Session, ids: Sequence[int]) -> dict[int, DecisionBatch]:
+    found: dict[int, DecisionBatch] = {}
+    wanted = list(set(ids))
+    for start in range(0, len(wanted), CHUNK):
+        for batch in session.scalars(
+            select(DecisionBatch).where(DecisionBatch.id.in_(wanted[start : start + CHUNK]))
+        ):
+            found[batch.id] = batch
+    return found
+
+
+def batch_tags(batch: DecisionBatch) -> frozenset[str]:
+    return frozenset(batch.tags) | ({batch.topic} if batch.topic else frozenset())
+
+
+def history(session: Session, customer_ids: Sequence[int], since: datetime) -> list[Sent]:
+    """Counted decisions (sent or scheduled) of customers since ``since``."""
+    rows: list[Any] = []
     ids = list(dict.fromkeys(customer_ids))
     for start in range(0, len(ids), CHUNK):
-        rows = session.scalars(
-            select(ContactDecision).where(
-                ContactDecision.customer_id.in_(ids[start : start + CHUNK]),
-                ContactDecision.status.in_(COUNTED),
-                ContactDecision.send_at >= since,
-            )
+        rows.extend(
+            session.execute(
+                select(
+                    ContactDecision.customer_id,
+                    ContactDecision.send_at,
+                    ContactDecision.channel,
+                    ContactDecision.message_class,
+                    ContactDecision.priority,
+                    ContactDecision.batch_id,
+                ).where(
+                    ContactDecision.customer_id.in_(ids[start : start + CHUNK]),
+                    ContactDecision.status.in_(COUNTED),
+                    ContactDecision.send_at >= since,
+                )
+            ).all()
         )
-        for row in rows:
-            found[row.customer_id].append(row)
-    return found
+    known = batches(session, [r.batch_id for r in rows])
+    return [
+        Sent(
+            customer_id=r.customer_id,
+            send_at=r.send_at,
+            channel=r.channel,
+            message_class=r.message_class,
+            priority=r.priority,
+            source=known[r.batch_id].source,
+            tags=batch_tags(known[r.batch_id]),
+            exclusive_group=known[r.batch_id].exclusive_group,
+        )
+        for r in rows
+        if r.send_at is not None
+    ]
 
 
 def active_dedupe_keys(
@@ -97,7 +145,7 @@ def active_dedupe_keys(
             )
         )
         taken.update((cid, str(key)) for cid, key in rows)
-    return taken & set(pairs) if pairs else taken
+    return taken & set(pairs)
 
 
 def open_bundles(
@@ -123,6 +171,13 @@ def open_bundles(
         for row in rows:
             found.setdefault((row.customer_id, str(row.bundle_key)), row)
     return found
+
+
+def insert_batch(session: Session, values: dict[str, Any]) -> int:
+    batch_id = session.execute(
+        insert(DecisionBatch).values(values).returning(DecisionBatch.id)
+    ).scalar_one()
+    return int(batch_id)
 
 
 def insert_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -157,10 +212,15 @@ def decisions_for(
     *,
     source: str | None,
     limit: int,
-) -> list[ContactDecision]:
-    stmt = select(ContactDecision).where(
-        ContactDecision.workspace_id == workspace_id, ContactDecision.customer_id == customer_id
+) -> list[tuple[ContactDecision, DecisionBatch]]:
+    stmt = (
+        select(ContactDecision, DecisionBatch)
+        .join(DecisionBatch, DecisionBatch.id == ContactDecision.batch_id)
+        .where(
+            ContactDecision.workspace_id == workspace_id, ContactDecision.customer_id == customer_id
+        )
     )
     if source:
-        stmt = stmt.where(ContactDecision.source == source)
-    return list(session.scalars(stmt.order_by(ContactDecision.id.desc()).limit(limit)))
+        stmt = stmt.where(DecisionBatch.source == source)
+    rows = session.execute(stmt.order_by(ContactDecision.id.desc()).limit(limit)).all()
+    return [(r[0], r[1]) for r in rows]
