@@ -27,6 +27,7 @@ from tactful.core.runtime import Runtime, build_runtime
 from tactful.customers import api as customers_api
 from tactful.events import api as events_api
 from tactful.events import loader
+from tactful.loyalty import api as loyalty_api
 from tactful.ops import api as ops_api
 from tactful.tenancy import api as tenancy_api
 from tactful.tenancy import service as tenancy_service
@@ -43,7 +44,13 @@ the user name (the way Segment libraries send a write key). Errors are RFC 9457 
 details (`application/problem+json`) naming the field and the reason.
 """
 
-ROUTERS = (tenancy_api.router, customers_api.router, events_api.router, ops_api.router)
+ROUTERS = (
+    tenancy_api.router,
+    customers_api.router,
+    events_api.router,
+    loyalty_api.router,
+    ops_api.router,
+)
 
 
 class DatabaseCollector(Collector):

@@ -18,6 +18,7 @@ from tactful.core.errors import TactfulError
 from tactful.core.logging import configure_logging
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime
+from tactful.loyalty import cli as loyalty_cli
 from tactful.ops import cli as ops_cli
 from tactful.tenancy import service as tenancy_service
 from tactful.worker import run_process
@@ -31,6 +32,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(ops_cli.app, name="jobs")
+app.add_typer(loyalty_cli.app, name="loyalty")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 

@@ -12,18 +12,23 @@ import importlib
 from tactful.core import domain_events
 from tactful.customers import service as customers
 from tactful.events import service as events
+from tactful.loyalty.service import events as loyalty_events
 
-FEATURES = ("tenancy", "customers", "events", "policy")
+FEATURES = ("tenancy", "customers", "events", "policy", "loyalty")
 
 # (domain event, job that reacts)
 ROUTES: tuple[tuple[str, str], ...] = (
     ("customers.merged", "events.apply_merge"),
     ("customers.unmerged", "events.apply_merge"),
     ("customers.consent_changed", "events.record_consent_change"),
+    ("customers.merged", "loyalty.merge_accounts"),
 )
 
 # Features above customers add their entries to the customer timeline.
-TIMELINE_SOURCES = (("events", events.timeline_events),)
+TIMELINE_SOURCES = (
+    ("events", events.timeline_events),
+    ("loyalty", loyalty_events.timeline_items),
+)
 
 
 def import_models() -> None:

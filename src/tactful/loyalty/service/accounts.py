@@ -1,0 +1,317 @@
+"""Accounts: enrolment, reading balances and the ledger, the scheduled work on them
+(activation, expiry, tier reviews, birthday bonuses), and folding a merged customer's
+account into the survivor's by transfer entries."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.orm import Session
+
+from tactful.core import clock
+from tactful.customers.service import get_customer
+from tactful.loyalty import store
+from tactful.loyalty.models import (
+    AVAILABLE,
+    BIRTHDAY,
+    LINE_BONUS,
+    LINE_TRANSFER,
+    MERGED,
+    TRANSFER_IN,
+    TRANSFER_OUT,
+    Account,
+    LedgerLine,
+    LedgerTransaction,
+    Lot,
+    Program,
+)
+from tactful.loyalty.service import rules as calc
+from tactful.loyalty.service import tiers
+from tactful.loyalty.service.events import BONUS_ACCRUED, emit
+from tactful.loyalty.service.fraud import get_account
+from tactful.loyalty.service.ledger import Move, NewLot, Posted, open_account, open_book
+from tactful.loyalty.service.programs import get_program, program_rules
+from tactful.tenancy.service import record_audit
+
+SYSTEM_ACTOR = "system"
+
+
+def enrol(
+    session: Session, *, workspace_id: int, program_id: int, customer_id: int, actor: str
+) -> Account:
+    """Open the customer's account (with the welcome bonus); an existing one is returned."""
+    program = get_program(session, workspace_id=workspace_id, program_id=program_id)
+    customer = get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
+    opened = open_account(session, program=program, customer_id=customer.id, actor=actor)
+    if opened.welcome is not None:
+        _emit_bonus(session, program, opened.book.account, opened.welcome, "welcome")
+    return opened.book.account
+
+
+def _emit_bonus(
+    session: Session, program: Program, account: Account, posted: Posted, kind: str
+) -> None:
+    emit(
+        session,
+        program=program,
+        customer_id=account.customer_id,
+        at=clock.now(),
+        events=[
+            (
+                f"{posted.id}:accrued",
+                BONUS_ACCRUED,
+                {"points": posted.points, "bonus": kind, "transaction_id": posted.id},
+            )
+        ],
+    )
+
+
+def accounts_of_customer(session: Session, *, workspace_id: int, customer_id: int) -> list[Account]:
+    """A customer's accounts (one per program)."""
+    customer = get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
+    return [a for a in store.accounts_of(session, [customer.id]) if a.workspace_id == workspace_id]
+
+
+def lots(
+    session: Session, *, workspace_id: int, account_id: int, open_only: bool = True
+) -> list[Lot]:
+    """The account's lots, earliest expiry first."""
+    account = get_account(session, workspace_id=workspace_id, account_id=account_id)
+    return store.lots_of(session, account.id, open_only=open_only)
+
+
+def ledger(
+    session: Session,
+    *,
+    workspace_id: int,
+    account_id: int,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[tuple[LedgerTransaction, list[LedgerLine]]]:
+    """The account's transactions with their lines, newest first (page with ``before_id``)."""
+    account = get_account(session, workspace_id=workspace_id, account_id=account_id)
+    txns = store.transactions(
+        session, [account.id], before_id=before_id, limit=min(max(limit, 1), 1000)
+    )
+    lines: dict[int, list[LedgerLine]] = {t.id: [] for t in txns}
+    for line in store.lines_of(session, [t.id for t in txns]):
+        lines[line.transaction_id].append(line)
+    return [(t, lines[t.id]) for t in txns]
+
+
+# -- scheduled work ---------------------------------------------------------------------------
+
+
+def due_lots(session: Session, *, now: datetime, limit: int = 1000) -> tuple[list[int], list[int]]:
+    """Lots whose return period is over, and lots past their expiry."""
+    return store.due_pending_lots(session, now, limit), store.due_expiring_lots(session, now, limit)
+
+
+def _book_of_lot(session: Session, lot_id: int) -> tuple[Program, int] | None:
+    account_id = store.lot_account(session, lot_id)
+    if account_id is None:
+        return None
+    account = session.get(Account, account_id)
+    assert account is not None
+    return get_program(
+        session, workspace_id=account.workspace_id, program_id=account.program_id
+    ), account_id
+
+
+def activate_lot(session: Session, *, lot_id: int) -> bool:
+    """Make a pending lot available once its return period is over; True if it did."""
+    found = _book_of_lot(session, lot_id)
+    if found is None:
+        return False
+    book = open_book(session, *found)
+    return book.activate(lot_id, at=clock.now(), actor=SYSTEM_ACTOR) is not None
+
+
+def expire_lot(session: Session, *, lot_id: int) -> bool:
+    """Expire what is left of a lot past its expiry (its own entry); True if it did."""
+    found = _book_of_lot(session, lot_id)
+    if found is None:
+        return False
+    book = open_book(session, *found)
+    return book.expire(lot_id, at=clock.now(), actor=SYSTEM_ACTOR) is not None
+
+
+def due_tier_reviews(
+    session: Session, *, now: datetime, limit: int = 1000
+) -> list[tuple[int, datetime]]:
+    """Accounts whose tier review period has ended."""
+    return store.due_tier_reviews(session, now, limit)
+
+
+def review_tier(session: Session, *, account_id: int) -> bool:
+    """Run an account's tier review (a downgrade happens only here); True if it changed."""
+    account = session.get(Account, account_id)
+    if account is None:
+        return False
+    program = get_program(session, workspace_id=account.workspace_id, program_id=account.program_id)
+    book = open_book(session, program, account_id)
+    if book.account.status == MERGED:
+        return False
+    return tiers.review_tier(session, program=program, account=book.account, at=clock.now())
+
+
+def _celebrates(birthday: date, today: date) -> bool:
+    if (birthday.month, birthday.day) == (today.month, today.day):
+        return True
+    # 29 February birthdays are celebrated on 28 February in other years
+    return (
+        (birthday.month, birthday.day) == (2, 29)
+        and (today.month, today.day) == (2, 28)
+        and not calendar.isleap(today.year)
+    )
+
+
+def due_birthdays(session: Session, *, now: datetime) -> list[tuple[int, int]]:
+    """``(account id, year)`` for customers whose birthday it is now in their own time zone
+    (the workspace's when they have none), in programs with a birthday bonus."""
+    program_ids = [p.id for p in store.programs_with_birthday_bonus(session)]
+    days = {(now + timedelta(days=shift)).date() for shift in (-1, 0, 1)}
+    month_days = {(d.month, d.day) for d in days}
+    if any((d.month, d.day) == (2, 28) and not calendar.isleap(d.year) for d in days):
+        month_days.add((2, 29))
+    due = []
+    for candidate in store.birthday_candidates(session, program_ids, sorted(month_days)):
+        try:
+            zone = ZoneInfo(candidate.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        today = now.astimezone(zone).date()
+        if _celebrates(candidate.birthday, today):
+            due.append((candidate.account_id, today.year))
+    return due
+
+
+def grant_birthday_bonus(session: Session, *, account_id: int, year: int) -> bool:
+    """The program's birthday bonus, once per account and year; True if granted."""
+    account = session.get(Account, account_id)
+    if account is None:
+        return False
+    program = get_program(session, workspace_id=account.workspace_id, program_id=account.program_id)
+    rules = program_rules(program)
+    book = open_book(session, program, account_id)
+    key = f"birthday:{account_id}:{year}"
+    if (
+        not rules.birthday_bonus
+        or book.account.status == MERGED
+        or store.transaction_by_key(session, program.id, key) is not None
+    ):
+        return False
+    now = clock.now()
+    posted = book.post(
+        kind=BIRTHDAY,
+        key=key,
+        moves=[
+            Move(
+                NewLot(AVAILABLE, calc.bonus_expires_at(rules, now)),
+                AVAILABLE,
+                LINE_BONUS,
+                rules.birthday_bonus,
+            )
+        ],
+        at=now,
+        actor=SYSTEM_ACTOR,
+        reason=f"birthday bonus {year}",
+    )
+    _emit_bonus(session, program, book.account, posted, "birthday")
+    return True
+
+
+# -- merges -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Folded:
+    program_id: int
+    from_account_id: int
+    to_account_id: int
+    points: int
+
+
+def fold_merged_customer(
+    session: Session,
+    *,
+    workspace_id: int,
+    survivor_id: int,
+    merged_id: int,
+    actor: str = SYSTEM_ACTOR,
+) -> list[Folded]:
+    """Move every account of a merged customer into the survivor's account in the same program
+    by transfer entries (lots keep their expiry and pending state); the merged account stays,
+    empty, pointing at the survivor's. Running it again changes nothing."""
+    survivor = get_customer(session, workspace_id=workspace_id, customer_id=survivor_id)
+    folded = []
+    for source in store.accounts_of(session, [merged_id]):
+        if source.workspace_id != workspace_id or source.status == MERGED:
+            continue
+        if source.customer_id == survivor.id:
+            continue
+        program = get_program(session, workspace_id=workspace_id, program_id=source.program_id)
+        target = open_account(
+            session, program=program, customer_id=survivor.id, actor=actor, welcome=False
+        ).book
+        src = open_book(session, program, source.id)
+        if src.account.status == MERGED:
+            continue
+        now = clock.now()
+        lots = list(src.lots.values())
+        moved = sum(lot.remaining for lot in lots)
+        correlation = f"merge:{src.account.id}>{target.account.id}"
+        src.post(
+            kind=TRANSFER_OUT,
+            key=f"merge-out:{src.account.id}",
+            moves=[Move(lot.id, lot.state, LINE_TRANSFER, -lot.remaining) for lot in lots],
+            at=now,
+            actor=actor,
+            correlation_key=correlation,
+            details={"to_account_id": target.account.id},
+        )
+        target.post(
+            kind=TRANSFER_IN,
+            key=f"merge-in:{src.account.id}",
+            moves=[
+                Move(
+                    NewLot(lot.state, lot.expires_at, lot.available_at, ref=lot.id),
+                    lot.state,
+                    LINE_TRANSFER,
+                    lot.remaining,
+                )
+                for lot in lots
+            ],
+            at=now,
+            actor=actor,
+            correlation_key=correlation,
+            details={"from_account_id": src.account.id},
+        )
+        src.account.status, src.account.merged_into_id = MERGED, target.account.id
+        src.account.status_reason = f"customer {merged_id} merged into {survivor.id}"
+        store.repoint_merged_accounts(session, src.account.id, target.account.id)
+        rules = program_rules(program)
+        if calc.tier_rank(rules, src.account.tier) > calc.tier_rank(rules, target.account.tier):
+            tiers.change_tier(
+                session,
+                program=program,
+                account=target.account,
+                to=calc.tier_by_key(rules, src.account.tier),
+                reason="merge",
+                spend=tiers.rolling_spend(session, account=target.account, at=now),
+                at=now,
+            )
+        record_audit(
+            session,
+            workspace_id=workspace_id,
+            actor=actor,
+            action="loyalty.accounts_merged",
+            target_type="loyalty_account",
+            target_id=target.account.id,
+            details={"from_account_id": src.account.id, "points": moved},
+        )
+        folded.append(Folded(program.id, src.account.id, target.account.id, moved))
+    return folded
