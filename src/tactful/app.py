@@ -28,7 +28,9 @@ from tactful.customers import api as customers_api
 from tactful.events import api as events_api
 from tactful.events import loader
 from tactful.loyalty import api as loyalty_api
+from tactful.metrics import api as metrics_api
 from tactful.ops import api as ops_api
+from tactful.segments import api as segments_api
 from tactful.tenancy import api as tenancy_api
 from tactful.tenancy import service as tenancy_service
 from tactful.worker import start_in_thread
@@ -50,6 +52,8 @@ ROUTERS = (
     events_api.router,
     loyalty_api.router,
     ops_api.router,
+    metrics_api.router,
+    segments_api.router,
 )
 
 

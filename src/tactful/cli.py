@@ -19,7 +19,9 @@ from tactful.core.logging import configure_logging
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime
 from tactful.loyalty import cli as loyalty_cli
+from tactful.metrics import cli as metrics_cli
 from tactful.ops import cli as ops_cli
+from tactful.segments import cli as segments_cli
 from tactful.tenancy import service as tenancy_service
 from tactful.worker import run_process
 
@@ -32,6 +34,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(ops_cli.app, name="jobs")
+app.add_typer(metrics_cli.app, name="metrics")
+app.add_typer(segments_cli.app, name="segments")
 app.add_typer(loyalty_cli.app, name="loyalty")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)

@@ -13,8 +13,10 @@ from tactful.core import domain_events
 from tactful.customers import service as customers
 from tactful.events import service as events
 from tactful.loyalty.service import events as loyalty_events
+from tactful.metrics import service as metrics
+from tactful.segments import service as segments
 
-FEATURES = ("tenancy", "customers", "events", "policy", "loyalty")
+FEATURES = ("tenancy", "customers", "events", "policy", "loyalty", "metrics", "segments")
 
 # (domain event, job that reacts)
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -22,6 +24,12 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("customers.unmerged", "events.apply_merge"),
     ("customers.consent_changed", "events.record_consent_change"),
     ("customers.merged", "loyalty.merge_accounts"),
+    ("events.loaded", "metrics.refresh"),
+    ("customers.consent_changed", "metrics.sync_customer"),
+    ("customers.contact_status_changed", "metrics.sync_customer"),
+    ("customers.merged", "metrics.apply_merge"),
+    ("customers.unmerged", "metrics.apply_merge"),
+    ("metrics.refreshed", "segments.refresh_continuous"),
 )
 
 # Features above customers add their entries to the customer timeline.
@@ -62,3 +70,5 @@ def install() -> None:
         domain_events.route(event, job_name)
     for name, source in TIMELINE_SOURCES:
         customers.register_timeline_source(name, source)
+    # segments read profiles and metrics through the metrics service (same layer)
+    segments.use_metrics(metrics)

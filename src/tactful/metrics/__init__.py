@@ -1,0 +1,1 @@
+"""Per-customer metrics in the warehouse, and the profile copy segments scan."""

@@ -1,0 +1,141 @@
+"""Metrics jobs: refresh after each load, profile syncs after profile, consent and contact
+changes, merges, and the daily rebuild that moves the windows along."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+
+from tactful.core import clock
+from tactful.core.jobs.context import JobContext, MonitorContext, RetryLater
+from tactful.core.jobs.queue import enqueue, enqueue_coalesced
+from tactful.core.jobs.registry import job, monitor
+from tactful.metrics import service
+
+REFRESH_JOB = "metrics.refresh"
+SYNC_CUSTOMER_JOB = "metrics.sync_customer"
+SYNC_CHANGED_JOB = "metrics.sync_changed"
+APPLY_MERGE_JOB = "metrics.apply_merge"
+REBUILD_JOB = service.REBUILD_JOB
+REBUILD_EVERY = timedelta(days=1)
+
+
+def _recording(ctx: JobContext, work: Callable[[], object]) -> None:
+    """Run ``work``; a failure is kept on the workspace's status before the job retries."""
+    try:
+        work()
+    except RetryLater:
+        raise
+    except Exception as exc:
+        with ctx.runtime.db.scope() as session:
+            service.record_failure(
+                session,
+                workspace_id=int(ctx.payload["workspace_id"]),
+                error=f"{ctx.name}: {''.join(traceback.format_exception_only(exc)).strip()}",
+            )
+        raise
+
+
+@job(REFRESH_JOB, max_attempts=20)
+def refresh(ctx: JobContext) -> None:
+    """Recompute the metrics of the customers a warehouse load touched."""
+    _recording(
+        ctx,
+        lambda: service.refresh_metrics(
+            ctx.runtime,
+            ctx.session,
+            workspace_id=int(ctx.payload["workspace_id"]),
+            customer_ids=[int(c) for c in ctx.payload.get("customer_ids") or []],
+        ),
+    )
+
+
+@job(SYNC_CUSTOMER_JOB, max_attempts=20)
+def sync_customer(ctx: JobContext) -> None:
+    """Copy one customer's profile and reachability after a consent or contact change."""
+    _recording(
+        ctx,
+        lambda: service.sync_profiles(
+            ctx.runtime,
+            ctx.session,
+            workspace_id=int(ctx.payload["workspace_id"]),
+            customer_ids=[int(ctx.payload["customer_id"])],
+        ),
+    )
+
+
+@job(SYNC_CHANGED_JOB, max_attempts=20)
+def sync_changed(ctx: JobContext) -> None:
+    """Copy the profiles updated since the last sync."""
+    _recording(
+        ctx,
+        lambda: service.sync_changed_profiles(
+            ctx.runtime, ctx.session, workspace_id=int(ctx.payload["workspace_id"])
+        ),
+    )
+
+
+@job(APPLY_MERGE_JOB, max_attempts=30)
+def apply_merge(ctx: JobContext) -> None:
+    """After a merge (or its undoing) reaches the warehouse, both customers' profiles and
+    metrics follow."""
+    payload = ctx.payload
+    workspace_id = int(payload["workspace_id"])
+    survivor, merged = int(payload["survivor_id"]), int(payload["merged_id"])
+    mapped = service.canonical_ids(
+        ctx.runtime.warehouse, workspace_id=workspace_id, customer_ids=[merged]
+    )
+    expected = survivor if payload["event"] == "customers.merged" else merged
+    if mapped != [expected]:
+        raise RetryLater(5, "the merge has not reached the warehouse yet")
+
+    def work() -> None:
+        service.sync_profiles(
+            ctx.runtime, ctx.session, workspace_id=workspace_id, customer_ids=[survivor, merged]
+        )
+        service.refresh_metrics(
+            ctx.runtime, ctx.session, workspace_id=workspace_id, customer_ids=[survivor, merged]
+        )
+
+    _recording(ctx, work)
+
+
+@job(REBUILD_JOB, max_attempts=5)
+def rebuild(ctx: JobContext) -> None:
+    """Recompute every customer's metrics in a workspace (and resync every profile when asked)."""
+    workspace_id = int(ctx.payload["workspace_id"])
+
+    def work() -> None:
+        if ctx.payload.get("profiles"):
+            service.sync_profiles(ctx.runtime, ctx.session, workspace_id=workspace_id)
+        service.rebuild_metrics(ctx.runtime, ctx.session, workspace_id=workspace_id)
+
+    _recording(ctx, work)
+
+
+@monitor("metrics.sync_profiles", every=timedelta(seconds=30))
+def watch_profiles(ctx: MonitorContext) -> None:
+    """Profiles change through many paths (identify calls, imports, merges): sweep them."""
+    for workspace_id in service.workspaces(ctx.session):
+        enqueue_coalesced(
+            ctx.session,
+            SYNC_CHANGED_JOB,
+            {"workspace_id": workspace_id},
+            key=f"{SYNC_CHANGED_JOB}:{workspace_id}",
+        )
+
+
+@monitor("metrics.daily_rebuild", every=timedelta(hours=1))
+def daily_rebuild(ctx: MonitorContext) -> None:
+    """Windows ("last 365 days") move every day: rebuild each workspace once a day."""
+    for workspace_id in service.workspaces(ctx.session):
+        state = service.status(ctx.session, workspace_id=workspace_id)
+        last = state.metrics_rebuilt_at
+        if last is None or clock.now() - last >= REBUILD_EVERY:
+            enqueue(
+                ctx.session,
+                REBUILD_JOB,
+                {"workspace_id": workspace_id},
+                key=f"{REBUILD_JOB}:{workspace_id}:{ctx.now.date().isoformat()}",
+            )

@@ -1,0 +1,1 @@
+"""Segments: definitions, their compiler, memberships and estimates."""

@@ -1,0 +1,451 @@
+"""One definition → one warehouse query (Ibis), the same on DuckDB, PostgreSQL and Spark.
+
+The query starts from the workspace's customers (``customer_profiles``), left-joins the
+metrics when a metric is used, and one per-customer aggregate for each condition that needs
+history (events, purchases, messages), custom attributes or reachability. Each condition is
+a boolean column made two-valued (a missing value is *false*), so ``not`` is exact; ``all``
+/ ``any`` / ``not`` combine them. A referenced segment is compiled inline from its current
+definition.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator as op
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.datatypes as dt
+
+from tactful.core.warehouse import Warehouse
+from tactful.events.warehouse import EVENTS, RECEIPT_LINES, RECEIPTS, canonical
+from tactful.segments.definition import (
+    MESSAGE_ACTIONS,
+    AllNode,
+    AnyNode,
+    AttributeCondition,
+    ConsentCondition,
+    EventCondition,
+    MessageCondition,
+    MetricCondition,
+    NotNode,
+    PurchaseCondition,
+    ReachableCondition,
+    SegmentCondition,
+    Window,
+    walk,
+)
+from tactful.segments.sources import MetricsSource
+from tactful.segments.validation import MAX_DEPTH, STANDARD_ATTRIBUTES, attribute_type, coerce
+
+TOP_CATEGORY_COLUMNS = ("top_category", "top_category_2", "top_category_3")
+PROFILE_COLUMNS = tuple(name for name in STANDARD_ATTRIBUTES if name != "age")
+UTC_TS = dt.Timestamp(timezone="UTC")
+
+
+def _ts(value: datetime) -> ibis.TimestampScalar:
+    return ibis.literal(value, type=UTC_TS)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled query: one row per customer with one boolean column per definition, and
+    the values each condition looked at (for previews)."""
+
+    table: ibis.Table
+    flags: tuple[str, ...]
+    values: dict[str, str]  # column -> path of the condition it belongs to
+
+
+class Compiler:
+    """Compiles definitions of one workspace at one moment."""
+
+    def __init__(
+        self,
+        *,
+        warehouse: Warehouse,
+        source: MetricsSource,
+        workspace_id: int,
+        now: datetime,
+        attribute_types: dict[str, str],
+        definition_of: Callable[[int], Any | None],
+    ) -> None:
+        self.warehouse = warehouse
+        self.source = source
+        self.workspace_id = workspace_id
+        self.now = now
+        self.attribute_types = attribute_types
+        self.definition_of = definition_of
+        self._joins: list[tuple[str, ibis.Table]] = []
+        self._values: dict[str, ibis.Value] = {}
+        self._base: ibis.Table | None = None
+        self._metrics: ibis.Table | None = None
+        self._history: dict[str, ibis.Table] = {}
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def compile(self, definitions: dict[str, Any], *, with_values: bool = False) -> Compiled:
+        """One query flagging, per customer, membership of each named definition."""
+        self._prepare(definitions)
+        base = self._profile_base()
+        predicates = {
+            name: self._predicate(node, "definition", 0) for name, node in definitions.items()
+        }
+        table = base
+        for key, joined in self._joins:
+            table = table.left_join(joined, table.customer_id == joined[key])
+        columns: list[Any] = [table.customer_id]
+        columns += [expr.name(name) for name, expr in predicates.items()]
+        labels: dict[str, str] = {}
+        if with_values:
+            for index, (path, expr) in enumerate(self._values.items()):
+                columns.append(expr.name(f"value_{index}"))
+                labels[f"value_{index}"] = path
+        return Compiled(table.select(*columns), tuple(definitions), labels)
+
+    def members(self, definition: Any) -> ibis.Table:
+        """The customer ids of one definition's members."""
+        compiled = self.compile({"member": definition})
+        table = compiled.table
+        return table.filter(table.member).select("customer_id")
+
+    # -- building blocks ----------------------------------------------------------------------
+
+    def _prepare(self, definitions: dict[str, Any]) -> None:
+        metric_names: set[str] = set()
+        for node in definitions.values():
+            for _path, leaf in self._leaves(node, 0):
+                if isinstance(leaf, MetricCondition):
+                    metric_names.add(leaf.metric)
+        if metric_names:
+            columns = {
+                *(
+                    TOP_CATEGORY_COLUMNS
+                    if "top_categories" in metric_names
+                    else (n for n in metric_names)
+                ),
+                *(n for n in metric_names if n != "top_categories"),
+            }
+            table = self.source.metrics_table(
+                self.warehouse,
+                workspace_id=self.workspace_id,
+                now=self.now,
+                names=sorted(metric_names),
+            )
+            self._metrics = table.select(
+                m_customer_id=table.customer_id, **{f"m_{c}": table[c] for c in sorted(columns)}
+            )
+            self._joins.append(("m_customer_id", self._metrics))
+
+    def _leaves(self, node: Any, depth: int) -> list[tuple[str, Any]]:
+        found = []
+        for path, child in walk(node):
+            if isinstance(child, SegmentCondition) and depth < MAX_DEPTH:
+                nested = self.definition_of(child.segment_id)
+                if nested is not None:
+                    found.extend(self._leaves(nested, depth + 1))
+            found.append((path, child))
+        return found
+
+    def _profile_base(self) -> ibis.Table:
+        profiles = self.source.profiles_table(self.warehouse, workspace_id=self.workspace_id)
+        self._base = profiles
+        return profiles
+
+    def _add_join(self, table: ibis.Table) -> str:
+        index = len(self._joins)
+        key = f"k{index}"
+        self._joins.append((key, table.rename({key: "customer_id"})))
+        return key
+
+    def _history_table(self, name: str) -> ibis.Table:
+        if name not in self._history:
+            table = canonical(self.warehouse, self.warehouse.table(name))
+            self._history[name] = table.filter(
+                table.workspace_id == self.workspace_id,
+                table.customer_id.notnull(),
+                table.occurred_at <= _ts(self.now),
+            )
+        return self._history[name]
+
+    def _in_window(self, table: ibis.Table, window: Window | None) -> ibis.Table:
+        if window is None:
+            return table
+        if window.days is not None:
+            return table.filter(table.occurred_at > _ts(self.now - timedelta(days=window.days)))
+        assert window.start is not None
+        table = table.filter(table.occurred_at >= _ts(window.start))
+        if window.end is not None:
+            table = table.filter(table.occurred_at < _ts(window.end))
+        return table
+
+    # -- predicates ---------------------------------------------------------------------------
+
+    def _predicate(self, node: Any, path: str, depth: int) -> ibis.BooleanValue:
+        if isinstance(node, AllNode):
+            parts = [self._predicate(c, f"{path}.all[{i}]", depth) for i, c in enumerate(node.all)]
+            return functools.reduce(op.and_, parts)
+        if isinstance(node, AnyNode):
+            parts = [self._predicate(c, f"{path}.any[{i}]", depth) for i, c in enumerate(node.any)]
+            return functools.reduce(op.or_, parts)
+        if isinstance(node, NotNode):
+            return ~self._predicate(node.not_, f"{path}.not", depth)
+        if isinstance(node, SegmentCondition):
+            nested = self.definition_of(node.segment_id)
+            if nested is None or depth >= MAX_DEPTH:
+                inside: ibis.BooleanValue = ibis.literal(False)
+            else:
+                inside = self._predicate(nested, f"segment[{node.segment_id}]", depth + 1)
+            return inside if node.member else ~inside
+        value, condition = self._leaf(node, path)
+        if value is not None and depth == 0:
+            self._values[path] = value
+        return condition.fill_null(False)
+
+    def _leaf(self, node: Any, path: str) -> tuple[ibis.Value | None, ibis.BooleanValue]:
+        if isinstance(node, AttributeCondition):
+            return self._attribute(node)
+        if isinstance(node, MetricCondition):
+            return self._metric(node)
+        if isinstance(node, EventCondition):
+            return self._event(node)
+        if isinstance(node, PurchaseCondition):
+            return self._purchase(node)
+        if isinstance(node, MessageCondition):
+            return self._message(node)
+        if isinstance(node, ConsentCondition | ReachableCondition):
+            return self._reach(node)
+        raise TypeError(f"cannot compile {type(node).__name__} at {path}")
+
+    def _attribute(self, node: AttributeCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
+        assert self._base is not None
+        kind = attribute_type(node.attribute, self.attribute_types) or "string"
+        if node.attribute == "age":
+            birthday = self._base.birthday
+            today = self.now.date()
+            before_birthday = (birthday.month() > today.month) | (
+                (birthday.month() == today.month) & (birthday.day() > today.day)
+            )
+            column: ibis.Value = (
+                today.year - birthday.year() - ibis.ifelse(before_birthday, 1, 0)
+            ).cast("int64")
+            return column, compare(column, kind, node.operator, node.value, self.now)
+        if node.attribute in STANDARD_ATTRIBUTES:
+            column = self._base[node.attribute]
+            return column, compare(column, kind, node.operator, node.value, self.now)
+        attributes = self.source.attributes_table(self.warehouse, workspace_id=self.workspace_id)
+        mine = attributes.filter(attributes.name == node.attribute)
+        field = {
+            "number": mine.number_value,
+            "boolean": mine.bool_value,
+            "timestamp": mine.time_value,
+        }.get(kind, mine.text_value)
+        if node.operator in ("is_set", "is_not_set"):
+            present = mine.select("customer_id").distinct().mutate(hit=ibis.literal(True))
+            key = self._add_join(present)
+            hit = self._joined(key, present, "hit")
+            return hit, hit.notnull() if node.operator == "is_set" else hit.isnull()
+        negated = node.operator in ("not_contains",)
+        test_op = "contains" if negated else node.operator
+        element_kind = "string" if kind == "list" else kind
+        if kind == "list":
+            test_op = "eq"
+        matching = mine.filter(compare(field, element_kind, test_op, node.value, self.now))
+        hits = matching.group_by("customer_id").aggregate(hit=matching.count())
+        key = self._add_join(hits)
+        hit = self._joined(key, hits, "hit")
+        if negated:
+            return hit, hit.isnull()
+        return hit, hit.notnull()
+
+    def _joined(self, key: str, table: ibis.Table, column: str) -> ibis.Value:
+        # columns of a joined table are referenced through the join's right side
+        for join_key, joined in self._joins:
+            if join_key == key:
+                return joined[column]
+        raise KeyError(key)
+
+    def _metric(self, node: MetricCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
+        assert self._metrics is not None
+        metrics = self._metrics
+        info = {m.name: m for m in self.source.metric_specs()}[node.metric]
+        if node.metric == "top_categories":
+            columns = [metrics[f"m_{c}"] for c in TOP_CATEGORY_COLUMNS]
+            shown = columns[0]
+            if node.operator in ("is_set", "is_not_set"):
+                present = columns[0].notnull()
+                return shown, present if node.operator == "is_set" else ~present
+            wanted = coerce("string", "eq", node.value)
+            found = functools.reduce(op.or_, [(c == wanted).fill_null(False) for c in columns])
+            return shown, found if node.operator == "contains" else ~found
+        column = metrics[f"m_{node.metric}"]
+        return column, compare(column, info.type, node.operator, node.value, self.now)
+
+    def _aggregate_condition(
+        self, table: ibis.Table, value: ibis.Value, node: Any, zero: bool
+    ) -> tuple[ibis.Value, ibis.BooleanValue]:
+        key = self._add_join(table)
+        column = self._joined(key, table, "agg")
+        if zero:
+            column = column.fill_null(0)
+        return column, compare(column, "number", node.operator, node.value, self.now)
+
+    def _event(self, node: EventCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
+        events = self._in_window(self._history_table(EVENTS), node.window)
+        events = events.filter(events.name == node.event)
+        for condition in node.where:
+            text = self.source.json_text(self.warehouse, events.properties, condition.property)
+            kind = _value_kind(condition.value, condition.operator)
+            column = text.try_cast("float64") if kind == "number" else text
+            events = events.filter(
+                compare(column, kind, condition.operator, condition.value, self.now).fill_null(
+                    False
+                )
+            )
+        if node.aggregate == "count":
+            grouped = events.group_by("customer_id").aggregate(agg=events.count())
+        else:
+            assert node.property is not None
+            number = self.source.json_text(
+                self.warehouse, events.properties, node.property
+            ).try_cast("float64")
+            reducer = {
+                "sum": number.sum(),
+                "avg": number.mean(),
+                "min": number.min(),
+                "max": number.max(),
+            }[node.aggregate]
+            grouped = events.mutate(number=number).group_by("customer_id").aggregate(agg=reducer)
+        return self._aggregate_condition(
+            grouped, grouped.agg, node, zero=node.aggregate in ("count", "sum")
+        )
+
+    def _purchase(self, node: PurchaseCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
+        by_line = bool(node.product_ids or node.category_ids)
+        table = self._history_table(RECEIPT_LINES if by_line else RECEIPTS)
+        table = self._in_window(table, node.window)
+        if node.product_ids:
+            table = table.filter(table.product_id.isin(node.product_ids))
+        if node.category_ids:
+            table = table.filter(table.category_id.isin(node.category_ids))
+        if node.store_ids:
+            table = table.filter(table.store_id.isin(node.store_ids))
+        if node.channel is not None:
+            table = table.filter(table.channel == node.channel)
+        sale = table.kind == "sale"
+        if node.measure == "count":
+            value = ibis.ifelse(sale, table.receipt_id, ibis.null("string")).nunique()
+        elif node.measure == "amount":
+            value = table.signed_amount.sum()
+        else:
+            value = ibis.ifelse(sale, table.quantity, -table.quantity).sum()
+        grouped = table.group_by("customer_id").aggregate(agg=value)
+        return self._aggregate_condition(grouped, grouped.agg, node, zero=True)
+
+    def _message(self, node: MessageCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
+        events = self._in_window(self._history_table(EVENTS), node.window)
+        events = events.filter(events.name == MESSAGE_ACTIONS[node.action])
+        for key in ("campaign_id", "journey_id", "topic", "channel"):
+            wanted = getattr(node, key)
+            if wanted is not None:
+                text = self.source.json_text(self.warehouse, events.properties, key)
+                events = events.filter(text == wanted)
+        grouped = events.group_by("customer_id").aggregate(agg=events.count())
+        return self._aggregate_condition(grouped, grouped.agg, node, zero=True)
+
+    def _reach(
+        self, node: ConsentCondition | ReachableCondition
+    ) -> tuple[ibis.Value, ibis.BooleanValue]:
+        reach = self.source.reach_table(self.warehouse, workspace_id=self.workspace_id)
+        if isinstance(node, ConsentCondition):
+            flag, wanted = reach.consent, node.granted
+        else:
+            flag = reach.reachable if node.via == "marketing" else reach.has_contact
+            wanted = node.reachable
+        hits = (
+            reach.filter(reach.brand_id == node.brand_id, reach.channel == node.channel, flag)
+            .select("customer_id")
+            .distinct()
+            .mutate(hit=ibis.literal(True))
+        )
+        key = self._add_join(hits)
+        hit = self._joined(key, hits, "hit")
+        present = hit.notnull()
+        return present, present if wanted else ~present
+
+
+def _value_kind(value: Any, operator: str) -> str:
+    """How an event property is compared: as a number when the value is numeric."""
+    sample = value[0] if isinstance(value, list) and value else value
+    if operator in ("is_true", "is_false"):
+        return "boolean"
+    if isinstance(sample, int | float) and not isinstance(sample, bool):
+        return "number"
+    return "string"
+
+
+def compare(column: Any, kind: str, operator: str, raw: Any, now: datetime) -> ibis.BooleanValue:
+    """``column <operator> value`` for a value type (values were checked by validation)."""
+    if operator == "is_set":
+        return column.notnull()
+    if operator == "is_not_set":
+        return column.isnull()
+    if kind == "boolean":
+        if column.type().is_string():
+            return column == ("true" if operator == "is_true" else "false")
+        return column if operator == "is_true" else ~column
+    value = coerce(kind, operator, raw)
+    if kind in ("timestamp", "date"):
+        return _compare_time(column, kind, operator, value, now)
+    if kind == "string" and column.type().is_string():
+        return _compare_text(column, operator, value)
+    comparisons: dict[str, Callable[[], Any]] = {
+        "eq": lambda: column == value,
+        "ne": lambda: column != value,
+        "gt": lambda: column > value,
+        "gte": lambda: column >= value,
+        "lt": lambda: column < value,
+        "lte": lambda: column <= value,
+        "between": lambda: column.between(value[0], value[1]),
+        "in": lambda: column.isin(value),
+        "not_in": lambda: ~column.isin(value),
+    }
+    if operator not in comparisons:
+        return _compare_text(column.cast("string"), operator, str(value))
+    result: ibis.BooleanValue = comparisons[operator]()
+    return result
+
+
+def _compare_text(column: Any, operator: str, value: Any) -> ibis.BooleanValue:
+    comparisons: dict[str, Callable[[], Any]] = {
+        "eq": lambda: column == value,
+        "ne": lambda: column != value,
+        "in": lambda: column.isin(value),
+        "not_in": lambda: ~column.isin(value),
+        "contains": lambda: column.contains(value),
+        "not_contains": lambda: ~column.contains(value),
+        "starts_with": lambda: column.startswith(value),
+    }
+    result: ibis.BooleanValue = comparisons[operator]()
+    return result
+
+
+def _compare_time(
+    column: Any, kind: str, operator: str, value: Any, now: datetime
+) -> ibis.BooleanValue:
+    def literal(moment: datetime) -> Any:
+        return ibis.literal(moment.date()) if kind == "date" else _ts(moment)
+
+    if operator == "within_last_days":
+        return (column > literal(now - timedelta(days=value))) & (column <= literal(now))
+    if operator == "more_than_days_ago":
+        return column <= literal(now - timedelta(days=value))
+    if operator == "before":
+        return column < literal(value)
+    if operator == "after":
+        return column > literal(value)
+    low, high = value
+    return (column >= literal(low)) & (column <= literal(high))
