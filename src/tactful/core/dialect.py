@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Insert, Select, Table, func
+from sqlalchemy import BigInteger, ColumnElement, Insert, Select, Table, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -86,3 +86,59 @@ def bulk_insert_chunk_size(session: Session, columns: int) -> int:
     """Rows per multi-row INSERT that stay below the dialect's bound-parameter limit."""
     limit = 32_000 if session.get_bind().dialect.name == "sqlite" else 60_000
     return max(1, limit // max(1, columns))
+
+
+def epoch_seconds(session: Session, column: Any) -> ColumnElement[Any]:
+    """A timestamp column as whole Unix seconds (integer), computed by the database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.cast(func.floor(func.extract("epoch", column)), BigInteger)
+    return func.cast(func.strftime("%s", column), BigInteger)
+
+
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    """``count`` fresh primary-key values for a bulk insert with explicit ids.
+
+    SQLite hands out max(rowid) + 1 and the write transaction holds the database lock, so
+    the next ``count`` values are ours; PostgreSQL draws them from the table's sequence.
+    """
+    if count <= 0:
+        return []
+    pk = next(iter(table.primary_key.columns))
+    if session.get_bind().dialect.name == "postgresql":
+        sequence = session.execute(
+            text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table.name, "c": pk.name}
+        ).scalar_one()
+        rows = session.execute(
+            text("SELECT nextval(:s) FROM generate_series(1, :n)"), {"s": sequence, "n": count}
+        )
+        return [int(r[0]) for r in rows]
+    start = int(session.execute(select(func.coalesce(func.max(pk), 0))).scalar_one()) + 1
+    return list(range(start, start + count))
+
+
+def copy_rows(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert many plain rows fast: COPY on PostgreSQL, one prepared executemany on SQLite.
+
+    Values must already be in the database's representation (ints, strings, naive UTC
+    datetimes for SQLite, aware ones for PostgreSQL, JSON as text).
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    if session.get_bind().dialect.name == "postgresql":
+        raw: Any = connection.connection.dbapi_connection  # psycopg 3's connection
+        names = ", ".join(f'"{c}"' for c in columns)
+        with raw.cursor() as cursor, cursor.copy(
+            f'COPY "{table.name}" ({names}) FROM STDIN'  # noqa: S608 - names from our schema
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    names = ", ".join(f'"{c}"' for c in columns)
+    connection.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',  # noqa: S608
+        [tuple(row) for row in rows],
+    )

@@ -353,7 +353,7 @@ def set_contact_status(
             Identity.workspace_id == workspace_id,
             Identity.kind == kind,
             Identity.value == value,
-            Identity.valid.is_(True),
+            store.VALID_IDENTITY,
         )
         .one_or_none()
     )
@@ -454,6 +454,13 @@ def reachability(
             allowed.add(channel)
         result[cid] = Reach(addresses=addresses, channels=frozenset(allowed))
     return result
+
+
+def topic_subscribed_by_default(
+    session: Session, *, workspace_id: int, brand_id: int | None, key: str
+) -> bool:
+    """Whether a topic counts as subscribed until the customer leaves it (unknown: yes)."""
+    return store.topic_default(session, workspace_id, brand_id, key)
 
 
 def revert_merge(session: Session, *, workspace_id: int, merge_id: int, actor: str) -> Customer:
