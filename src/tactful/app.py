@@ -28,6 +28,7 @@ from tactful.customers import api as customers_api
 from tactful.events import api as events_api
 from tactful.events import loader
 from tactful.loyalty import api as loyalty_api
+from tactful.messaging import api as messaging_api
 from tactful.metrics import api as metrics_api
 from tactful.ops import api as ops_api
 from tactful.segments import api as segments_api
@@ -51,6 +52,8 @@ ROUTERS = (
     customers_api.router,
     events_api.router,
     loyalty_api.router,
+    messaging_api.router,
+    messaging_api.public,
     ops_api.router,
     metrics_api.router,
     segments_api.router,

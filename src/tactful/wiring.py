@@ -13,10 +13,20 @@ from tactful.core import domain_events
 from tactful.customers import service as customers
 from tactful.events import service as events
 from tactful.loyalty.service import events as loyalty_events
+from tactful.messaging import service as messaging
 from tactful.metrics import service as metrics
 from tactful.segments import service as segments
 
-FEATURES = ("tenancy", "customers", "events", "policy", "loyalty", "metrics", "segments")
+FEATURES = (
+    "tenancy",
+    "customers",
+    "events",
+    "policy",
+    "loyalty",
+    "metrics",
+    "segments",
+    "messaging",
+)
 
 # (domain event, job that reacts)
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -36,6 +46,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
 TIMELINE_SOURCES = (
     ("events", events.timeline_events),
     ("loyalty", loyalty_events.timeline_items),
+    ("messaging", messaging.timeline_messages),
 )
 
 

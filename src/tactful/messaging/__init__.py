@@ -1,0 +1,1 @@
+"""Messaging: templates, channels, deliveries, tracking, the preference centre."""

@@ -1,0 +1,253 @@
+"""E-mail over SMTP: plain, STARTTLS or implicit TLS, reused connections, optional DKIM.
+
+``smtplib`` runs in a thread pool (one connection per thread, kept open between messages and
+between dispatch runs). The submission is split into its phases so a failure is read right:
+a connection that dies before ``DATA`` is retried on a fresh one (nothing was handed over);
+one that dies during ``DATA`` is *unknown* (the server may have taken the message), never
+resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import smtplib
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formataddr, formatdate
+from typing import Any
+
+import dkim
+
+from tactful.messaging.channels.base import (
+    Callback,
+    Capabilities,
+    Channel,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+)
+from tactful.messaging.channels.generic import parse_generic_callback, verify_generic_callback
+
+# RCPT answers that mean the mailbox does not exist: a hard bounce.
+HARD_BOUNCE_CODES = (550, 551, 553)
+DKIM_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+)
+
+
+def build_email(message: OutboundMessage, *, dkim_config: Mapping[str, Any] | None) -> bytes:
+    """The MIME message (text and HTML alternatives), DKIM-signed when configured."""
+    assert message.sender is not None
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = formataddr((message.sender.name or "", message.sender.address))
+    mail["To"] = message.address
+    mail["Subject"] = message.subject or ""
+    mail["Date"] = formatdate(localtime=False)
+    domain = Address(addr_spec=message.sender.address).domain
+    mail["Message-ID"] = f"<{message.idempotency_key}@{domain}>"
+    if message.sender.reply_to:
+        mail["Reply-To"] = message.sender.reply_to
+    for name, value in message.headers.items():
+        mail[name] = value
+    mail.set_content(message.text)
+    if message.html is not None:
+        mail.add_alternative(message.html, subtype="html")
+    raw = mail.as_bytes()
+    if dkim_config:
+        present = {name.lower().encode() for name in mail}
+        signature = dkim.sign(
+            raw,
+            str(dkim_config["selector"]).encode(),
+            str(dkim_config.get("domain") or domain).encode(),
+            str(dkim_config["private_key"]).encode(),
+            include_headers=[h for h in DKIM_HEADERS if h in present],
+        )
+        raw = signature + raw
+    return raw
+
+
+class SmtpPool:
+    """Open SMTP connections to one server, reused across messages and runs."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.host = str(config.get("host", "127.0.0.1"))
+        self.port = int(config.get("port", 25))
+        self.security = str(config.get("security", "none"))  # none | starttls | tls
+        self.username = config.get("username")
+        self.password = config.get("password")
+        self.timeout = float(config.get("timeout", 30))
+        self.helo = config.get("helo_name")
+        self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
+        self._ssl = self._context(config)
+
+    @staticmethod
+    def _context(config: Mapping[str, Any]) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=config.get("ca_pem") or None)
+        if config.get("tls_verify") is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def connect(self) -> smtplib.SMTP:
+        if self.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=self.helo,
+                timeout=self.timeout,
+                context=self._ssl,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                self.host, self.port, local_hostname=self.helo, timeout=self.timeout
+            )
+            smtp.ehlo()
+            if self.security == "starttls":
+                smtp.starttls(context=self._ssl)
+                smtp.ehlo()
+        if self.security == "tls":
+            smtp.ehlo()
+        if self.username:
+            smtp.login(str(self.username), str(self.password or ""))
+        return smtp
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[smtplib.SMTP]:
+        """An idle connection (or a new one); broken ones are dropped, not returned."""
+        try:
+            smtp = self._idle.get_nowait()
+        except queue.Empty:
+            smtp = self.connect()
+        try:
+            yield smtp
+        except BaseException:
+            with contextlib.suppress(Exception):
+                smtp.close()
+            raise
+        self._idle.put(smtp)
+
+    def close(self) -> None:
+        while True:
+            try:
+                smtp = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                smtp.quit()
+
+
+def submit(pool: SmtpPool, sender: str, recipient: str, raw: bytes) -> SendResult:
+    """One message over a pooled connection, phase by phase."""
+    for attempt in (1, 2):
+        try:
+            with pool.connection() as smtp:
+                code, reply = smtp.mail(sender)
+                if code != 250:
+                    smtp.rset()
+                    return _refused("MAIL FROM", code, reply)
+                code, reply = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    smtp.rset()
+                    return _refused("RCPT TO", code, reply)
+                try:
+                    code, reply = smtp.data(raw)
+                except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                    raise _DataLost(str(exc)) from exc
+                except smtplib.SMTPDataError as exc:
+                    smtp.rset()
+                    return _refused("DATA", exc.smtp_code, exc.smtp_error)
+                if code != 250:
+                    return _refused("DATA", code, reply)
+                return SendResult.sent(reply.decode(errors="replace")[:200])
+        except _DataLost as exc:
+            return SendResult.uncertain(f"connection lost during DATA: {exc}")
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
+            # nothing was handed over yet: a stale pooled connection gets one fresh retry
+            if attempt == 2:
+                return SendResult.transient(f"SMTP connection failed: {exc}")
+        except smtplib.SMTPException as exc:
+            return SendResult.transient(f"SMTP error: {exc}")
+    return SendResult.transient("SMTP connection failed")
+
+
+class _DataLost(Exception):
+    pass
+
+
+def _refused(stage: str, code: int, reply: bytes | str) -> SendResult:
+    said = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    text = f"{stage} refused: {code} {said}"
+    if 400 <= code < 500:
+        return SendResult.transient(text)
+    if stage == "RCPT TO" and code in HARD_BOUNCE_CODES:
+        return SendResult.permanent(text, contact_status="bounced")
+    return SendResult.permanent(text)
+
+
+_POOLS: dict[str, tuple[SmtpPool, ThreadPoolExecutor]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_for(key: str, config: Mapping[str, Any], concurrency: int) -> tuple[SmtpPool, Any]:
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = (
+                SmtpPool(config),
+                ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="smtp"),
+            )
+        return _POOLS[key]
+
+
+def close_pools() -> None:
+    """Close every pooled SMTP connection of this process."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool, executor in pools:
+        executor.shutdown(wait=True)
+        pool.close()
+
+
+class SmtpChannel(Channel):
+    """E-mail through an SMTP server or relay. Bounces and complaints arrive through the
+    generic signed status callback (relays post them), or as hard-bounce RCPT answers."""
+
+    channel = "email"
+    kind = "smtp"
+    capabilities = Capabilities(reports_delivery=False, reports_reads=True, idempotency_keys=False)
+
+    def __init__(self, config: Mapping[str, Any], *, pool_key: str, concurrency: int) -> None:
+        super().__init__(config)
+        self.pool_key, self.concurrency = pool_key, concurrency
+
+    def render(self, message: OutboundMessage) -> bytes:
+        return build_email(message, dkim_config=self.config.get("dkim"))
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        assert message.sender is not None
+        pool, executor = _pool_for(self.pool_key, self.config, self.concurrency)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self._send_sync, pool, message)
+
+    def _send_sync(self, pool: SmtpPool, message: OutboundMessage) -> SendResult:
+        assert message.sender is not None
+        return submit(pool, message.sender.address, message.address, self.render(message))
+
+    def verify_callback(self, callback: Callback) -> bool:
+        return verify_generic_callback(self.config, callback)
+
+    def parse_callback(self, callback: Callback) -> list[StatusUpdate]:
+        return parse_generic_callback(callback)

@@ -1,0 +1,79 @@
+"""Messaging's use cases, one module each; this package is what other features call."""
+
+from __future__ import annotations
+
+from tactful.messaging.service.calltasks import complete_call_task, list_call_tasks, task_view
+from tactful.messaging.service.cascades import due_cascades, fall_through
+from tactful.messaging.service.deliveries import (
+    DISPATCH_JOB,
+    advance,
+    queue_batches,
+    send,
+    test_send,
+)
+from tactful.messaging.service.dispatch import RunStats, dispatch, queue_due, recover_stuck
+from tactful.messaging.service.providers import (
+    create_provider,
+    create_sender,
+    list_providers,
+    list_senders,
+    masked,
+)
+from tactful.messaging.service.queries import delivery_history, get_delivery, list_deliveries
+from tactful.messaging.service.templates import (
+    get_template,
+    list_templates,
+    preview,
+    save_template,
+    validate,
+)
+from tactful.messaging.service.timeline import timeline_messages
+from tactful.messaging.service.tracking import (
+    preferences,
+    record_click,
+    record_open,
+    save_preferences,
+    unsubscribe,
+    unsubscribe_target,
+    unsubscribe_view,
+)
+from tactful.messaging.service.webhooks import handle_callback
+
+__all__ = [
+    "DISPATCH_JOB",
+    "RunStats",
+    "advance",
+    "complete_call_task",
+    "create_provider",
+    "create_sender",
+    "delivery_history",
+    "dispatch",
+    "due_cascades",
+    "fall_through",
+    "get_delivery",
+    "get_template",
+    "handle_callback",
+    "list_call_tasks",
+    "list_deliveries",
+    "list_providers",
+    "list_senders",
+    "list_templates",
+    "masked",
+    "preferences",
+    "preview",
+    "queue_batches",
+    "queue_due",
+    "record_click",
+    "record_open",
+    "recover_stuck",
+    "save_preferences",
+    "save_template",
+    "send",
+    "task_view",
+    "test_send",
+    "timeline_messages",
+    "unsubscribe",
+    "unsubscribe_target",
+    "unsubscribe_view",
+    "validate",
+]

@@ -1,0 +1,258 @@
+"""Tracking: signed links (open pixel, click redirects, one-click unsubscribe, preference
+centre), and what happens when a customer follows them."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tactful.core import clock
+from tactful.core.errors import NotFound, ValidationFailed
+from tactful.core.security import Signer
+from tactful.customers import service as customers
+from tactful.customers.service import ConsentInput
+from tactful.customers.topics import list_topics
+from tactful.messaging import store
+from tactful.messaging.models import CLICKED, READ, Delivery
+from tactful.messaging.service.deliveries import advance
+from tactful.tenancy.service import get_brand
+
+OPEN = "messaging.open"
+CLICK = "messaging.click"
+UNSUBSCRIBE = "messaging.unsubscribe"
+PREFERENCES = "messaging.preferences"
+HREF = re.compile(r'(<a\b[^>]*?\bhref=")(https?://[^"]+)"', re.IGNORECASE)
+PIXEL = (
+    '<img src="{src}" width="1" height="1" alt="" '
+    'style="display:block;border:0;height:1px;width:1px">'
+)
+# channels a customer can switch on or off in the preference centre
+PREFERENCE_CHANNELS = ("email", "sms", "push", "viber", "telegram")
+
+
+@dataclass(frozen=True)
+class Links:
+    """The signed links of one delivery."""
+
+    unsubscribe: str
+    preferences: str
+    open: str
+    public_url: str
+    signer: Signer
+    delivery_id: int
+
+    def as_context(self) -> dict[str, str]:
+        return {"unsubscribe": self.unsubscribe, "preferences": self.preferences}
+
+    def click(self, url: str) -> str:
+        token = self.signer.dumps([self.delivery_id, url], purpose=CLICK)
+        return f"{self.public_url}/t/c/{token}"
+
+
+def links_for(signer: Signer, public_url: str, delivery: Delivery) -> Links:
+    """Signed links for a delivery (tokens carry ids only, never personal data)."""
+    preferences = signer.dumps(
+        [delivery.workspace_id, delivery.brand_id, delivery.customer_id], purpose=PREFERENCES
+    )
+    return Links(
+        unsubscribe=f"{public_url}/u/{signer.dumps(delivery.id, purpose=UNSUBSCRIBE)}",
+        preferences=f"{public_url}/p/{preferences}",
+        open=f"{public_url}/t/o/{signer.dumps(delivery.id, purpose=OPEN)}",
+        public_url=public_url,
+        signer=signer,
+        delivery_id=delivery.id,
+    )
+
+
+def track_html(document: str, links: Links) -> str:
+    """Send every web link through the click redirect and add the open pixel."""
+    own = (links.unsubscribe, links.preferences)
+
+    def replace(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(2))
+        if url.startswith(own):
+            return match.group(0)
+        return f'{match.group(1)}{html.escape(links.click(url))}"'
+
+    tracked = HREF.sub(replace, document)
+    pixel = PIXEL.format(src=html.escape(links.open))
+    if "</body>" in tracked:
+        return tracked.replace("</body>", f"{pixel}</body>", 1)
+    return tracked + pixel
+
+
+def _delivery(session: Session, delivery_id: int) -> Delivery:
+    delivery = store.delivery(session, delivery_id)
+    if delivery is None:
+        raise NotFound("the message no longer exists")
+    return delivery
+
+
+def record_open(session: Session, *, signer: Signer, token: str) -> None:
+    """The open pixel was loaded: the delivery was read."""
+    delivery = _delivery(session, int(signer.loads(token, purpose=OPEN)))
+    advance(session, delivery, READ, dedupe_key=f"{delivery.id}:open")
+
+
+def record_click(session: Session, *, signer: Signer, token: str) -> str:
+    """A tracked link was followed: record the click, return where it leads."""
+    delivery_id, url = signer.loads(token, purpose=CLICK)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValidationFailed("the link has no web address", field="token")
+    delivery = _delivery(session, int(delivery_id))
+    now = clock.now()
+    advance(
+        session,
+        delivery,
+        CLICKED,
+        at=now,
+        details={"url": url},
+        dedupe_key=f"{delivery.id}:click:{url[:120]}:{now.isoformat()}",
+    )
+    return url
+
+
+def unsubscribe_target(session: Session, *, signer: Signer, token: str) -> Delivery:
+    """The delivery an unsubscribe link belongs to (the link is checked, nothing changes)."""
+    return _delivery(session, int(signer.loads(token, purpose=UNSUBSCRIBE)))
+
+
+def unsubscribe_view(
+    session: Session, *, signer: Signer, token: str, public_url: str
+) -> dict[str, str]:
+    """What the unsubscribe page says: the brand, what stops, the preference centre link."""
+    delivery = unsubscribe_target(session, signer=signer, token=token)
+    links = links_for(signer, public_url, delivery)
+    brand = get_brand(session, workspace_id=delivery.workspace_id, brand_id=delivery.brand_id)
+    what = f"“{delivery.topic}” messages" if delivery.topic else f"{delivery.channel} offers"
+    return {"brand": brand.name, "what": what, "preferences": links.preferences}
+
+
+def unsubscribe(
+    session: Session, *, signer: Signer, token: str, evidence: dict[str, Any]
+) -> Delivery:
+    """One-click unsubscribe (RFC 8058): leave the message's topic, or, without a topic,
+    revoke advertising consent on its channel for the brand."""
+    delivery = unsubscribe_target(session, signer=signer, token=token)
+    if delivery.topic:
+        change = ConsentInput(
+            kind="topic", status="revoked", topic=delivery.topic, brand_id=delivery.brand_id
+        )
+    else:
+        change = ConsentInput(
+            kind="advertising",
+            status="revoked",
+            channel=str(delivery.channel or "*"),
+            brand_id=delivery.brand_id,
+        )
+    customers.set_consents(
+        session,
+        workspace_id=delivery.workspace_id,
+        customer_id=delivery.customer_id,
+        changes=[change],
+        source="unsubscribe_link",
+        evidence={**evidence, "delivery_id": delivery.id},
+        actor=f"customer:{delivery.customer_id}",
+    )
+    return delivery
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What the preference centre shows a customer."""
+
+    workspace_id: int
+    brand_id: int
+    customer_id: int
+    brand_name: str
+    topics: list[dict[str, Any]]  # key, name, description, subscribed
+    channels: list[dict[str, Any]]  # channel, subscribed
+
+
+def _preference_target(signer: Signer, token: str) -> tuple[int, int, int]:
+    value = signer.loads(token, purpose=PREFERENCES)
+    workspace_id, brand_id, customer_id = (int(v) for v in value)
+    return workspace_id, brand_id, customer_id
+
+
+def preferences(session: Session, *, signer: Signer, token: str) -> Preferences:
+    """A customer's topics and channels for one brand, from a signed link."""
+    workspace_id, brand_id, customer_id = _preference_target(signer, token)
+    brand = get_brand(session, workspace_id=workspace_id, brand_id=brand_id)
+    customer = customers.get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
+    states = {
+        (c.brand_scope, c.kind, c.channel, c.topic): c.status
+        for c in customers.consents(session, workspace_id=workspace_id, customer_id=customer.id)
+    }
+    scope = customers.brand_scope(brand_id)
+    topics = [
+        {
+            "key": t.key,
+            "name": t.name,
+            "description": t.description,
+            "subscribed": states.get(
+                (scope, "topic", "*", t.key), "granted" if t.default_subscribed else "revoked"
+            )
+            == "granted",
+        }
+        for t in list_topics(session, workspace_id=workspace_id)
+        if t.brand_id == brand_id
+    ]
+    channels = [
+        {"channel": ch, "subscribed": states.get((scope, "advertising", ch, "")) == "granted"}
+        for ch in PREFERENCE_CHANNELS
+    ]
+    return Preferences(workspace_id, brand_id, customer.id, brand.name, topics, channels)
+
+
+def save_preferences(
+    session: Session,
+    *,
+    signer: Signer,
+    token: str,
+    topics: set[str],
+    channels: set[str],
+    evidence: dict[str, Any],
+) -> Preferences:
+    """Apply the preference centre's form: the topics and channels left ticked."""
+    current = preferences(session, signer=signer, token=token)
+    unknown = sorted(channels - set(PREFERENCE_CHANNELS))
+    if unknown:
+        raise ValidationFailed(f"unknown channels {unknown}", field="channels")
+    known_topics = {t["key"] for t in current.topics}
+    if topics - known_topics:
+        raise ValidationFailed(f"unknown topics {sorted(topics - known_topics)}", field="topics")
+    changes = [
+        ConsentInput(
+            kind="topic",
+            status="granted" if t["key"] in topics else "revoked",
+            topic=t["key"],
+            brand_id=current.brand_id,
+        )
+        for t in current.topics
+        if t["subscribed"] != (t["key"] in topics)
+    ] + [
+        ConsentInput(
+            kind="advertising",
+            status="granted" if c["channel"] in channels else "revoked",
+            channel=c["channel"],
+            brand_id=current.brand_id,
+        )
+        for c in current.channels
+        if c["subscribed"] != (c["channel"] in channels)
+    ]
+    if changes:
+        customers.set_consents(
+            session,
+            workspace_id=current.workspace_id,
+            customer_id=current.customer_id,
+            changes=changes,
+            source="preference_centre",
+            evidence=evidence,
+            actor=f"customer:{current.customer_id}",
+        )
+    return preferences(session, signer=signer, token=token)

@@ -1,0 +1,310 @@
+"""Queries over templates, providers, senders, deliveries and call tasks (never commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from tactful.core.dialect import insert_ignore, lock_rows
+from tactful.customers.models import Customer
+from tactful.messaging.models import (
+    BLOCK,
+    PLANNED,
+    SENDING,
+    CallTask,
+    Delivery,
+    DeliveryEvent,
+    MessageProvider,
+    MessageTemplate,
+    SenderIdentity,
+)
+from tactful.tenancy.models import ChannelPrice
+
+CHUNK = 900
+
+
+def template(session: Session, workspace_id: int, template_id: int) -> MessageTemplate | None:
+    row = session.get(MessageTemplate, template_id)
+    return row if row is not None and row.workspace_id == workspace_id else None
+
+
+def template_by_key(
+    session: Session, workspace_id: int, brand_id: int, kind: str, key: str
+) -> MessageTemplate | None:
+    return session.scalar(
+        select(MessageTemplate).where(
+            MessageTemplate.workspace_id == workspace_id,
+            MessageTemplate.brand_id == brand_id,
+            MessageTemplate.kind == kind,
+            MessageTemplate.key == key,
+        )
+    )
+
+
+def templates(
+    session: Session, workspace_id: int, *, kind: str | None, brand_id: int | None
+) -> list[MessageTemplate]:
+    stmt = select(MessageTemplate).where(MessageTemplate.workspace_id == workspace_id)
+    if kind:
+        stmt = stmt.where(MessageTemplate.kind == kind)
+    if brand_id:
+        stmt = stmt.where(MessageTemplate.brand_id == brand_id)
+    return list(session.scalars(stmt.order_by(MessageTemplate.id)))
+
+
+def blocks(session: Session, workspace_id: int, brand_id: int) -> dict[str, str]:
+    """A brand's reusable blocks: key -> Liquid source."""
+    rows = session.execute(
+        select(MessageTemplate.key, MessageTemplate.parts).where(
+            MessageTemplate.workspace_id == workspace_id,
+            MessageTemplate.brand_id == brand_id,
+            MessageTemplate.kind == BLOCK,
+        )
+    )
+    return {key: str((parts or {}).get("email", {}).get("body", "")) for key, parts in rows}
+
+
+def provider(session: Session, workspace_id: int, provider_id: int) -> MessageProvider | None:
+    row = session.get(MessageProvider, provider_id)
+    return row if row is not None and row.workspace_id == workspace_id else None
+
+
+def providers(session: Session, workspace_id: int) -> list[MessageProvider]:
+    return list(
+        session.scalars(
+            select(MessageProvider)
+            .where(MessageProvider.workspace_id == workspace_id)
+            .order_by(MessageProvider.id)
+        )
+    )
+
+
+def providers_by_id(session: Session, ids: Sequence[int]) -> dict[int, MessageProvider]:
+    rows = session.scalars(select(MessageProvider).where(MessageProvider.id.in_(list(ids))))
+    return {row.id: row for row in rows}
+
+
+def senders(session: Session, workspace_id: int) -> list[SenderIdentity]:
+    return list(
+        session.scalars(
+            select(SenderIdentity)
+            .where(SenderIdentity.workspace_id == workspace_id)
+            .order_by(SenderIdentity.id)
+        )
+    )
+
+
+def default_senders(session: Session, brand_ids: Sequence[int]) -> dict[tuple[int, str], Any]:
+    """The sender (and its enabled provider) of each brand and channel: the default first,
+    then the oldest."""
+    rows = session.execute(
+        select(SenderIdentity, MessageProvider)
+        .join(MessageProvider, MessageProvider.id == SenderIdentity.provider_id)
+        .where(SenderIdentity.brand_id.in_(list(brand_ids)), MessageProvider.enabled.is_(True))
+        .order_by(SenderIdentity.is_default.desc(), SenderIdentity.id)
+    )
+    found: dict[tuple[int, str], Any] = {}
+    for sender, provider_row in rows:
+        found.setdefault((sender.brand_id, sender.channel), (sender, provider_row))
+    return found
+
+
+def provider_prices(session: Session, brand_ids: Sequence[int]) -> dict[tuple[int, str, str], int]:
+    """Prices per message by (brand, channel, provider name)."""
+    rows = session.execute(
+        select(
+            ChannelPrice.brand_id, ChannelPrice.channel, ChannelPrice.provider, ChannelPrice.price
+        ).where(ChannelPrice.brand_id.in_(list(brand_ids)))
+    )
+    return {(b, c, p): int(price) for b, c, p, price in rows}
+
+
+def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert deliveries in bulk; returns their ids in order."""
+    ids: list[int] = []
+    if not rows:
+        return ids
+    size = max(1, 30_000 // len(rows[0]))
+    for start in range(0, len(rows), size):
+        result = session.execute(
+            insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True),
+            list(rows[start : start + size]),
+        )
+        ids.extend(r[0] for r in result)
+    return ids
+
+
+def due_deliveries(session: Session, now: datetime, limit: int) -> list[Delivery]:
+    """Planned deliveries whose time has come, locked (others skip them)."""
+    stmt = (
+        select(Delivery)
+        .where(Delivery.status == PLANNED, Delivery.send_at <= now)
+        .order_by(Delivery.send_at, Delivery.id)
+        .limit(limit)
+    )
+    return list(session.scalars(lock_rows(session, stmt, skip_locked=True)))
+
+
+def deliveries_for_update(session: Session, ids: Sequence[int]) -> list[Delivery]:
+    stmt = select(Delivery).where(Delivery.id.in_(list(ids))).order_by(Delivery.id)
+    return list(session.scalars(lock_rows(session, stmt)))
+
+
+def delivery(session: Session, delivery_id: int) -> Delivery | None:
+    return session.get(Delivery, delivery_id)
+
+
+def delivery_by_decision(session: Session, decision_id: int) -> Delivery | None:
+    return session.scalar(select(Delivery).where(Delivery.decision_id == decision_id))
+
+
+def delivery_by_provider_message(
+    session: Session, provider_id: int, provider_message_id: str
+) -> Delivery | None:
+    return session.scalar(
+        select(Delivery).where(
+            Delivery.provider_id == provider_id,
+            Delivery.provider_message_id == provider_message_id,
+        )
+    )
+
+
+def latest_delivery_to(session: Session, provider_id: int, address: str) -> Delivery | None:
+    return session.scalar(
+        select(Delivery)
+        .where(Delivery.provider_id == provider_id, Delivery.address == address)
+        .order_by(Delivery.id.desc())
+        .limit(1)
+    )
+
+
+def stuck_sending(session: Session, before: datetime, limit: int) -> list[Delivery]:
+    """Deliveries left in ``sending`` since before ``before`` (their dispatcher died)."""
+    stmt = (
+        select(Delivery)
+        .where(Delivery.status == SENDING, Delivery.sending_at < before)
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    return list(session.scalars(lock_rows(session, stmt, skip_locked=True)))
+
+
+def cascades_due(session: Session, now: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(Delivery.cascade_at <= now)
+            .order_by(Delivery.cascade_at)
+            .limit(limit)
+        )
+    )
+
+
+def customer_deliveries(
+    session: Session,
+    workspace_id: int,
+    customer_ids: Sequence[int],
+    *,
+    before: datetime | None,
+    limit: int,
+) -> list[Delivery]:
+    stmt = select(Delivery).where(
+        Delivery.workspace_id == workspace_id, Delivery.customer_id.in_(list(customer_ids))
+    )
+    if before is not None:
+        stmt = stmt.where(Delivery.created_at < before)
+    return list(session.scalars(stmt.order_by(Delivery.created_at.desc()).limit(limit)))
+
+
+def deliveries(
+    session: Session,
+    workspace_id: int,
+    *,
+    customer_id: int | None,
+    source: str | None,
+    status: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[Delivery]:
+    stmt = select(Delivery).where(Delivery.workspace_id == workspace_id)
+    if customer_id is not None:
+        stmt = stmt.where(Delivery.customer_id == customer_id)
+    if source:
+        stmt = stmt.where(Delivery.source == source)
+    if status:
+        stmt = stmt.where(Delivery.status == status)
+    if before_id:
+        stmt = stmt.where(Delivery.id < before_id)
+    return list(session.scalars(stmt.order_by(Delivery.id.desc()).limit(limit)))
+
+
+def status_counts(session: Session, workspace_id: int, source: str | None) -> dict[str, int]:
+    stmt = select(Delivery.status, func.count()).where(Delivery.workspace_id == workspace_id)
+    if source:
+        stmt = stmt.where(Delivery.source == source)
+    return {s: int(n) for s, n in session.execute(stmt.group_by(Delivery.status))}
+
+
+def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Append delivery events; a repeated ``dedupe_key`` is ignored. Returns how many were
+    new."""
+    if not rows:
+        return 0
+    stmt = insert_ignore(session, DeliveryEvent, list(rows), conflict=["dedupe_key"])
+    return len(session.execute(stmt.returning(DeliveryEvent.id)).all())
+
+
+def delivery_events(session: Session, delivery_id: int) -> list[DeliveryEvent]:
+    return list(
+        session.scalars(
+            select(DeliveryEvent)
+            .where(DeliveryEvent.delivery_id == delivery_id)
+            .order_by(DeliveryEvent.id)
+        )
+    )
+
+
+def test_customers(session: Session, workspace_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Customer.id)
+            .where(
+                Customer.workspace_id == workspace_id,
+                Customer.is_test.is_(True),
+                Customer.merged_into_id.is_(None),
+            )
+            .order_by(Customer.id)
+        )
+    )
+
+
+def add_call_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert_ignore(session, CallTask, list(rows), conflict=["delivery_id"]))
+
+
+def call_tasks(
+    session: Session, workspace_id: int, *, status: str | None, limit: int
+) -> list[CallTask]:
+    stmt = select(CallTask).where(CallTask.workspace_id == workspace_id)
+    if status:
+        stmt = stmt.where(CallTask.status == status)
+    return list(session.scalars(stmt.order_by(CallTask.due_at, CallTask.id).limit(limit)))
+
+
+def call_task(session: Session, workspace_id: int, task_id: int) -> CallTask | None:
+    stmt = select(CallTask).where(CallTask.id == task_id, CallTask.workspace_id == workspace_id)
+    return session.scalar(lock_rows(session, stmt))
+
+
+def clear_cascade(session: Session, delivery_ids: Sequence[int]) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(list(delivery_ids)))
+        .values(cascade_at=None)
+        .execution_options(synchronize_session=False)
+    )
