@@ -8,7 +8,7 @@ never stale. The same table feeds ``docs/segments.md`` and the segment validator
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Channels with engagement metrics, cheapest first: ties in "best channel" go to the cheaper.
 MESSAGE_CHANNELS = ("push", "email", "telegram", "viber", "sms")
@@ -31,6 +31,8 @@ class MetricSpec:
     formula: str
     derived: bool = False
     values: tuple[str, ...] = ()  # the possible values of an enumerated string metric
+    # what a customer without any history has (counters read 0, not unknown)
+    default: int | str | None = None
 
 
 def _engagement() -> list[MetricSpec]:
@@ -53,7 +55,7 @@ def _engagement() -> list[MetricSpec]:
     return specs
 
 
-METRICS: tuple[MetricSpec, ...] = (
+_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "receipts_count",
         "number",
@@ -287,8 +289,6 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 
-BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
-DERIVED = frozenset(spec.name for spec in METRICS if spec.derived)
 # Counters read as 0 (not empty) for customers without history.
 ZERO_DEFAULT = frozenset(
     {
@@ -304,3 +304,9 @@ ZERO_DEFAULT = frozenset(
         *(f"{c}_{a}" for c in MESSAGE_CHANNELS for a in ("delivered", "opened", "clicked")),
     }
 )
+DEFAULTS: dict[str, int | str] = {**dict.fromkeys(ZERO_DEFAULT, 0), "lifecycle_stage": "prospect"}
+METRICS: tuple[MetricSpec, ...] = tuple(
+    replace(spec, default=DEFAULTS.get(spec.name)) for spec in _SPECS
+)
+BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
+DERIVED = frozenset(spec.name for spec in METRICS if spec.derived)

@@ -18,6 +18,7 @@ class MetricOut(BaseModel):
     formula: str
     derived: bool = Field(description="computed when read, relative to now")
     values: list[str] = Field(description="possible values of an enumerated metric")
+    default: int | str | None = Field(description="the value of a customer without history")
 
 
 class CustomerMetricsOut(BaseModel):

@@ -186,8 +186,13 @@ def _ts(value: datetime) -> ibis.TimestampScalar:
     return ibis.literal(value, type=dt.Timestamp(timezone="UTC"))
 
 
+def _epoch(value: ibis.TimestampValue) -> ibis.IntegerValue:
+    # whole seconds: Spark's epoch drops the fraction that DuckDB and PostgreSQL keep
+    return value.truncate("s").epoch_seconds().cast("int64")
+
+
 def _days_between(later: ibis.TimestampValue, earlier: ibis.TimestampValue) -> ibis.FloatingValue:
-    return (later.epoch_seconds() - earlier.epoch_seconds()).cast("float64") / DAY
+    return (_epoch(later) - _epoch(earlier)).cast("float64") / DAY
 
 
 def _int_avg(total: ibis.IntegerValue, count: ibis.IntegerValue) -> ibis.IntegerValue:
@@ -477,12 +482,9 @@ def with_derived(metrics: ibis.Table, *, now: datetime, names: Sequence[str]) ->
     """``metrics`` plus the derived metrics asked for, relative to ``now``."""
     wanted = set(names)
     now_ts = _ts(now)
-    since_last = ((now_ts.epoch_seconds() - metrics.last_purchase_at.epoch_seconds()) // DAY).cast(
-        "int64"
-    )
-    since_first = (
-        (now_ts.epoch_seconds() - metrics.first_purchase_at.epoch_seconds()) // DAY
-    ).cast("int64")
+    # whole days; both sides in whole seconds, so the floor is the same on every engine
+    since_last = ((_epoch(now_ts) - _epoch(metrics.last_purchase_at)) // DAY).cast("int64")
+    since_first = ((_epoch(now_ts) - _epoch(metrics.first_purchase_at)) // DAY).cast("int64")
     extra: dict[str, ibis.Value] = {}
     if wanted & {"days_since_last_purchase", "overdue_ratio", "lifecycle_stage"}:
         extra["days_since_last_purchase"] = since_last
@@ -521,7 +523,7 @@ def with_derived(metrics: ibis.Table, *, now: datetime, names: Sequence[str]) ->
                 buyers, (1 + (position * 5) // total).cast("int64"), ibis.null("int64")
             )
 
-        recency = score(ibis.ifelse(buyers, metrics.last_purchase_at.epoch_seconds(), -1))
+        recency = score(ibis.ifelse(buyers, _epoch(metrics.last_purchase_at), -1))
         frequency = score(ibis.ifelse(buyers, metrics.purchase_frequency.fill_null(0), -1))
         monetary = score(
             ibis.ifelse(buyers, metrics.revenue_365d.fill_null(0), ibis.literal(-(2**62)))
@@ -564,7 +566,8 @@ def replace_rows(
         fresh = rows if isinstance(rows, pa.Table) else con.to_pyarrow(rows)
         schema = target.schema()
         combined = pa.concat_tables([kept, fresh.cast(kept.schema)])
-        con.create_table(name, schema=schema, overwrite=True)
+        con.drop_table(name, force=True)
+        con.create_table(name, schema=schema)
         if combined.num_rows:
             warehouse.insert_arrow(name, combined)
         return

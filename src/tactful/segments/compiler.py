@@ -282,6 +282,8 @@ class Compiler:
             found = functools.reduce(op.or_, [(c == wanted).fill_null(False) for c in columns])
             return shown, found if node.operator == "contains" else ~found
         column = metrics[f"m_{node.metric}"]
+        if info.default is not None:
+            column = column.fill_null(info.default)
         return column, compare(column, info.type, node.operator, node.value, self.now)
 
     def _aggregate_condition(

@@ -31,6 +31,9 @@ class MetricInfo(Protocol):
     @property
     def meaning(self) -> str: ...
 
+    @property
+    def default(self) -> int | str | None: ...
+
 
 class MetricsSource(Protocol):
     """The metrics service, as segments use it."""
