@@ -30,9 +30,9 @@ from tactful.loyalty.models import (
 )
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service import tiers
-from tactful.loyalty.service.events import BONUS_ACCRUED, emit
+from tactful.loyalty.service.events import emit_bonus
 from tactful.loyalty.service.fraud import get_account
-from tactful.loyalty.service.ledger import Move, NewLot, Posted, open_account, open_book
+from tactful.loyalty.service.ledger import Move, NewLot, open_account, open_book
 from tactful.loyalty.service.programs import get_program, program_rules
 from tactful.tenancy.service import record_audit
 
@@ -47,26 +47,16 @@ def enrol(
     customer = get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
     opened = open_account(session, program=program, customer_id=customer.id, actor=actor)
     if opened.welcome is not None:
-        _emit_bonus(session, program, opened.book.account, opened.welcome, "welcome")
+        emit_bonus(
+            session,
+            program=program,
+            customer_id=customer.id,
+            transaction_id=opened.welcome.id,
+            points=opened.welcome.points,
+            bonus="welcome",
+            at=clock.now(),
+        )
     return opened.book.account
-
-
-def _emit_bonus(
-    session: Session, program: Program, account: Account, posted: Posted, kind: str
-) -> None:
-    emit(
-        session,
-        program=program,
-        customer_id=account.customer_id,
-        at=clock.now(),
-        events=[
-            (
-                f"{posted.id}:accrued",
-                BONUS_ACCRUED,
-                {"points": posted.points, "bonus": kind, "transaction_id": posted.id},
-            )
-        ],
-    )
 
 
 def accounts_of_customer(session: Session, *, workspace_id: int, customer_id: int) -> list[Account]:
@@ -220,7 +210,15 @@ def grant_birthday_bonus(session: Session, *, account_id: int, year: int) -> boo
         actor=SYSTEM_ACTOR,
         reason=f"birthday bonus {year}",
     )
-    _emit_bonus(session, program, book.account, posted, "birthday")
+    emit_bonus(
+        session,
+        program=program,
+        customer_id=book.account.customer_id,
+        transaction_id=posted.id,
+        points=posted.points,
+        bonus="birthday",
+        at=now,
+    )
     return True
 
 
@@ -261,13 +259,14 @@ def fold_merged_customer(
         if src.account.status == MERGED:
             continue
         now = clock.now()
-        lots = list(src.lots.values())
-        moved = sum(lot.remaining for lot in lots)
+        # (lot, points) captured now: the outgoing posting empties the lots
+        lots = [(lot, lot.remaining) for lot in src.lots.values()]
+        moved = sum(points for _lot, points in lots)
         correlation = f"merge:{src.account.id}>{target.account.id}"
         src.post(
             kind=TRANSFER_OUT,
             key=f"merge-out:{src.account.id}",
-            moves=[Move(lot.id, lot.state, LINE_TRANSFER, -lot.remaining) for lot in lots],
+            moves=[Move(lot.id, lot.state, LINE_TRANSFER, -points) for lot, points in lots],
             at=now,
             actor=actor,
             correlation_key=correlation,
@@ -281,9 +280,9 @@ def fold_merged_customer(
                     NewLot(lot.state, lot.expires_at, lot.available_at, ref=lot.id),
                     lot.state,
                     LINE_TRANSFER,
-                    lot.remaining,
+                    points,
                 )
-                for lot in lots
+                for lot, points in lots
             ],
             at=now,
             actor=actor,

@@ -53,6 +53,32 @@ def emit(
     )
 
 
+def emit_bonus(
+    session: Session,
+    *,
+    program: Program,
+    customer_id: int,
+    transaction_id: int,
+    points: int,
+    bonus: str,
+    at: datetime,
+) -> None:
+    """A welcome or birthday bonus as a "Bonus Accrued" event."""
+    emit(
+        session,
+        program=program,
+        customer_id=customer_id,
+        at=at,
+        events=[
+            (
+                f"{transaction_id}:accrued",
+                BONUS_ACCRUED,
+                {"points": points, "bonus": bonus, "transaction_id": transaction_id},
+            )
+        ],
+    )
+
+
 _TITLES = {
     "purchase": "Purchase",
     "refund": "Refund",

@@ -49,7 +49,7 @@ from tactful.loyalty.schemas import (
 from tactful.loyalty.service import codes, fraud, tiers
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.codes import CodeCheck
-from tactful.loyalty.service.events import BONUS_ACCRUED, BONUS_REDEEMED, emit
+from tactful.loyalty.service.events import BONUS_ACCRUED, BONUS_REDEEMED, emit, emit_bonus
 from tactful.loyalty.service.ledger import (
     Book,
     Move,
@@ -324,9 +324,10 @@ def confirm(
         if existing is not None:
             return _replayed_confirm(session, existing, fingerprint)
     who = _who(session, workspace_id=workspace_id, kind=kind, value=value, at=now)
-    book = open_account(
+    opened = open_account(
         session, program=program, customer_id=who.customer.id, actor=actor, at=now
-    ).book
+    )
+    book = opened.book
     # checked again under the account's lock: a concurrent duplicate waits, then sees ours
     existing = store.transaction_by_key(session, program.id, key)
     if existing is not None:
@@ -411,6 +412,16 @@ def confirm(
             "device_id": check.device_id if check and redeem_points else None,
         },
     )
+    if opened.welcome is not None:
+        emit_bonus(
+            session,
+            program=program,
+            customer_id=who.customer.id,
+            transaction_id=opened.welcome.id,
+            points=opened.welcome.points,
+            bonus="welcome",
+            at=now,
+        )
     tier_changed = tiers.upgrade_if_earned(session, program=program, account=book.account, at=now)
     if redeem_points:
         fraud.flag_bursts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,14 +15,15 @@ from tactful.loyalty.models import Program
 from tactful.loyalty.schemas import ProgramRules
 from tactful.tenancy.service import check_timezone, get_brand, get_workspace, record_audit
 
-# Parsed rules by (program id, version): parsing JSON into models on every POS call is waste.
-_RULES: dict[tuple[int, int], ProgramRules] = {}
+# Parsed rules by their canonical JSON: validating them on every POS call is waste, and the
+# text (not the program id) is the key, so one process may serve several databases.
+_RULES: dict[bytes, ProgramRules] = {}
 _RULES_LOCK = threading.Lock()
 
 
 def program_rules(program: Program) -> ProgramRules:
-    """The program's rules as a model (cached per version)."""
-    key = (program.id, program.version)
+    """The program's rules as a model (parsed once per distinct rules)."""
+    key = orjson.dumps(program.rules, option=orjson.OPT_SORT_KEYS)
     rules = _RULES.get(key)
     if rules is None:
         rules = ProgramRules.model_validate(program.rules)
