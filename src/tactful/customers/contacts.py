@@ -5,7 +5,8 @@ reason, so they can be kept but never used."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import phonenumbers
@@ -24,6 +25,11 @@ from tactful.customers.models import (
 
 MAX_ID_LENGTH = 200
 CARD_PATTERN = re.compile(r"^[0-9A-Za-z]{4,40}$")
+# A lower-case ASCII dot-atom address: email-validator accepts it exactly as written whenever
+# it accepts its domain (checked once per domain below), so bulk work skips the full parse.
+PLAIN_EMAIL = re.compile(r"([a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*)@([a-z0-9.-]+)")
+MAX_LOCAL_PART = 64
+MAX_EMAIL = 254
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,11 @@ class Ident:
     namespace: str = ""
     valid: bool = True
     reason: str | None = None
+    # (kind, namespace, value): how identities are matched; computed once, it is used a lot
+    key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.value)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.kind, self.namespace, self.value))
 
     def as_list(self) -> list[object]:
         return [self.kind, self.namespace, self.value, self.raw, self.valid, self.reason]
@@ -92,6 +99,37 @@ def normalise_email(raw: str) -> Ident:
     except EmailNotValidError as exc:
         return Ident(EMAIL, text[:MAX_ID_LENGTH].lower(), text, valid=False, reason=str(exc))
     return Ident(EMAIL, result.normalized.lower(), text)
+
+
+@lru_cache(maxsize=4096)
+def _plain_domain(domain: str) -> bool:
+    """True when email-validator accepts ``domain`` unchanged (its special-use, TLD and
+    label rules included)."""
+    try:
+        result = validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return bool(result.domain == domain)
+
+
+def normalise_emails(values: Sequence[str]) -> list[Ident]:
+    """:func:`normalise_email` for many values: plain addresses are checked by their domain
+    (once per domain), everything else goes through the full parse."""
+    found: list[Ident] = []
+    for raw in values:
+        text = raw.strip()
+        lowered = text.lower()
+        match = PLAIN_EMAIL.fullmatch(lowered) if text.isascii() else None
+        if (
+            match is not None
+            and len(match.group(1)) <= MAX_LOCAL_PART
+            and len(lowered) <= MAX_EMAIL
+            and _plain_domain(match.group(2))
+        ):
+            found.append(Ident(EMAIL, lowered, text))
+        else:
+            found.append(normalise_email(raw))
+    return found
 
 
 def normalise_card(raw: str) -> Ident:

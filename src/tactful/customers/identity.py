@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -32,7 +32,13 @@ from tactful.customers.models import (
     CustomerMerge,
     Identity,
 )
-from tactful.customers.profile import DEFAULT_SOURCE_PRIORITY, apply_traits, fill_from
+from tactful.customers.profile import (
+    DEFAULT_SOURCE_PRIORITY,
+    STANDARD_TRAITS,
+    Profile,
+    apply_traits,
+    fill_from,
+)
 from tactful.tenancy.models import Workspace
 from tactful.tenancy.service import record_audit
 
@@ -50,6 +56,9 @@ class ProfileRecord:
     traits: dict[str, Any] = field(default_factory=dict)
     # a record about a known customer (a profile update) anchors to it
     customer_id: int | None = None
+    # False for records that describe a customer without them acting (an imported CRM row):
+    # they leave last_seen_at alone
+    seen: bool = True
 
 
 @dataclass
@@ -58,6 +67,8 @@ class Resolution:
 
     customer_ids: list[int]
     created: int = 0
+    # per record: did it create or change anything (a customer, identity, trait or merge)
+    changed: list[bool] = field(default_factory=list)
     merges: list[tuple[int, int]] = field(default_factory=list)
     custom_attributes: dict[str, Any] = field(default_factory=dict)
 
@@ -70,11 +81,47 @@ def source_priority(workspace: Workspace) -> list[str]:
     return list(DEFAULT_SOURCE_PRIORITY)
 
 
+@dataclass(slots=True)
+class NewCustomer:
+    """A customer this resolution creates: built in memory and inserted once (a plain object,
+    because the ORM's change tracking would cost more than the work itself)."""
+
+    workspace_id: int
+    anonymous: bool
+    created_at: datetime
+    first_name: str | None = None
+    last_name: str | None = None
+    gender: str | None = None
+    birthday: date | None = None
+    timezone: str | None = None
+    city: str | None = None
+    locale: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    is_test: bool = False
+    attributes: dict[str, Any] = field(default_factory=dict)
+    attribute_sources: dict[str, Any] = field(default_factory=dict)
+    last_seen_at: datetime | None = None
+    merged_into_id: int | None = None
+    updated_at: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.updated_at = self.created_at
+
+    def row(self) -> dict[str, Any]:
+        """The customers row to insert."""
+        return {name: getattr(self, name) for name in _NEW_CUSTOMER_FIELDS}
+
+
+_NEW_CUSTOMER_FIELDS = tuple(NewCustomer.__dataclass_fields__)
+
+
 class _Batch:
     """In-memory state of one resolution: owners of identifiers, merges, new customers."""
 
     def __init__(self, existing: dict[int, Customer]) -> None:
         self.customers = existing  # real customers touched by the batch
+        self.created: dict[int, NewCustomer] = {}  # temporary id -> customer to create
         self.parent: dict[int, int] = {}  # union-find: merged -> survivor
         self.next_tmp = -1
         self.anonymous_tmp: dict[int, bool] = {}
@@ -98,6 +145,9 @@ class _Batch:
         if cid < 0:
             return self.anonymous_tmp[cid]
         return self.customers[cid].anonymous
+
+    def profile(self, cid: int) -> Profile:
+        return self.created[cid] if cid < 0 else self.customers[cid]
 
     def survivor(self, ids: set[int]) -> int:
         # An existing customer beats a new one, a known one beats an anonymous one, and the
@@ -138,15 +188,17 @@ def resolve_profiles(
     addresses: dict[tuple[str, str, str], tuple[Ident, int, str]] = {}
     invalid: list[tuple[Ident, int, str]] = []
     assigned: list[int] = []
+    changed = [False] * len(records)
 
     for index, record in enumerate(records):
         matchable = [i for i in record.idents if i.valid and i.kind in MATCHABLE_KINDS]
         matched = {batch.find(owners[i.key]) for i in matchable if i.key in owners}
         if record.customer_id is not None:
             matched.add(batch.find(record.customer_id))
+        anonymous_only = all(i.kind in ANONYMOUS_KINDS for i in matchable)
         if not matched:
-            anonymous = bool(matchable) and all(i.kind in ANONYMOUS_KINDS for i in matchable)
-            cid = batch.new_customer(anonymous or not matchable)
+            cid = batch.new_customer(anonymous_only)
+            changed[index] = True
         elif len(matched) == 1:
             cid = matched.pop()
         else:
@@ -155,78 +207,81 @@ def resolve_profiles(
                 matched,
                 f"one record named identities of several customers ({names}) from {record.source}",
             )
-        if cid < 0 and not all(i.kind in ANONYMOUS_KINDS for i in matchable):
+            changed[index] = True
+        if cid < 0 and not anonymous_only:
             batch.anonymous_tmp[cid] = False
         for ident in record.idents:
             if ident.valid and ident.kind in MATCHABLE_KINDS:
                 if ident.key not in owners:
                     owners[ident.key] = cid
                     pending[ident.key] = (ident, index, record.source)
+                    changed[index] = True
             elif ident.valid:
                 addresses[ident.key] = (ident, index, record.source)
             else:
                 invalid.append((ident, index, record.source))
         assigned.append(cid)
 
-    # Create the new customers that survived the batch's own merges.
+    # New customers are built in memory, take the records' traits there and are written once.
     roots = sorted({batch.find(c) for c in assigned if batch.find(c) < 0}, reverse=True)
-    rows = [
-        {
-            "workspace_id": workspace.id,
-            "anonymous": batch.anonymous_tmp[tmp],
-            "attributes": {},
-            "attribute_sources": {},
-            "created_at": now,
-            "updated_at": now,
-            "is_test": False,
-        }
-        for tmp in roots
-    ]
-    real_ids = store.insert_customers(session, rows)
-    real_of = dict(zip(roots, real_ids, strict=True))
-    if real_ids:
-        batch.customers.update(store.customers_by_ids(session, real_ids))
+    for tmp in roots:
+        batch.created[tmp] = NewCustomer(
+            workspace_id=workspace.id, anonymous=batch.anonymous_tmp[tmp], created_at=now
+        )
 
-    def final(cid: int) -> int:
-        root = batch.find(cid)
-        return real_of.get(root, root)
-
-    # Anonymous customers that gained a known identity become known.
     priority = source_priority(workspace)
     for survivor, merged, reason in batch.merges:
+        # a survivor is always an existing customer: existing ones win over new ones
         _merge(
             session,
             workspace=workspace,
-            survivor=batch.customers[final(survivor)],
+            survivor=batch.customers[batch.find(survivor)],
             merged=batch.customers[merged],
             reason=reason,
             actor=actor,
             priority=priority,
         )
 
+    roots_of = [batch.find(c) for c in assigned]
+    custom = _apply_records(batch, records, roots_of, changed, priority, pending, now)
+    real_ids = store.insert_customers(session, [batch.created[tmp].row() for tmp in roots])
+    real_of = dict(zip(roots, real_ids, strict=True))
+
+    def final(cid: int) -> int:
+        root = batch.find(cid)
+        return real_of.get(root, root)
+
     identity_rows: list[dict[str, Any]] = []
     for key, (ident, index, source) in pending.items():
         owner = final(owners[key]) if key in owners else final(assigned[index])
         identity_rows.append(_identity_row(workspace.id, owner, ident, source, now))
+    known_invalid = store.invalid_identities(
+        session, workspace.id, {final(assigned[index]) for _, index, _ in invalid} - set(real_ids)
+    )
     for ident, index, source in invalid:
-        identity_rows.append(
-            _identity_row(workspace.id, final(assigned[index]), ident, source, now)
-        )
+        owner = final(assigned[index])
+        if (owner, *ident.key) in known_invalid:
+            continue  # the same bad contact seen again: kept once
+        known_invalid.add((owner, *ident.key))
+        changed[index] = True
+        identity_rows.append(_identity_row(workspace.id, owner, ident, source, now))
     for key, (ident, index, source) in addresses.items():
         owner = final(assigned[index])
         if key not in stored:
             identity_rows.append(_identity_row(workspace.id, owner, ident, source, now))
+            changed[index] = True
         elif stored[key] != owner:
             store.reassign_identity(session, workspace.id, key, owner)
+            changed[index] = True
     store.insert_rows(session, Identity, identity_rows)
 
-    result = Resolution(
+    return Resolution(
         customer_ids=[final(c) for c in assigned],
         created=len(real_ids),
+        changed=changed,
         merges=[(final(s), m) for s, m, _ in batch.merges],
+        custom_attributes=custom,
     )
-    _apply_records(batch, records, result, priority, pending, now)
-    return result
 
 
 def _identity_row(
@@ -248,39 +303,55 @@ def _identity_row(
     }
 
 
+def _profile_state(customer: Profile) -> tuple[Any, ...]:
+    """What traits can change on a profile (to tell a real change from a repeat)."""
+    return (
+        *(getattr(customer, name) for name in STANDARD_TRAITS),
+        customer.is_test,
+        dict(customer.attributes or {}),
+        dict(customer.attribute_sources or {}),
+    )
+
+
 def _apply_records(
     batch: _Batch,
     records: Sequence[ProfileRecord],
-    result: Resolution,
+    customer_ids: Sequence[int],
+    changed: list[bool],
     priority: Sequence[str],
     pending: dict[tuple[str, str, str], tuple[Ident, int, str]],
     now: datetime,
-) -> None:
-    for index, (record, cid) in enumerate(zip(records, result.customer_ids, strict=True)):
-        customer = batch.customers[cid]
-        changed = False
+) -> dict[str, Any]:
+    """Apply each record's traits and contacts to its customer; returns the custom attributes
+    written."""
+    custom_written: dict[str, Any] = {}
+    for index, (record, cid) in enumerate(zip(records, customer_ids, strict=True)):
+        customer = batch.profile(cid)
+        touched = False
         if record.traits:
-            before = (customer.attributes, customer.attribute_sources)
+            before = _profile_state(customer)
             custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
-            result.custom_attributes.update(custom)
-            changed = before != (customer.attributes, customer.attribute_sources) or bool(custom)
+            custom_written.update(custom)
+            touched = before != _profile_state(customer)
         for ident in record.idents:
             if not ident.valid:
                 continue
             new_here = pending.get(ident.key, (None, -1, ""))[1] == index
             if ident.kind == EMAIL and (customer.email is None or new_here):
+                touched = touched or customer.email != ident.value
                 customer.email = ident.value
-                changed = True
             elif ident.kind == PHONE and (customer.phone is None or new_here):
+                touched = touched or customer.phone != ident.value
                 customer.phone = ident.value
-                changed = True
             elif customer.anonymous and ident.kind not in ANONYMOUS_KINDS:
                 customer.anonymous = False
-                changed = True
-        if customer.last_seen_at is None or record.at > customer.last_seen_at:
+                touched = True
+        if record.seen and (customer.last_seen_at is None or record.at > customer.last_seen_at):
             customer.last_seen_at = record.at
-        if changed:
+        if touched:
             customer.updated_at = now
+            changed[index] = True
+    return custom_written
 
 
 def _merge(

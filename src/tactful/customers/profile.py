@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tactful.customers.models import Customer
@@ -62,6 +62,26 @@ GENDERS = {
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+class Profile(Protocol):
+    """What traits are applied to: a stored customer, or one being created in bulk."""
+
+    first_name: str | None
+    last_name: str | None
+    gender: str | None
+    birthday: date | None
+    timezone: str | None
+    city: str | None
+    locale: str | None
+    email: str | None
+    phone: str | None
+    anonymous: bool
+    is_test: bool
+    attributes: dict[str, Any]
+    attribute_sources: dict[str, Any]
+    updated_at: datetime
+    last_seen_at: datetime | None
 
 
 def source_rank(source: str, priority: Sequence[str]) -> int:
@@ -149,7 +169,7 @@ def custom_attributes(traits: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def apply_traits(
-    customer: Customer,
+    customer: Profile,
     traits: Mapping[str, Any],
     *,
     source: str,

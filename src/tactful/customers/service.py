@@ -303,25 +303,50 @@ def set_consents(
                     "source": source,
                 },
             )
-        domain_events.publish(
-            session,
-            CONSENT_CHANGED_EVENT,
-            {
-                "workspace_id": workspace_id,
-                "customer_id": customer.id,
-                "brand_id": change.brand_id,
-                "kind": kind,
-                "channel": channel,
-                "topic": topic,
-                "status": change.status,
-                "previous": previous,
-                "source": source,
-                "at": when.isoformat(),
-            },
-            key=f"{customer.id}:{scope}:{kind}:{channel}:{topic}:{when.isoformat()}",
+        key, payload = consent_event(
+            workspace_id=workspace_id,
+            customer_id=customer.id,
+            brand_id=change.brand_id,
+            kind=kind,
+            channel=channel,
+            topic=topic,
+            status=change.status,
+            previous=previous,
+            source=source,
+            at=when,
         )
+        domain_events.publish(session, CONSENT_CHANGED_EVENT, payload, key=key)
     session.flush()
     return result
+
+
+def consent_event(
+    *,
+    workspace_id: int,
+    customer_id: int,
+    brand_id: int | None,
+    kind: str,
+    channel: str,
+    topic: str,
+    status: str,
+    previous: str | None,
+    source: str,
+    at: datetime,
+) -> tuple[str, dict[str, Any]]:
+    """The key and payload of a ``customers.consent_changed`` domain event."""
+    scope = brand_scope(brand_id)
+    return f"{customer_id}:{scope}:{kind}:{channel}:{topic}:{at.isoformat()}", {
+        "workspace_id": workspace_id,
+        "customer_id": customer_id,
+        "brand_id": brand_id,
+        "kind": kind,
+        "channel": channel,
+        "topic": topic,
+        "status": status,
+        "previous": previous,
+        "source": source,
+        "at": at.isoformat(),
+    }
 
 
 def consents(session: Session, *, workspace_id: int, customer_id: int) -> list[Consent]:

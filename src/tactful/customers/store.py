@@ -6,9 +6,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, tuple_, update
+from sqlalchemy import func, insert, literal_column, or_, select, tuple_, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ColumnClause
 
+from tactful.core.db import is_sqlite
 from tactful.core.dialect import bulk_insert_chunk_size
 from tactful.customers.models import (
     AttributeCatalog,
@@ -21,6 +23,9 @@ from tactful.customers.models import (
 )
 
 LOOKUP_CHUNK = 900
+# Valid identities are filtered with the bare column: SQLite uses the partial unique index
+# (``WHERE valid``) only for that exact term, and SQLAlchemy would render ``valid = 1``.
+VALID_IDENTITY: ColumnClause[Any] = literal_column("identities.valid")
 
 
 def identity_owners(
@@ -39,7 +44,7 @@ def identity_owners(
                     Identity.workspace_id == workspace_id,
                     Identity.kind == kind,
                     Identity.namespace == namespace,
-                    Identity.valid.is_(True),
+                    VALID_IDENTITY,
                     Identity.value.in_(chunk),
                 )
             )
@@ -63,6 +68,14 @@ def insert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> list[i
     ids: list[int] = []
     if not rows:
         return ids
+    if is_sqlite(session):
+        # SQLite cannot return ids of a multi-row INSERT in order, so SQLAlchemy would insert
+        # row by row; the transaction holds the write lock (BEGIN IMMEDIATE), so ids after
+        # the current maximum are ours to assign.
+        first = int(session.scalar(select(func.max(Customer.id))) or 0) + 1
+        ids = list(range(first, first + len(rows)))
+        insert_rows(session, Customer, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        return ids
     size = bulk_insert_chunk_size(session, len(rows[0]))
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
@@ -74,12 +87,46 @@ def insert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> list[i
 
 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
-    """Plain bulk insert (executemany)."""
+    """Plain bulk insert of rows that all have the same keys (one executemany).
+
+    The statement is compiled once and each column's bind processor applied directly: the
+    general executemany path of SQLAlchemy costs several times more per row, which matters
+    for imports of millions of identities and consents.
+    """
     if not rows:
         return
-    size = max(1, 50_000 // max(1, len(rows[0])))
-    for start in range(0, len(rows), size):
-        session.execute(model.__table__.insert(), list(rows[start : start + size]))
+    table = model.__table__
+    dialect = session.get_bind().dialect
+    names = list(rows[0])
+    compiled = table.insert().compile(dialect=dialect, column_keys=names)
+    order = list(compiled.positiontup or []) if compiled.positional else names
+    columns = []
+    for name in order:
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        values = [row[name] for row in rows]
+        columns.append(values if process is None else list(map(process, values)))
+    params: list[Any] = list(zip(*columns, strict=True))
+    if not compiled.positional:
+        params = [dict(zip(order, values, strict=True)) for values in params]
+    session.connection().exec_driver_sql(compiled.string, params)
+
+
+def invalid_identities(
+    session: Session, workspace_id: int, customer_ids: Iterable[int]
+) -> set[tuple[int, str, str, str]]:
+    """``(customer_id, kind, namespace, value)`` of the invalid contacts some customers have."""
+    wanted = list(set(customer_ids))
+    found: set[tuple[int, str, str, str]] = set()
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Identity.customer_id, Identity.kind, Identity.namespace, Identity.value).where(
+                Identity.workspace_id == workspace_id,
+                Identity.customer_id.in_(wanted[start : start + LOOKUP_CHUNK]),
+                Identity.valid.is_(False),
+            )
+        )
+        found.update((c, k, n, v) for c, k, n, v in rows)
+    return found
 
 
 def identities_of(session: Session, customer_ids: Sequence[int]) -> list[Identity]:
@@ -115,7 +162,7 @@ def reassign_identity(
             Identity.kind == kind,
             Identity.namespace == namespace,
             Identity.value == value,
-            Identity.valid.is_(True),
+            VALID_IDENTITY,
         )
         .values(customer_id=customer_id)
         .execution_options(synchronize_session=False)
@@ -174,7 +221,7 @@ def find_by_identity(
             Identity.kind == kind,
             Identity.namespace == namespace,
             Identity.value == value,
-            Identity.valid.is_(True),
+            VALID_IDENTITY,
         )
     )
 
@@ -190,7 +237,7 @@ def contact_identities(
                 Identity.workspace_id == workspace_id,
                 Identity.customer_id.in_(customer_ids),
                 Identity.kind.in_(kinds),
-                Identity.valid.is_(True),
+                VALID_IDENTITY,
             )
             .order_by(Identity.customer_id, Identity.id)
         )
@@ -238,6 +285,29 @@ def count_customers(session: Session, workspace_id: int) -> int:
     )
 
 
+def consent_status_by_key(
+    session: Session, customer_ids: Sequence[int]
+) -> dict[tuple[int, str, str, str, str], tuple[int | None, str | None]]:
+    """``(customer, brand_scope, kind, channel, topic) -> (consent id, status)`` of some
+    customers."""
+    found: dict[tuple[int, str, str, str, str], tuple[int | None, str | None]] = {}
+    for start in range(0, len(customer_ids), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(
+                Consent.id,
+                Consent.customer_id,
+                Consent.brand_scope,
+                Consent.kind,
+                Consent.channel,
+                Consent.topic,
+                Consent.status,
+            ).where(Consent.customer_id.in_(customer_ids[start : start + LOOKUP_CHUNK]))
+        )
+        for consent_id, customer, scope, kind, channel, topic, status in rows:
+            found[(customer, scope, kind, channel, topic)] = (consent_id, status)
+    return found
+
+
 def consent_rows(
     session: Session, customer_ids: Sequence[int], keys: Sequence[tuple[str, str, str, str]]
 ) -> dict[tuple[int, str, str, str, str], Consent]:
@@ -266,7 +336,7 @@ def usable_contacts(
                 Identity.workspace_id == workspace_id,
                 Identity.customer_id.in_(chunk),
                 Identity.kind.in_(kinds),
-                Identity.valid.is_(True),
+                VALID_IDENTITY,
                 Identity.status == "ok",
             )
             .order_by(Identity.id)
