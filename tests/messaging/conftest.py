@@ -20,6 +20,8 @@ from sqlalchemy import select
 from tests.conftest import Tenant
 from tests.policy.conftest import AT, MakeCustomer, make_customer
 
+from tactful.core.jobs import queue
+from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.customers import topics
 from tactful.messaging import service
@@ -253,3 +255,25 @@ def http_peer() -> Iterator[HttpPeer]:
 
 
 Factory = Callable[..., int]
+
+
+# The jobs these tests need; the warehouse loader and metrics refreshes (other features'
+# reactions to the events messaging records) are left out to keep the tests fast.
+WANTED_JOBS = ("messaging.", "events.record_consent_change")
+
+
+def run_jobs(worker: Worker, *, rounds: int = 50) -> int:
+    """Run due messaging jobs (and consent-change events) until none is left."""
+    ran = 0
+    for _ in range(rounds):
+        claimed = worker.claim(100)
+        if not claimed:
+            break
+        for job in claimed:
+            if job.name.startswith(WANTED_JOBS):
+                worker.run_job(job)
+                ran += 1
+            else:
+                with worker.runtime.db.scope() as session:
+                    queue.complete(session, job, worker=worker.worker_id)
+    return ran

@@ -8,7 +8,15 @@ from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.messaging.conftest import AT, Brand, MakeCustomer, SmtpSink, deliveries, request
+from tests.messaging.conftest import (
+    AT,
+    Brand,
+    MakeCustomer,
+    SmtpSink,
+    deliveries,
+    request,
+    run_jobs,
+)
 
 from tactful.core import clock
 from tactful.core.jobs.runner import Worker
@@ -48,7 +56,7 @@ def test_email_arrives_with_headers_parts_and_a_working_unsubscribe(
         [outcome] = service.send(session, [request(brand, cid)])
     assert (outcome.outcome, outcome.channel, outcome.cost) == ("scheduled", "email", 10)
     with clock.frozen(AT):
-        worker.drain()
+        run_jobs(worker)
     [delivery] = deliveries(runtime)
     assert delivery.error is None
     assert (delivery.status, delivery.subject, delivery.attempts) == (
@@ -116,7 +124,7 @@ def test_email_arrives_with_headers_parts_and_a_working_unsubscribe(
             "unsubscribe_link",
             f"b{brand.tenant.brand_id}",
         )
-    worker.drain()
+    run_jobs(worker)
     names = [name for name, _ in _events(runtime, cid)]
     assert names.count("Unsubscribed") == 1
     sent = dict(_events(runtime, cid))["Message Sent"]
@@ -138,7 +146,7 @@ def test_email_arrives_with_headers_parts_and_a_working_unsubscribe(
     with clock.frozen(AT), runtime.db.scope() as session:
         [again] = service.send(session, [request(brand, cid, source="campaign:8")])
     assert (again.outcome, again.reason) == ("suppressed", "unsubscribed_topic")
-    worker.drain()
+    run_jobs(worker)
     assert len(sink.messages) == 1
 
     timeline = client.get(f"/v1/customers/{cid}/timeline", headers=brand.tenant.headers).json()
@@ -168,7 +176,7 @@ def test_transient_failure_retries_and_permanent_bounce_marks_the_contact(
     with clock.frozen(AT), runtime.db.scope() as session:
         service.send(session, [request(brand, cid, message_class="transactional", topic=None)])
     with clock.frozen(AT):
-        worker.drain()
+        run_jobs(worker)
     [delivery] = deliveries(runtime)
     assert (delivery.status, delivery.reason) == ("bounced", "bounced")
     assert delivery.error is not None

@@ -65,7 +65,8 @@ from tactful.tenancy.service import get_brand
 
 log = structlog.get_logger("tactful.messaging")
 
-GROUP = 50  # deliveries committed as ``sending`` together (and at most lost to ``unknown``)
+# Deliveries committed as ``sending`` together: a crash can leave at most one group unknown.
+MIN_GROUP = 8
 MAX_SEND_ATTEMPTS = 6
 STUCK_AFTER = timedelta(minutes=15)
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -165,14 +166,20 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
                     log.exception("messaging.adapter_failed", delivery_id=message.delivery_id)
                     return message, SendResult.uncertain(f"{type(exc).__name__}: {exc}")
 
-        for start in range(0, len(ids), GROUP):
-            group = ids[start : start + GROUP]
+        size = group_size(provider.concurrency)
+        for start in range(0, len(ids), size):
+            group = ids[start : start + size]
             messages = await asyncio.to_thread(
                 _prepare, runtime, provider, adapter, group, caches, stats
             )
             results = await asyncio.gather(*(submit(m) for m in messages))
             await asyncio.to_thread(_record, runtime, adapter, list(results), stats)
         await adapter.aclose()
+
+
+def group_size(concurrency: int) -> int:
+    """How many deliveries are in flight between two commits."""
+    return max(MIN_GROUP, concurrency * 2)
 
 
 def _prepare(
