@@ -254,10 +254,11 @@ def canonical_ids(
     wh.ensure_metric_tables(warehouse)
     aliases = warehouse.table(CUSTOMER_ALIASES)
     ids = sorted(set(customer_ids))
+    wanted = ibis.memtable(pa.table({"customer_id": pa.array(ids, pa.int64())}))
     found = warehouse.con.to_pyarrow(
-        aliases.filter(aliases.workspace_id == workspace_id, aliases.customer_id.isin(ids)).select(
-            "customer_id", "canonical_id"
-        )
+        aliases.filter(
+            aliases.workspace_id == workspace_id, aliases.customer_id.isin(wanted.customer_id)
+        ).select("customer_id", "canonical_id")
     ).to_pylist()
     mapping = {r["customer_id"]: r["canonical_id"] for r in found}
     return sorted({mapping.get(i, i) for i in ids})
@@ -271,15 +272,11 @@ def refresh_metrics(
     ids = canonical_ids(warehouse, workspace_id=workspace_id, customer_ids=customer_ids)
     if not ids:
         return SyncOutcome(0)
-    now = clock.now()
-    id_array = pa.array(ids, pa.int64())
-    chosen = ibis.memtable(pa.table({"customer_id": id_array}))
-    rows = wh.compute_metrics(warehouse, workspace_id=workspace_id, now=now, customers=chosen)
-    if warehouse.kind == "postgres":
-        # the id list must be a real table in the same connection as the delete
-        rows = warehouse.con.to_pyarrow(rows)
-    wh.replace_rows(
-        warehouse, wh.METRICS, workspace_id=workspace_id, customer_ids=id_array, rows=rows
+    now = wh.refresh_customers(
+        warehouse,
+        workspace_id=workspace_id,
+        customer_ids=pa.array(ids, pa.int64()),
+        now=clock.now(),
     )
     state = store.state(session, workspace_id, lock=True)
     state.metrics_refreshed_at = now

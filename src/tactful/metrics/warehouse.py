@@ -18,6 +18,7 @@ non-negative operands, and JSON properties go through :func:`json_text`.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,11 +145,18 @@ SCHEMAS = {
 }
 
 
+_ENSURED: weakref.WeakSet[Warehouse] = weakref.WeakSet()
+
+
 def ensure_metric_tables(warehouse: Warehouse) -> None:
-    """Create the event tables and the metrics tables if they are missing."""
+    """Create the event tables and the metrics tables if they are missing (checked once per
+    warehouse object: listing tables costs a round trip every time)."""
+    if warehouse in _ENSURED:
+        return
     ensure_tables(warehouse)
     for name, schema in SCHEMAS.items():
         warehouse.ensure_table(name, schema)
+    _ENSURED.add(warehouse)
 
 
 # -- engine differences ---------------------------------------------------------------------
@@ -434,12 +442,11 @@ def compute_metrics(
     """The stored metrics of a workspace's customers (of ``customers`` only, when given), as
     one expression in the column order of ``customer_metrics``."""
     ensure_metric_tables(warehouse)
+    # Windows only have lower bounds: ingestion refuses events from the future, and history
+    # that arrives during this minute must count (see refresh_customers).
     receipts = _scope(canonical(warehouse, warehouse.table(RECEIPTS)), workspace_id, customers)
-    receipts = receipts.filter(receipts.occurred_at <= _ts(now))
     lines = _scope(canonical(warehouse, warehouse.table(RECEIPT_LINES)), workspace_id, customers)
-    lines = lines.filter(lines.occurred_at <= _ts(now))
     events = _scope(canonical(warehouse, warehouse.table(EVENTS)), workspace_id, customers)
-    events = events.filter(events.occurred_at <= _ts(now))
     profiles = _scope(warehouse.table(PROFILES), workspace_id, customers)
 
     money = _receipt_metrics(receipts, now)
@@ -538,6 +545,54 @@ def with_derived(metrics: ibis.Table, *, now: datetime, names: Sequence[str]) ->
 
 
 # -- writing rows ---------------------------------------------------------------------------
+
+IDS_TABLE = "tactful_metric_ids"
+# The compiled refresh query of the current minute per (warehouse, workspace): compiling the
+# Ibis expression costs about a second, executing it for a few thousand customers far less.
+_COMPILED: dict[tuple[str, int, datetime], str] = {}
+
+
+def refresh_customers(
+    warehouse: Warehouse, *, workspace_id: int, customer_ids: pa.Array, now: datetime
+) -> datetime:
+    """Recompute and replace the stored metrics of some customers, as of the start of the
+    current minute (returned). On DuckDB the compiled query is reused within the minute."""
+    anchor = now.replace(second=0, microsecond=0)
+    ids = customer_ids.cast(pa.int64())
+    if warehouse.kind != "duckdb":
+        chosen = ibis.memtable(pa.table({"customer_id": ids}))
+        rows: ibis.Table | pa.Table = compute_metrics(
+            warehouse, workspace_id=workspace_id, now=anchor, customers=chosen
+        )
+        if warehouse.kind == "postgres":
+            # the delete below runs in one transaction with the insert: materialise first
+            rows = warehouse.con.to_pyarrow(rows)
+        replace_rows(warehouse, METRICS, workspace_id=workspace_id, customer_ids=ids, rows=rows)
+        return anchor
+    con: Any = warehouse.con
+    with _WRITE_LOCK:
+        con.create_table(IDS_TABLE, pa.table({"customer_id": ids}), temp=True, overwrite=True)
+        key = (warehouse.url, workspace_id, anchor)
+        sql = _COMPILED.get(key)
+        if sql is None:
+            expr = compute_metrics(
+                warehouse, workspace_id=workspace_id, now=anchor, customers=con.table(IDS_TABLE)
+            )
+            sql = str(ibis.to_sql(expr, dialect="duckdb"))
+            _COMPILED.clear()
+            _COMPILED[key] = sql
+        con.raw_sql("BEGIN")
+        try:
+            con.raw_sql(
+                f"DELETE FROM {METRICS} WHERE workspace_id = {int(workspace_id)} "  # noqa: S608
+                f"AND customer_id IN (SELECT customer_id FROM {IDS_TABLE})"
+            )
+            con.raw_sql(f"INSERT INTO {METRICS} {sql}")
+            con.raw_sql("COMMIT")
+        except BaseException:
+            con.raw_sql("ROLLBACK")
+            raise
+    return anchor
 
 
 def replace_rows(

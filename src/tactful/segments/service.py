@@ -3,22 +3,24 @@ Memberships, refreshes and exports are in :mod:`tactful.segments.memberships`.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import ibis
+import orjson
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
 from tactful.core.errors import Conflict, NotFound, ValidationFailed
 from tactful.core.runtime import Runtime
+from tactful.core.warehouse import Warehouse
 from tactful.customers import service as customers
 from tactful.events import service as events
 from tactful.segments import store
 from tactful.segments.compiler import Compiler
-from tactful.segments.definition import CHANNELS, dump, parse
+from tactful.segments.definition import CHANNELS, SegmentCondition, dump, parse, walk
 from tactful.segments.models import MANUAL, REFRESH_MODES, SCHEDULED, Segment, SegmentVersion
 from tactful.segments.rendering import render
 from tactful.segments.sources import metrics, use_metrics
@@ -248,11 +250,15 @@ def versions(session: Session, *, workspace_id: int, segment_id: int) -> list[Se
 
 def compiler(runtime: Runtime, session: Session, *, workspace_id: int) -> Compiler:
     """A compiler for this workspace, now."""
+    return _compiler_at(runtime, session, workspace_id, clock.now())
+
+
+def _compiler_at(runtime: Runtime, session: Session, workspace_id: int, now: datetime) -> Compiler:
     return Compiler(
         warehouse=runtime.warehouse,
         source=metrics(),
         workspace_id=workspace_id,
-        now=clock.now(),
+        now=now,
         attribute_types=_attribute_types(session, workspace_id),
         definition_of=_definition_of(session, workspace_id),
     )
@@ -318,6 +324,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Compiled size queries of the current minute: compiling a definition costs more than
+# counting its members over the materialised metrics, and estimates are asked for repeatedly
+# while a marketer edits. Keyed by warehouse, workspace, minute and the definition (with the
+# definitions it references), so an edit compiles anew.
+_SIZE_SQL: dict[tuple[str, int, datetime, str], str] = {}
+
+
 def size(
     runtime: Runtime,
     session: Session,
@@ -326,10 +339,48 @@ def size(
     definition: Any | None = None,
     segment_id: int | None = None,
 ) -> int:
-    """How many customers a definition (or a segment's current one) matches now."""
+    """How many customers a definition (or a segment's current one) matches, as of the start
+    of the current minute."""
     node = _node(session, workspace_id=workspace_id, definition=definition, segment_id=segment_id)
-    members = compiler(runtime, session, workspace_id=workspace_id).members(node)
-    return int(runtime.warehouse.con.execute(members.count()))
+    warehouse = runtime.warehouse
+    anchor = clock.now().replace(second=0, microsecond=0)
+    lookup = _definition_of(session, workspace_id)
+    referenced = [
+        dump(lookup(child.segment_id))
+        for _path, child in walk(node)
+        if isinstance(child, SegmentCondition) and lookup(child.segment_id) is not None
+    ]
+    return count_members(
+        warehouse,
+        workspace_id=workspace_id,
+        anchor=anchor,
+        key=orjson.dumps([dump(node), referenced]).decode(),
+        members=lambda: _compiler_at(runtime, session, workspace_id, anchor).members(node),
+    )
+
+
+def count_members(
+    warehouse: Warehouse,
+    *,
+    workspace_id: int,
+    anchor: datetime,
+    key: str,
+    members: Callable[[], ibis.Table],
+) -> int:
+    """Count the customer ids ``members()`` selects, reusing its compiled SQL within the
+    minute ``anchor`` for the same ``key`` (DuckDB and PostgreSQL)."""
+    con: Any = warehouse.con
+    if warehouse.kind == "pyspark":
+        return int(con.execute(members().count()))
+    cache_key = (warehouse.url, workspace_id, anchor, key)
+    sql = _SIZE_SQL.get(cache_key)
+    if sql is None:
+        sql = str(ibis.to_sql(members().count(), dialect=con.name))
+        if len(_SIZE_SQL) > 256 or any(k[2] != anchor for k in _SIZE_SQL):
+            _SIZE_SQL.clear()
+        _SIZE_SQL[cache_key] = sql
+    row = con.raw_sql(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True)
