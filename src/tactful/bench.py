@@ -128,6 +128,7 @@ def _print(rows: list[BenchResult], console: Console) -> None:
         if row.items and row.baseline_seconds:
             base += f" ({row.rate(row.baseline_seconds)})"
         table.add_row(row.case, ours, row.baseline, base, ratio, row.target)
-        for key, value in row.extra.items():
-            table.add_row(f"  {key}", str(value), "", "", "", "")
     console.print(table)
+    for row in rows:
+        for key, value in row.extra.items():
+            console.print(f"  {row.case} · {key}: {value}", soft_wrap=True)

@@ -5,9 +5,12 @@ Every feature goes through these helpers instead of branching on the dialect its
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+import pandas as pd
 from sqlalchemy import BigInteger, ColumnElement, Insert, Select, Table, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -130,9 +133,10 @@ def copy_rows(
     if session.get_bind().dialect.name == "postgresql":
         raw: Any = connection.connection.dbapi_connection  # psycopg 3's connection
         names = ", ".join(f'"{c}"' for c in columns)
-        with raw.cursor() as cursor, cursor.copy(
-            f'COPY "{table.name}" ({names}) FROM STDIN'  # noqa: S608 - names from our schema
-        ) as copy:
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
         return
@@ -142,3 +146,41 @@ def copy_rows(
         f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',  # noqa: S608
         [tuple(row) for row in rows],
     )
+
+
+def fetch_int_table(session: Session, stmt: Select[Any]) -> np.ndarray:
+    """Run a select of integer columns (no NULLs) and return an (rows, columns) int64 array.
+
+    Millions of rows come back as one text blob the database builds itself (SQLite's
+    group_concat, PostgreSQL's COPY TO STDOUT) and a C parser reads, instead of one Python
+    tuple per row: several times faster at campaign scale.
+    """
+    labels = [f"c{i}" for i in range(len(stmt.selected_columns))]
+    labelled = stmt.with_only_columns(
+        *[column.label(label) for column, label in zip(stmt.selected_columns, labels, strict=True)]
+    )
+    compiled = str(
+        labelled.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
+    )
+    connection = session.connection()
+    if session.get_bind().dialect.name == "postgresql":
+        raw: Any = connection.connection.dbapi_connection  # psycopg 3's connection
+        buffer = io.BytesIO()
+        with raw.cursor() as cursor, cursor.copy(f"COPY ({compiled}) TO STDOUT") as copy:
+            for block in copy:
+                buffer.write(block)
+        blob = buffer.getvalue().decode()
+        separator = "\t"
+    else:
+        joined = " || ',' || ".join(labels)
+        blob = (
+            connection.exec_driver_sql(
+                f"SELECT group_concat({joined}, char(10)) FROM ({compiled})"  # noqa: S608
+            ).scalar()
+            or ""
+        )
+        separator = ","
+    if not blob:
+        return np.zeros((0, len(labels)), dtype=np.int64)
+    frame = pd.read_csv(io.StringIO(blob), sep=separator, header=None, dtype=np.int64, engine="c")
+    return np.ascontiguousarray(frame.to_numpy(dtype=np.int64))

@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from tactful.core.dialect import copy_rows, epoch_seconds, reserve_ids
+from tactful.core.dialect import copy_rows, epoch_seconds, fetch_int_table, reserve_ids
 from tactful.customers.models import (
     ADVERTISING,
     CONTACT_OK,
@@ -48,7 +48,6 @@ from tactful.policy.placement import (
     WEEK,
     final_reason,
     to_seconds,
-    week_check,
     zone,
 )
 from tactful.policy.rules import EffectiveRules, effective
@@ -154,16 +153,16 @@ class Outcome:
         ]
 
 
-def _rows_in(session: Session, stmt: Any, ids: np.ndarray, column: Any) -> list[Any]:
-    """Run ``stmt`` for the given customer ids: one scan when many, chunks when few."""
+def _ints(session: Session, stmt: Any, ids: np.ndarray, column: Any) -> np.ndarray:
+    """Run an integer select for the given customers: one scan when many, chunks when few."""
     if len(ids) >= LARGE:
-        return list(session.execute(stmt).all())
-    rows: list[Any] = []
-    for start in range(0, len(ids), 900):
-        rows.extend(
-            session.execute(stmt.where(column.in_(ids[start : start + 900].tolist()))).all()
-        )
-    return rows
+        return fetch_int_table(session, stmt)
+    parts = [
+        fetch_int_table(session, stmt.where(column.in_(ids[i : i + 900].tolist())))
+        for i in range(0, len(ids), 900)
+    ]
+    width = len(stmt.selected_columns)
+    return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.int64)
 
 
 def _lookup(
@@ -220,8 +219,33 @@ class _Counter:
         return [int(k - pos * SPAN + self.base) for k in self.keys[low:high]]
 
 
-def _local(t: np.ndarray, tz: str) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(t, unit="s", utc=True)).tz_convert(tz)
+def _fixed_offset(t: np.ndarray, tz: str) -> int | None:
+    """The zone's UTC offset in seconds if it does not change around these moments."""
+    if not len(t):
+        return 0
+    low, high = int(t.min()) - 2 * 86400, int(t.max()) + (MAX_SEARCH_DAYS + 2) * 86400
+    offsets = {
+        zone(tz).utcoffset(datetime.fromtimestamp(moment, UTC))
+        for moment in range(low, high, 6 * 3600)
+    }
+    if len(offsets) != 1:
+        return None
+    only = offsets.pop()
+    return None if only is None else int(only.total_seconds())
+
+
+def local_days(t: np.ndarray, tz: str) -> np.ndarray:
+    """Each moment's calendar day in ``tz`` as days since 1970-01-01."""
+    offset = _fixed_offset(t, tz)
+    if offset is not None:
+        return np.asarray((t + offset) // 86400, dtype=np.int64)
+    local = pd.DatetimeIndex(pd.to_datetime(t, unit="s", utc=True)).tz_convert(tz)
+    days = local.tz_localize(None).normalize().values.astype("datetime64[D]")
+    return np.asarray(days.astype(np.int64), dtype=np.int64)
+
+
+def _day(number: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=number)
 
 
 def _midnight(day: date, tz: str) -> int:
@@ -230,25 +254,20 @@ def _midnight(day: date, tz: str) -> int:
 
 def day_bounds_many(t: np.ndarray, tz: str) -> tuple[np.ndarray, np.ndarray]:
     """[start, end) in seconds of each moment's calendar day in ``tz``."""
-    days = _local(t, tz).normalize().tz_localize(None).values.astype("datetime64[D]")
-    unique, inverse = np.unique(days, return_inverse=True)
-    starts = np.array([_midnight(d.astype(date), tz) for d in unique], dtype=np.int64)
-    ends = np.array(
-        [_midnight(d.astype(date) + timedelta(days=1), tz) for d in unique], dtype=np.int64
-    )
+    unique, inverse = np.unique(local_days(t, tz), return_inverse=True)
+    starts = np.array([_midnight(_day(d), tz) for d in unique.tolist()], dtype=np.int64)
+    ends = np.array([_midnight(_day(d + 1), tz) for d in unique.tolist()], dtype=np.int64)
     return starts[inverse], ends[inverse]
 
 
 def next_allowed_many(t: np.ndarray, tz: str, windows: SendWindows) -> np.ndarray:
     """The first allowed moment at or after each ``t`` (-1 when none within the search)."""
-    days = _local(t, tz).normalize().tz_localize(None).values.astype("datetime64[D]")
-    unique, inverse = np.unique(days, return_inverse=True)
+    unique, inverse = np.unique(local_days(t, tz), return_inverse=True)
     result = np.full(len(t), -1, dtype=np.int64)
     local_zone = zone(tz)
-    for u, day64 in enumerate(unique):
-        day = day64.astype(date)
-        members = np.flatnonzero(inverse == u)
-        left = members
+    for u, number in enumerate(unique.tolist()):
+        day = _day(number)
+        left = np.flatnonzero(inverse == u)
         for window in sorted(_windows_for(day, windows), key=lambda w: w.start):
             start_t, end_t = window.bounds()
             start = to_seconds(datetime.combine(day, start_t, local_zone))
@@ -282,24 +301,34 @@ def decide_audience(
     n = len(cids)
 
     # -- customers --------------------------------------------------------------------------
-    rows = _rows_in(
+    zones = sorted(
+        z
+        for z in session.scalars(
+            select(Customer.timezone).where(Customer.workspace_id == workspace.id).distinct()
+        )
+        if z
+    )
+    zone_names = [workspace.timezone] + [z for z in zones if z != workspace.timezone]
+    zone_code = case(*((Customer.timezone == z, i) for i, z in enumerate(zone_names)), else_=0)
+    people = _ints(
         session,
-        select(Customer.id, Customer.timezone, Customer.is_test, Customer.merged_into_id).where(
-            Customer.workspace_id == workspace.id
-        ),
+        select(
+            Customer.id,
+            zone_code,
+            case((Customer.is_test.is_(True), 1), else_=0),
+            case((Customer.merged_into_id.is_(None), 0), else_=1),
+        ).where(Customer.workspace_id == workspace.id),
         cids,
         Customer.id,
     )
-    known_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    merged_ids = np.fromiter((r[3] is not None for r in rows), dtype=bool, count=len(rows))
-    tz_of = np.array([r[1] or workspace.timezone for r in rows], dtype=object)
-    known = np.isin(cids, known_ids[~merged_ids])
-    tz = _lookup(known_ids, tz_of, cids, workspace.timezone, object)
-    tz_names = sorted({str(z) for z in tz})
-    tz = np.array([z if _validzone(str(z)) else workspace.timezone for z in tz], dtype=object)
+    unmerged = people[people[:, 3] == 0]
+    known = np.isin(cids, unmerged[:, 0])
+    zone_of = _lookup(unmerged[:, 0], unmerged[:, 1], cids, 0, np.int64)
+    usable = np.array([_valid_zone(z) for z in zone_names], dtype=bool)
+    zone_of[~usable[zone_of]] = 0
 
     # -- reachability (the same rules as customers.service.reachability) -------------------
-    contact_rows = _rows_in(
+    contact_bits = _ints(
         session,
         select(
             Identity.customer_id,
@@ -317,13 +346,7 @@ def decide_audience(
         cids,
         Identity.customer_id,
     )
-    contact = _lookup(
-        np.array([r[0] for r in contact_rows], dtype=np.int64),
-        np.array([int(r[1]) for r in contact_rows], dtype=np.int64),
-        cids,
-        0,
-        np.int64,
-    )
+    contact = _lookup(contact_bits[:, 0], contact_bits[:, 1], cids, 0, np.int64)
     scope = brand_scope(first.brand_id)
     consent_cases = [
         (
@@ -360,21 +383,18 @@ def decide_audience(
                 TOPIC_REVOKED_BIT,
             ),
         ]
-    consent_rows = _rows_in(
+    consent_bits = _ints(
         session,
-        select(Consent.customer_id, func.sum(distinct(case(*consent_cases, else_=0))))
+        select(
+            Consent.customer_id,
+            func.sum(distinct(case(*consent_cases, else_=0))),
+        )
         .where(Consent.workspace_id == workspace.id, Consent.brand_scope.in_(["ws", scope]))
         .group_by(Consent.customer_id),
         cids,
         Consent.customer_id,
     )
-    consent = _lookup(
-        np.array([r[0] for r in consent_rows], dtype=np.int64),
-        np.array([int(r[1]) for r in consent_rows], dtype=np.int64),
-        cids,
-        0,
-        np.int64,
-    )
+    consent = _lookup(consent_bits[:, 0], consent_bits[:, 1], cids, 0, np.int64)
     topic_default = (
         topic_subscribed_by_default(
             session, workspace_id=workspace.id, brand_id=first.brand_id, key=first.topic
@@ -430,13 +450,15 @@ def decide_audience(
 
     # -- history --------------------------------------------------------------------------
     since = now - int(HISTORY_WINDOW.total_seconds())
-    h_rows = _rows_in(
+    history = _ints(
         session,
         select(
             ContactDecision.customer_id,
             epoch_seconds(session, ContactDecision.send_at),
-            ContactDecision.channel,
-            ContactDecision.message_class,
+            case(*((ContactDecision.channel == c, i) for i, c in enumerate(CHANNELS)), else_=-1),
+            case(
+                *((ContactDecision.message_class == c, i) for i, c in enumerate(CLASSES)), else_=-1
+            ),
             ContactDecision.batch_id,
         ).where(
             ContactDecision.workspace_id == workspace.id,
@@ -448,16 +470,14 @@ def decide_audience(
     )
     order = np.argsort(cids, kind="stable")
     sorted_cids = cids[order]
-    h_cid = np.array([r[0] for r in h_rows], dtype=np.int64)
-    where = np.searchsorted(sorted_cids, h_cid)
-    where = np.clip(where, 0, max(n - 1, 0))
-    in_batch = (sorted_cids[where] == h_cid) if n else np.zeros(0, dtype=bool)
-    h_pos = order[where[in_batch]]
-    kept = [r for r, keep in zip(h_rows, in_batch, strict=True) if keep]
-    h_at = np.array([int(r[1]) for r in kept], dtype=np.int64)
-    h_channel = np.array([r[2] for r in kept], dtype=object)
-    h_class = np.array([r[3] for r in kept], dtype=object)
-    h_batch = np.array([r[4] for r in kept], dtype=np.int64)
+    where = np.clip(np.searchsorted(sorted_cids, history[:, 0]), 0, max(n - 1, 0))
+    mine = (sorted_cids[where] == history[:, 0]) if n else np.zeros(0, dtype=bool)
+    h_pos = order[where[mine]]
+    h_at = history[mine, 1]
+    h_channel = np.array([*CHANNELS, None], dtype=object)[history[mine, 2]]
+    h_class = np.array([*CLASSES, None], dtype=object)[history[mine, 3]]
+    h_batch = history[mine, 4]
+    arrays = {"pos": h_pos, "at": h_at, "channel": h_channel, "class": h_class, "batch": h_batch}
     batch_info = store.batches(session, sorted(set(h_batch.tolist())))
     base = since - WEEK
 
@@ -499,17 +519,13 @@ def decide_audience(
             reason,
             rule,
             channel_of,
-            tz,
-            tz_names,
+            zone_of,
+            zone_names,
             expires,
             klass,
             tags,
             rules,
-            h_pos,
-            h_at,
-            h_channel,
-            h_class,
-            h_batch,
+            arrays,
             h_tags,
             base,
         )
@@ -554,12 +570,50 @@ def decide_audience(
     )
 
 
-def _validzone(name: str) -> bool:
+def _valid_zone(name: str) -> bool:
     try:
         zone(name)
     except Exception:
         return False
     return True
+
+
+def _week(
+    counter: _Counter, sub: np.ndarray, t: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For customers ``sub`` at their times: which would overfill a 7-day window, and the
+    moment worth trying next (the vectorised twin of ``placement.week_check``)."""
+    moment = t[sub]
+    past = counter.count(sub, moment - WEEK + 1, moment + 1)
+    violated = past >= limit
+    leave = np.zeros(len(sub), dtype=np.int64)
+    if violated.any():
+        leave[violated] = (
+            counter.nth(sub[violated], moment[violated] - WEEK + 1, past[violated] - limit) + WEEK
+        )
+    # windows ending at later booked messages (already scheduled ones) also contain t
+    first = np.searchsorted(counter.keys, counter._key(sub, moment + 1), "left")
+    last = np.searchsorted(counter.keys, counter._key(sub, moment + WEEK), "left")
+    more = ~violated & (last > first)
+    if more.any():
+        owners = np.flatnonzero(more)
+        spans = (last - first)[owners]
+        row = np.repeat(owners, spans)
+        step = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
+        index = first[row] + step
+        pos = sub[row]
+        anchor = counter.keys[index] - pos.astype(np.int64) * SPAN + counter.base
+        inside = counter.count(pos, anchor - WEEK + 1, anchor + 1)
+        bad = inside >= limit
+        if bad.any():
+            # the earliest violated window per customer decides (anchors are ascending)
+            rows, at = np.unique(row[bad], return_index=True)
+            picked = np.flatnonzero(bad)[at]
+            violated[rows] = True
+            leave[rows] = (
+                counter.nth(pos[picked], anchor[picked] - WEEK + 1, inside[picked] - limit) + WEEK
+            )
+    return violated, leave
 
 
 def _place_all(
@@ -568,53 +622,50 @@ def _place_all(
     reason: np.ndarray,
     rule: np.ndarray,
     channel_of: np.ndarray,
-    tz: np.ndarray,
-    tz_names: list[str],
+    zone_of: np.ndarray,
+    zone_names: list[str],
     expires: int,
     klass: str,
     tags: frozenset[str],
     rules: EffectiveRules,
-    h_pos: np.ndarray,
-    h_at: np.ndarray,
-    h_channel: np.ndarray,
-    h_class: np.ndarray,
-    h_batch: np.ndarray,
+    history: dict[str, np.ndarray],
     h_tags: dict[int, frozenset[str]],
     base: int,
 ) -> None:
     """Move each customer's time forward until every cap, spacing rule and send window
     allows it (the vectorised twin of ``placement.place``)."""
+    h_class, h_channel, h_batch = history["class"], history["channel"], history["batch"]
+    everything = np.ones(len(h_class), dtype=bool)
     caps = []
     for scope, cap in rules.caps:
         if cap.message_class is not None and cap.message_class != klass:
             continue
         if cap.tag is not None and cap.tag not in tags:
             continue
-        counts = np.array(
-            [
-                c != "transactional"
-                and (cap.message_class is None or c == cap.message_class)
-                and (cap.channel is None or ch == cap.channel)
-                and (cap.tag is None or cap.tag in h_tags.get(b, frozenset()))
-                for c, ch, b in zip(
-                    h_class.tolist(), h_channel.tolist(), h_batch.tolist(), strict=True
-                )
-            ],
-            dtype=bool,
-        )
-        caps.append((scope, cap, _Counter(h_pos[counts], h_at[counts], base)))
+        counts = h_class != "transactional"
+        if cap.message_class is not None:
+            counts &= h_class == cap.message_class
+        if cap.channel is not None:
+            counts &= h_channel == cap.channel
+        if cap.tag is not None:
+            tagged = [b for b, found in h_tags.items() if cap.tag in found]
+            counts &= np.isin(h_batch, np.array(tagged, dtype=np.int64))
+        caps.append((scope, cap, _Counter(history["pos"][counts], history["at"][counts], base)))
     spacings = []
     for scope, rule_ in rules.spacing:
         if rule_.message_class != klass:
             continue
         counts = (h_class == klass) & (
-            (h_channel == rule_.channel) if rule_.channel else np.ones(len(h_class), bool)
+            (h_channel == rule_.channel) if rule_.channel else everything
         )
-        spacings.append((scope, rule_, _Counter(h_pos[counts], h_at[counts], base)))
+        spacings.append(
+            (scope, rule_, _Counter(history["pos"][counts], history["at"][counts], base))
+        )
     windows = [(scope, w) for scope, w in rules.send_windows if klass in w.applies_to]
+    zones_present = np.unique(zone_of[status == SCHEDULED]).tolist()
 
     active = np.flatnonzero(status == SCHEDULED)
-    moved_full = np.zeros(len(t), dtype=bool)
+    moved = np.zeros(len(t), dtype=bool)
     for _ in range(MAX_ROUNDS):
         if not len(active):
             return
@@ -623,52 +674,38 @@ def _place_all(
         reason[done] = [final_reason(r) for r in reason[done]]
         status[done] = SUPPRESSED
         active = active[~over]
-        moved_full[active] = False
+        moved[active] = False
         for scope, cap, counter in caps:
-            sub_mask = ~moved_full[active]
+            free = ~moved[active]
             if cap.channel is not None:
-                sub_mask &= channel_of[active] == cap.channel
-            sub = active[sub_mask]
+                free &= channel_of[active] == cap.channel
+            sub = active[free]
             if not len(sub):
                 continue
             name = rules.rule_name(scope, cap.id)
             if cap.period == "day":
-                for zone_name in tz_names:
-                    in_zone = tz[sub] == zone_name
-                    zsub = sub[in_zone]
+                for code in zones_present:
+                    zsub = sub[zone_of[sub] == code]
                     if not len(zsub):
                         continue
-                    low, high = day_bounds_many(t[zsub], zone_name)
+                    low, high = day_bounds_many(t[zsub], zone_names[code])
                     full = counter.count(zsub, low, high) >= cap.limit
                     hit = zsub[full]
                     t[hit] = high[full]
                     reason[hit], rule[hit] = "deferred_cap", name
-                    moved_full[hit] = True
+                    moved[hit] = True
                 continue
             if cap.limit <= 0:
                 status[sub], reason[sub], rule[sub] = SUPPRESSED, "cap_exceeded", name
-                moved_full[sub] = True
+                moved[sub] = True
                 continue
-            past = counter.count(sub, t[sub] - WEEK + 1, t[sub] + 1)
-            future = counter.count(sub, t[sub] + 1, t[sub] + WEEK)
-            simple = future == 0
-            over_cap = simple & (past >= cap.limit)
-            hit = sub[over_cap]
-            if len(hit):
-                t[hit] = counter.nth(hit, t[hit] - WEEK + 1, past[over_cap] - cap.limit) + WEEK
-                reason[hit], rule[hit] = "deferred_cap", name
-            for one in sub[~simple].tolist():
-                violated, leave = week_check(counter.times(one), int(t[one]), cap.limit)
-                if violated:
-                    if leave is None:
-                        status[one], reason[one], rule[one] = SUPPRESSED, "cap_exceeded", name
-                    else:
-                        t[one] = leave
-                        reason[one], rule[one] = "deferred_cap", name
-                    hit = np.append(hit, one)
-            moved_full[hit] = True
+            violated, leave = _week(counter, sub, t, cap.limit)
+            hit = sub[violated]
+            t[hit] = leave[violated]
+            reason[hit], rule[hit] = "deferred_cap", name
+            moved[hit] = True
         for scope, rule_, counter in spacings:
-            sub = active[~moved_full[active]]
+            sub = active[~moved[active]]
             if not len(sub):
                 break
             gap = int(rule_.min_hours * 3600)
@@ -677,16 +714,16 @@ def _place_all(
             if len(hit):
                 t[hit] = counter.last_before(hit, t[hit] + gap) + gap
                 reason[hit], rule[hit] = "deferred_spacing", rules.rule_name(scope, rule_.id)
-                moved_full[hit] = True
+                moved[hit] = True
         for scope, windows_ in windows:
-            sub = active[~moved_full[active]]
+            sub = active[~moved[active]]
             if not len(sub):
                 break
-            for zone_name in tz_names:
-                zsub = sub[tz[sub] == zone_name]
+            for code in zones_present:
+                zsub = sub[zone_of[sub] == code]
                 if not len(zsub):
                     continue
-                allowed = next_allowed_many(t[zsub], zone_name, windows_)
+                allowed = next_allowed_many(t[zsub], zone_names[code], windows_)
                 never = allowed < 0
                 gone = zsub[never]
                 status[gone], reason[gone] = SUPPRESSED, "quiet_hours_until_expiry"
@@ -695,8 +732,8 @@ def _place_all(
                 hit = zsub[shift]
                 t[hit] = allowed[shift]
                 reason[hit], rule[hit] = "deferred_quiet_hours", f"{scope}:send_windows"
-                moved_full[zsub[never | shift]] = True
-        still = active[moved_full[active]]
+                moved[zsub[never | shift]] = True
+        still = active[moved[active]]
         active = still[status[still] == SCHEDULED]
     reason[active] = [final_reason(r) for r in reason[active]]
     status[active] = SUPPRESSED
@@ -770,28 +807,33 @@ def _write(
         "dedupe_key",
         "dedupe_until",
     )
-    rows = [
-        (
-            int(ids[i]),
-            batch_id,
-            first.workspace_id,
-            int(cids[i]),
-            first.message_class,
-            status[i],
-            reason[i],
-            rule[i],
-            channel[i],
-            int(step[i]),
-            int(cost[i]),
-            moment(int(send_at[i])) if send_at[i] >= 0 else None,
-            expires_at,
-            updated,
-            first.priority,
-            first.expected_value,
-            first.dedupe_key,
-            dedupe_until,
+    # Build the rows column by column: a million calls of strftime would cost seconds, while
+    # the send times take only a few distinct values.
+    moments, where = np.unique(send_at, return_inverse=True)
+    texts = np.array([moment(int(m)) if m >= 0 else None for m in moments], dtype=object)
+    n = len(cids)
+    rows = list(
+        zip(
+            ids.tolist(),
+            [batch_id] * n,
+            [first.workspace_id] * n,
+            cids.tolist(),
+            [first.message_class] * n,
+            status.tolist(),
+            reason.tolist(),
+            rule.tolist(),
+            channel.tolist(),
+            step.tolist(),
+            cost.tolist(),
+            texts[where].tolist(),
+            [expires_at] * n,
+            [updated] * n,
+            [first.priority] * n,
+            [first.expected_value] * n,
+            [first.dedupe_key] * n,
+            [dedupe_until] * n,
+            strict=True,
         )
-        for i in range(len(cids))
-    ]
+    )
     copy_rows(session, table, columns, rows)  # type: ignore[arg-type]
     return ids

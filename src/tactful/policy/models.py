@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tactful.core.db import Base
@@ -64,9 +64,32 @@ class ContactDecision(Base):
     __tablename__ = "contact_decisions"
     __table_args__ = (
         Index("ix_contact_decisions_customer_send", "customer_id", "send_at"),
-        Index("ix_contact_decisions_dedupe", "workspace_id", "dedupe_key"),
         Index("ix_contact_decisions_batch", "batch_id"),
-        Index("ix_contact_decisions_bundle", "customer_id", "bundle_key"),
+        Index(
+            "ix_contact_decisions_dedupe",
+            "workspace_id",
+            "dedupe_key",
+            sqlite_where=text("dedupe_key IS NOT NULL"),
+            postgresql_where=text("dedupe_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_contact_decisions_bundle",
+            "customer_id",
+            "bundle_key",
+            sqlite_where=text("bundle_key IS NOT NULL"),
+            postgresql_where=text("bundle_key IS NOT NULL"),
+        ),
+        # covering: the history a whole-base plan reads (caps and spacing)
+        Index(
+            "ix_contact_decisions_history",
+            "workspace_id",
+            "send_at",
+            "status",
+            "customer_id",
+            "channel",
+            "message_class",
+            "batch_id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
