@@ -215,16 +215,22 @@ class HttpPeer:
         self.requests: list[Recorded] = []
         self.answers: list[tuple[int, Any]] = []
         self.default: tuple[int, Any] = (200, {})
+        # answers by request, for concurrent requests whose order is not fixed
+        self.respond: Callable[[Recorded], tuple[int, Any]] | None = None
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
-                peer.requests.append(
-                    Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                recorded = Recorded(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
-                status, answer = peer.answers.pop(0) if peer.answers else peer.default
+                peer.requests.append(recorded)
+                if peer.respond is not None:
+                    status, answer = peer.respond(recorded)
+                else:
+                    status, answer = peer.answers.pop(0) if peer.answers else peer.default
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

@@ -168,8 +168,9 @@ def test_transient_failure_retries_and_permanent_bounce_marks_the_contact(
     sink, _port = smtp
     cid = make_customer()
 
-    async def refuse(server: object, session: object, envelope: object, address: str,
-                     options: object) -> str:  # fmt: skip
+    async def refuse(
+        server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
         return "550 5.1.1 no such user"
 
     sink.handle_RCPT = refuse  # type: ignore[attr-defined]

@@ -183,6 +183,7 @@ def validate(
                 mjml_problem = check_mjml(source, part=channel, field_name=name)
                 if mjml_problem is not None:
                     errors.append(mjml_problem)
+    warnings.sort(key=lambda w: (w.part, w.field, w.line or 0, w.column or 0))
     return errors, warnings
 
 
