@@ -203,6 +203,13 @@ def upgrade() -> None:
     with op.batch_alter_table("loyalty_accounts", schema=None) as batch_op:
         batch_op.create_index("ix_loyalty_accounts_customer", ["customer_id"], unique=False)
         batch_op.create_index(
+            "ix_loyalty_accounts_merged_into",
+            ["merged_into_id"],
+            unique=False,
+            sqlite_where=sa.text("merged_into_id IS NOT NULL"),
+            postgresql_where=sa.text("merged_into_id IS NOT NULL"),
+        )
+        batch_op.create_index(
             "ix_loyalty_accounts_review",
             ["tier_review_at"],
             unique=False,
@@ -441,6 +448,11 @@ def downgrade() -> None:
             "ix_loyalty_accounts_review",
             sqlite_where=sa.text("tier_review_at IS NOT NULL"),
             postgresql_where=sa.text("tier_review_at IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "ix_loyalty_accounts_merged_into",
+            sqlite_where=sa.text("merged_into_id IS NOT NULL"),
+            postgresql_where=sa.text("merged_into_id IS NOT NULL"),
         )
         batch_op.drop_index("ix_loyalty_accounts_customer")
 

@@ -26,6 +26,7 @@ from tactful.core.errors import Conflict, ValidationFailed
 from tactful.core.runtime import Runtime
 from tactful.loyalty import store
 from tactful.loyalty.models import Account, LedgerTransaction
+from tactful.loyalty.schemas import FraudLimits
 from tactful.loyalty.service import accounts, fraud, ledger, pos
 from tactful.loyalty.service.ledger import spending_order
 from tactful.loyalty.service.rules import ReceiptLine
@@ -40,7 +41,14 @@ def run_machine(runtime: Runtime, tenant: Tenant) -> None:
         runtime,
         tenant,
         make_rules(
-            return_period_days=3, expiry_months=2, redeem_requires_code=False, redeem_cap_bp=10_000
+            return_period_days=3,
+            expiry_months=2,
+            redeem_requires_code=False,
+            redeem_cap_bp=10_000,
+            # the clock restarts at T0 for every example: no rate limit may trip across them
+            limits=FraudLimits(
+                account_per_hour=10**6, terminal_per_minute=10**6, store_per_minute=10**6
+            ),
         ),
     )
     admin = Principal(workspace_id=tenant.workspace_id, actor="admin", scopes=frozenset({"admin"}))

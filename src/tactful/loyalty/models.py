@@ -96,6 +96,12 @@ class Account(Base):
         UniqueConstraint("program_id", "customer_id"),
         Index("ix_loyalty_accounts_customer", "customer_id"),
         Index(
+            "ix_loyalty_accounts_merged_into",
+            "merged_into_id",
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+        ),
+        Index(
             "ix_loyalty_accounts_review",
             "tier_review_at",
             sqlite_where=text("tier_review_at IS NOT NULL"),

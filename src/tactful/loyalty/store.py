@@ -84,6 +84,15 @@ def insert_account(session: Session, row: dict[str, Any]) -> int | None:
     return None if found is None else int(found[0])
 
 
+def lock_account_of(session: Session, program_id: int, customer_id: int) -> Account | None:
+    """The customer's account in the program, locked until the transaction ends."""
+    stmt = lock_rows(
+        session,
+        select(Account).where(Account.program_id == program_id, Account.customer_id == customer_id),
+    )
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
 def lock_account(session: Session, account_id: int) -> Account | None:
     """The account, locked until the transaction ends (re-read, never a stale copy)."""
     stmt = lock_rows(session, select(Account).where(Account.id == account_id))
@@ -268,35 +277,57 @@ def transactions_before(
     return list(session.scalars(stmt.order_by(LedgerTransaction.created_at.desc()).limit(limit)))
 
 
-def velocity(
+@dataclass(frozen=True)
+class ConfirmChecks:
+    """What a confirm checks once it holds the account's lock, read in one round trip."""
+
+    existing_id: int | None
+    account_last_hour: int
+    terminal_last_minute: int
+    store_last_minute: int
+
+
+def confirm_checks(
     session: Session,
     *,
     program_id: int,
+    key: str,
     account_id: int,
     store_id: str,
     terminal_id: str,
     hour_ago: datetime,
     minute_ago: datetime,
-) -> tuple[int, int, int]:
-    """Confirms of the account in the last hour, of the terminal and store in the last minute."""
+    limits: tuple[int, int, int],
+) -> ConfirmChecks:
+    """The transaction already written under ``key`` (a replay), and the confirms of the
+    account in the last hour and of the terminal and store in the last minute, each counted
+    only up to its limit (so a busy store costs at most ``limit`` index entries)."""
     t = LedgerTransaction
 
-    def count(*where: ColumnElement[bool]) -> Any:
-        return (
-            select(func.count())
-            .select_from(t)
+    def bounded(limit: int, *where: ColumnElement[bool]) -> Any:
+        recent = (
+            select(t.id)
             .where(t.program_id == program_id, t.kind == PURCHASE, *where)
-            .scalar_subquery()
+            .limit(limit)
+            .subquery()
         )
+        return select(func.count()).select_from(recent).scalar_subquery()
 
     row = session.execute(
         select(
-            count(t.account_id == account_id, t.created_at > hour_ago),
-            count(t.terminal_id == terminal_id, t.created_at > minute_ago),
-            count(t.store_id == store_id, t.created_at > minute_ago),
+            select(t.id)
+            .where(t.program_id == program_id, t.idempotency_key == key)
+            .scalar_subquery(),
+            bounded(limits[0], t.account_id == account_id, t.created_at > hour_ago),
+            bounded(limits[1], t.terminal_id == terminal_id, t.created_at > minute_ago),
+            bounded(limits[2], t.store_id == store_id, t.created_at > minute_ago),
         )
     ).one()
-    return int(row[0]), int(row[1]), int(row[2])
+    return ConfirmChecks(row[0], int(row[1]), int(row[2]), int(row[3]))
+
+
+def transaction(session: Session, transaction_id: int) -> LedgerTransaction | None:
+    return session.get(LedgerTransaction, transaction_id)
 
 
 def redemption_counts(
@@ -328,16 +359,19 @@ def redemption_counts(
 
 def rolling_spend(session: Session, account_id: int, since: datetime) -> int:
     """Spend after ``since`` of the account and of the accounts merged into it."""
-    merged = select(Account.id).where(Account.merged_into_id == account_id).scalar_subquery()
-    total = session.scalar(
-        select(func.coalesce(func.sum(LedgerTransaction.spend), 0)).where(
-            or_(
-                LedgerTransaction.account_id == account_id, LedgerTransaction.account_id.in_(merged)
-            ),
-            LedgerTransaction.created_at > since,
-        )
+    t = LedgerTransaction
+    own = (
+        select(func.coalesce(func.sum(t.spend), 0))
+        .where(t.account_id == account_id, t.created_at > since)
+        .scalar_subquery()
     )
-    return int(total or 0)
+    merged = (
+        select(func.coalesce(func.sum(t.spend), 0))
+        .join(Account, Account.id == t.account_id)
+        .where(Account.merged_into_id == account_id, t.created_at > since)
+        .scalar_subquery()
+    )
+    return int(session.scalar(select(own + merged)) or 0)
 
 
 def insert_tier_change(session: Session, row: dict[str, Any]) -> None:

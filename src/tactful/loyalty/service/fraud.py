@@ -31,44 +31,52 @@ from tactful.loyalty.service.programs import get_program, program_rules
 from tactful.tenancy.service import record_audit
 
 
-def check_velocity(
+def replay_or_check_velocity(
     session: Session,
     *,
     program: Program,
+    key: str,
     account_id: int,
     store_id: str,
     terminal_id: str,
     at: datetime,
-) -> None:
-    """Refuse a confirm that would exceed the card's, terminal's or store's rate (429)."""
+) -> int | None:
+    """The transaction already confirmed under ``key`` (a replay is never limited); else
+    None, once the card's, terminal's and store's rates are checked (429 when exceeded).
+    One round trip, made while the account is locked."""
     limits = program_rules(program).limits
-    per_account, per_terminal, per_store = store.velocity(
+    checks = store.confirm_checks(
         session,
         program_id=program.id,
+        key=key,
         account_id=account_id,
         store_id=store_id,
         terminal_id=terminal_id,
         hour_ago=at - timedelta(hours=1),
         minute_ago=at - timedelta(minutes=1),
+        limits=(limits.account_per_hour, limits.terminal_per_minute, limits.store_per_minute),
     )
-    if per_account >= limits.account_per_hour:
+    if checks.existing_id is not None:
+        return checks.existing_id
+    if checks.account_last_hour >= limits.account_per_hour:
         raise TooManyRequests(
-            f"this card made {per_account} purchases in the last hour "
+            f"this card made {checks.account_last_hour} purchases in the last hour "
             f"(limit {limits.account_per_hour}); try again later",
             field="customer",
         )
-    if per_terminal >= limits.terminal_per_minute:
+    if checks.terminal_last_minute >= limits.terminal_per_minute:
         raise TooManyRequests(
-            f"terminal {terminal_id} made {per_terminal} purchases in the last minute "
-            f"(limit {limits.terminal_per_minute})",
+            f"terminal {terminal_id} made {checks.terminal_last_minute} purchases in the last "
+            f"minute (limit {limits.terminal_per_minute})",
             field="terminal_id",
         )
-    if per_store >= limits.store_per_minute:
+    if checks.store_last_minute >= limits.store_per_minute:
         raise TooManyRequests(
-            f"store {store_id} made {per_store} purchases in the last minute "
+            f"store {store_id} made {checks.store_last_minute} purchases in the last minute "
             f"(limit {limits.store_per_minute})",
             field="store_id",
         )
+    return None
 
 
 def flag_bursts(

@@ -360,9 +360,12 @@ def open_book(session: Session, program: Program, account_id: int) -> Book:
     account = store.lock_account(session, account_id)
     if account is None:
         raise NotFound(f"loyalty account {account_id} does not exist", field="account_id")
-    return Book(
-        session, program, account, {lot.id: lot for lot in store.open_lots(session, account.id)}
-    )
+    return _book(session, program, account)
+
+
+def _book(session: Session, program: Program, locked: Account) -> Book:
+    lots = store.open_lots(session, locked.id)
+    return Book(session, program, locked, {lot.id: lot for lot in lots})
 
 
 @dataclass(frozen=True)
@@ -383,9 +386,9 @@ def open_account(
 ) -> Opened:
     """The customer's account in the program, locked (created with the welcome bonus if new)."""
     now = at or clock.now()
-    existing = store.account_for(session, program.id, customer_id)
+    existing = store.lock_account_of(session, program.id, customer_id)
     if existing is not None:
-        return Opened(open_book(session, program, existing.id), False, None)
+        return Opened(_book(session, program, existing), False, None)
     rules = program_rules(program)
     account_id = store.insert_account(
         session,
@@ -403,9 +406,9 @@ def open_account(
         },
     )
     if account_id is None:  # created by a concurrent transaction that committed first
-        found = store.account_for(session, program.id, customer_id)
+        found = store.lock_account_of(session, program.id, customer_id)
         assert found is not None
-        return Opened(open_book(session, program, found.id), False, None)
+        return Opened(_book(session, program, found), False, None)
     book = open_book(session, program, account_id)
     posted = None
     if welcome and rules.welcome_bonus:

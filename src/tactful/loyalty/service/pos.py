@@ -329,20 +329,22 @@ def confirm(
     )
     book = opened.book
     # checked again under the account's lock: a concurrent duplicate waits, then sees ours
-    existing = store.transaction_by_key(session, program.id, key)
-    if existing is not None:
-        return _replayed_confirm(session, existing, fingerprint)
-    # only now (not a replay): a replayed confirm must succeed even with a used code
-    check = _redeem_check(
-        session, workspace_id=workspace_id, who=who, redeem_code=redeem_code, at=now
-    )
-    fraud.check_velocity(
+    existing_id = fraud.replay_or_check_velocity(
         session,
         program=program,
+        key=key,
         account_id=book.account.id,
         store_id=store_id,
         terminal_id=terminal_id,
         at=now,
+    )
+    if existing_id is not None:
+        existing = store.transaction(session, existing_id)
+        assert existing is not None
+        return _replayed_confirm(session, existing, fingerprint)
+    # only now (not a replay): a replayed confirm must succeed even with a used code
+    check = _redeem_check(
+        session, workspace_id=workspace_id, who=who, redeem_code=redeem_code, at=now
     )
     book.settle_due(at=now, actor=SYSTEM_ACTOR)
     spendable = book.spendable(now)
