@@ -65,7 +65,8 @@ from tactful.tenancy.service import get_brand
 
 log = structlog.get_logger("tactful.messaging")
 
-# Deliveries committed as ``sending`` together: a crash can leave at most one group unknown.
+# Deliveries committed as ``sending`` together. The next group is prepared while one is on
+# the wire, so a crash can leave at most two groups unknown.
 MIN_GROUP = 8
 MAX_SEND_ATTEMPTS = 6
 STUCK_AFTER = timedelta(minutes=15)
@@ -167,11 +168,23 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
                     return message, SendResult.uncertain(f"{type(exc).__name__}: {exc}")
 
         size = group_size(provider.concurrency)
-        for start in range(0, len(ids), size):
-            group = ids[start : start + size]
-            messages = await asyncio.to_thread(
-                _prepare, runtime, provider, adapter, group, caches, stats
+        groups = [ids[start : start + size] for start in range(0, len(ids), size)]
+
+        def prepare(index: int) -> asyncio.Future[list[OutboundMessage]] | None:
+            if index >= len(groups):
+                return None
+            return asyncio.ensure_future(
+                asyncio.to_thread(
+                    _prepare, runtime, provider, adapter, groups[index], caches, stats
+                )
             )
+
+        # the next group is rendered while this one is on the wire
+        pending = prepare(0)
+        for index in range(len(groups)):
+            assert pending is not None
+            messages = await pending
+            pending = prepare(index + 1)
             results = await asyncio.gather(*(submit(m) for m in messages))
             await asyncio.to_thread(_record, runtime, adapter, list(results), stats)
         await adapter.aclose()

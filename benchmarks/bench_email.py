@@ -1,0 +1,257 @@
+"""E-mail dispatch per worker process against a bare ``smtplib`` loop.
+
+Both send the same number of messages to the same local SMTP server (aiosmtpd in its own
+process, answering 250 and dropping the message) over the same number of reused
+connections. Ours does the whole dispatch: policy re-check, Liquid + MJML rendering with a
+master layout and a block, the text part, signed tracking links, MIME, the ``sending`` and
+``sent`` commits and the "Message Sent" events. The baseline sends messages rendered
+beforehand: the ceiling of SMTP on this machine.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from tactful import wiring
+from tactful.bench import BenchResult, stopwatch
+from tactful.config import DatabaseSettings, Settings
+from tactful.core.jobs.models import Job
+from tactful.core.migrate import upgrade
+from tactful.core.runtime import build_runtime
+from tactful.customers.contacts import normalise
+from tactful.customers.identity import ProfileRecord, resolve_profiles
+from tactful.messaging import service
+from tactful.messaging.models import Delivery
+from tactful.messaging.schemas import SendRequest
+from tactful.policy.schemas import ChannelStep
+from tactful.tenancy import service as tenancy
+from tactful.tenancy.models import Workspace
+
+NAME = "email"
+TITLE = "e-mail dispatch (render + policy re-check + SMTP) vs a bare smtplib loop"
+BASELINE = "bare smtplib loop, pre-rendered messages, same connections"
+SIZES = {"small": 300, "full": 3000}
+CONCURRENCY = 4
+LISTMONK = 830  # e-mails per second per node, as Listmonk reports
+
+LAYOUT = """<mjml><mj-body>
+<mj-section><mj-column><mj-text font-size="20px">{{ brand.name }}</mj-text></mj-column></mj-section>
+{{ content }}
+<mj-section><mj-column><mj-text>{% render 'footer' %}</mj-text></mj-column></mj-section>
+</mj-body></mjml>"""
+BODY = """<mj-section><mj-column>
+<mj-text>Hello {{ customer.first_name | default: "friend" }}, your cart is waiting.</mj-text>
+{% for item in event.items %}<mj-text>{{ item.name }}: {{ item.price }} ₽</mj-text>{% endfor %}
+<mj-button href="https://shop.example/cart?c={{ customer.id }}">Back to the cart</mj-button>
+</mj-column></mj-section>"""
+FOOTER = (
+    '<a href="{{ links.unsubscribe }}">Unsubscribe</a> · '
+    '<a href="{{ links.preferences }}">Preferences</a>'
+)
+CART = {"event": {"items": [{"name": "Rake", "price": 990}, {"name": "Hose", "price": 1490}]}}
+
+
+def _serve(port: int) -> subprocess.Popen[bytes]:
+    """aiosmtpd in its own process, taking every message and dropping it."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            f"127.0.0.1:{port}",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+        ],
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the SMTP server did not start")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _baseline(port: int, count: int) -> float:
+    messages = []
+    for n in range(count):
+        mail = EmailMessage(policy=SMTP)
+        mail["From"], mail["To"], mail["Subject"] = "news@shop.example", f"c{n}@example.com", "Hi"
+        mail.set_content("Hello, your cart is waiting.")
+        mail.add_alternative("<p>Hello, your cart is waiting.</p>\n" * 40, subtype="html")
+        messages.append(mail.as_bytes())
+    connections = [smtplib.SMTP("127.0.0.1", port) for _ in range(CONCURRENCY)]
+    for smtp in connections:
+        smtp.ehlo()
+
+    def worker(index: int) -> None:
+        smtp = connections[index]
+        for n in range(index, count, CONCURRENCY):
+            smtp.sendmail("news@shop.example", [f"c{n}@example.com"], messages[n])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONCURRENCY)]
+    with stopwatch() as elapsed:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for smtp in connections:
+        smtp.quit()
+    return elapsed()
+
+
+def _ours(port: int, count: int, folder: Path) -> tuple[float, dict[str, Any]]:
+    settings = Settings(
+        data_dir=folder, database=DatabaseSettings(url=f"sqlite:///{folder / 'bench.sqlite3'}")
+    )
+    runtime = build_runtime(settings)
+    wiring.install()
+    upgrade(runtime.db.engine)
+    with runtime.db.scope() as session:
+        init = tenancy.initialize(session, phone_region="RU", timezone="Europe/Moscow")
+        ws, brand = init.workspace.id, init.brand.id
+        provider = service.create_provider(
+            session,
+            workspace_id=ws,
+            brand_id=brand,
+            kind="smtp",
+            name="bench",
+            config={"host": "127.0.0.1", "port": port},
+            concurrency=CONCURRENCY,
+            actor="bench",
+        )
+        service.create_sender(
+            session,
+            workspace_id=ws,
+            brand_id=brand,
+            channel="email",
+            provider_id=provider.id,
+            address="news@shop.example",
+            name="Garden Shop",
+            actor="bench",
+        )
+        service.save_template(
+            session,
+            workspace_id=ws,
+            brand_id=brand,
+            kind="block",
+            key="footer",
+            name="Footer",
+            parts={"email": {"body": FOOTER}},
+            actor="bench",
+        )
+        layout, _ = service.save_template(
+            session,
+            workspace_id=ws,
+            brand_id=brand,
+            kind="layout",
+            key="master",
+            name="Master",
+            parts={"email": {"body": LAYOUT}},
+            actor="bench",
+        )
+        template, _ = service.save_template(
+            session,
+            workspace_id=ws,
+            brand_id=brand,
+            kind="message",
+            key="cart",
+            name="Cart",
+            layout_id=layout.id,
+            parts={"email": {"subject": "{{ customer.first_name }}, your cart", "body": BODY}},
+            actor="bench",
+        )
+        workspace = session.get(Workspace, ws)
+        assert workspace is not None
+        records = [
+            ProfileRecord(
+                idents=[normalise("email", f"c{n}@example.com", region="RU")],
+                source="bench",
+                at=init.workspace.created_at,
+                traits={"first_name": f"Name{n}"},
+            )
+            for n in range(count)
+        ]
+        customer_ids = resolve_profiles(session, workspace=workspace, records=records).customer_ids
+    with stopwatch() as planning, runtime.db.scope() as session:
+        service.send(
+            session,
+            [
+                SendRequest(
+                    workspace_id=ws,
+                    brand_id=brand,
+                    customer_id=cid,
+                    template_id=template.id,
+                    message_class="transactional",
+                    source="bench",
+                    steps=(ChannelStep("email"),),
+                    context=CART,
+                )
+                for cid in customer_ids
+            ],
+        )
+    with runtime.db.scope(readonly=True) as session:
+        batches = [
+            job.payload
+            for job in session.scalars(select(Job).where(Job.name == service.DISPATCH_JOB))
+        ]
+    with stopwatch() as elapsed:
+        for payload in batches:
+            service.dispatch(runtime, ids=payload["ids"], provider_id=payload["provider_id"])
+    with runtime.db.scope(readonly=True) as session:
+        sent = len(list(session.scalars(select(Delivery.id).where(Delivery.status == "sent"))))
+    runtime.close()
+    assert sent == count, f"only {sent} of {count} were sent"
+    return elapsed(), {"planning (policy decisions, not timed above)": f"{planning():.3f} s"}
+
+
+def run(scale: str) -> list[BenchResult]:
+    count = SIZES.get(scale, SIZES["small"])
+    port = _free_port()
+    server = _serve(port)
+    try:
+        _baseline(port, 50)  # warm the server up
+        with tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:
+            ours, extra = _ours(port, count, Path(folder))
+        baseline = _baseline(port, count)
+    finally:
+        server.kill()
+        server.wait()
+    per_second = count / ours
+    extra["Listmonk (reported, per node)"] = f"{LISTMONK} e-mails/s"
+    extra["ours vs Listmonk"] = f"{per_second / LISTMONK:.2f}×"
+    return [
+        BenchResult(
+            benchmark=NAME,
+            case=f"{count} e-mails, {CONCURRENCY} connections",
+            ours_seconds=ours,
+            baseline=BASELINE,
+            baseline_seconds=baseline,
+            items=count,
+            unit="e-mails",
+            target="≤ 1.5× the baseline",
+            extra=extra,
+        )
+    ]
