@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("cascade_at", tactful.core.types.UTCDateTime(), nullable=True),
         sa.Column("wait_for", sa.String(length=10), nullable=True),
         sa.Column("bundle_leader_id", sa.BigInteger(), nullable=True),
+        sa.Column("bundle_key", sa.String(length=200), nullable=True),
         sa.Column("created_at", tactful.core.types.UTCDateTime(), nullable=False),
         sa.Column("updated_at", tactful.core.types.UTCDateTime(), nullable=False),
         sa.Column("sending_at", tactful.core.types.UTCDateTime(), nullable=True),

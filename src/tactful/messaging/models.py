@@ -176,6 +176,8 @@ class Delivery(Base):
     cascade_at: Mapped[datetime | None]
     wait_for: Mapped[str | None] = mapped_column(String(10))
     bundle_leader_id: Mapped[int | None] = mapped_column(BigInt)
+    # a leader renders the items of every message bundled into it
+    bundle_key: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sending_at: Mapped[datetime | None]

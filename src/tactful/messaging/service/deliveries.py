@@ -306,6 +306,7 @@ def _row(
             for s in request.steps
         ],
         "is_test": request.is_test,
+        "bundle_key": request.bundle_key,
         "context": context,
         "cost": 0,
         "send_at": None,

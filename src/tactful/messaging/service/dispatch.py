@@ -285,7 +285,7 @@ def _message(
         "links": links.as_context(),
         "message": {"id": delivery.id, "channel": delivery.channel},
     }
-    if delivery.bundle_leader_id is None and delivery.status in (QUEUED, SENDING):
+    if delivery.bundle_key and delivery.bundle_leader_id is None:
         items = policy.bundle_items(session, delivery.decision_id)
         if items:
             context["items"] = items
