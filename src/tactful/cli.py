@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import TaskID
 
 from tactful import wiring
 from tactful.app import create_app
@@ -18,6 +19,8 @@ from tactful.core.errors import TactfulError
 from tactful.core.logging import configure_logging
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime
+from tactful.demo.load import load_demo
+from tactful.events import cli as events_cli
 from tactful.loyalty import cli as loyalty_cli
 from tactful.metrics import cli as metrics_cli
 from tactful.ops import cli as ops_cli
@@ -37,6 +40,7 @@ app.add_typer(ops_cli.app, name="jobs")
 app.add_typer(metrics_cli.app, name="metrics")
 app.add_typer(segments_cli.app, name="segments")
 app.add_typer(loyalty_cli.app, name="loyalty")
+app.add_typer(events_cli.app, name="import", callback=wiring.install)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -116,6 +120,48 @@ def serve_runtime(
     try:
         uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
     finally:
+        runtime.close()
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="How many customers to generate")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data")] = 42,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Start the server when loaded")
+    ] = True,
+) -> None:
+    """Generate a retail demo (a home-and-garden chain with a web shop) into the data folder,
+    import it, then serve. Running it again imports nothing twice."""
+    runtime = _runtime()
+    prepare(runtime, quiet=True)
+    with events_cli.progress_bar() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def show(label: str, done: float, total: float) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=max(total, 1))
+            bar.update(tasks[label], completed=done, total=max(total, 1))
+
+        result = load_demo(
+            runtime,
+            customers=customers,
+            seed=seed,
+            on_generate=lambda stage, fraction: show(f"generate {stage}", fraction * 100, 100),
+            on_import=lambda kind, stage, done, total: show(
+                kind if stage == kind else f"{kind}: {stage}", done, total
+            ),
+        )
+    console.print(events_cli.summary(result.runs))
+    files = result.files
+    console.print(
+        f"Demo in {files.directory}: {files.customers_count:,} customers, "
+        f"{files.receipts_count:,} receipts ({files.receipt_lines_count:,} lines), "
+        f"{files.events_count:,} events; generated and loaded in {result.seconds:.1f} s."
+    )
+    if serve:
+        serve_runtime(runtime)
+    else:
         runtime.close()
 
 

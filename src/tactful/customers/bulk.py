@@ -66,6 +66,13 @@ def resolve_records(
     return found
 
 
+def survivors(session: Session, customer_ids: Sequence[int]) -> dict[int, int]:
+    """The surviving customer of each id (itself unless it was merged into another)."""
+    found = {customer_id: customer_id for customer_id in customer_ids}
+    found.update(store.merged_into(session, list(found)))
+    return found
+
+
 def mark_seen(session: Session, *, seen: Mapping[int, datetime]) -> None:
     """Move customers' ``last_seen_at`` forward to the given times (never back)."""
     if not seen:

@@ -304,10 +304,13 @@ def _identity_row(
 
 
 def _profile_state(customer: Profile) -> tuple[Any, ...]:
-    """What traits can change on a profile (to tell a real change from a repeat)."""
+    """What records can change on a profile (to tell a real change from a repeat)."""
     return (
         *(getattr(customer, name) for name in STANDARD_TRAITS),
         customer.is_test,
+        customer.anonymous,
+        customer.email,
+        customer.phone,
         dict(customer.attributes or {}),
         dict(customer.attribute_sources or {}),
     )
@@ -323,34 +326,42 @@ def _apply_records(
     now: datetime,
 ) -> dict[str, Any]:
     """Apply each record's traits and contacts to its customer; returns the custom attributes
-    written."""
+    written.
+
+    A customer counts as changed when their profile after the batch differs from before it,
+    so two records of one person that disagree (a duplicate in a CRM export) change nothing
+    when the same batch comes again.
+    """
     custom_written: dict[str, Any] = {}
+    before: dict[int, tuple[Any, ...]] = {}
+    members: dict[int, list[int]] = {}
     for index, (record, cid) in enumerate(zip(records, customer_ids, strict=True)):
         customer = batch.profile(cid)
-        touched = False
+        if cid not in before:
+            before[cid] = _profile_state(customer)
+            members[cid] = []
+        members[cid].append(index)
         if record.traits:
-            before = _profile_state(customer)
             custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
             custom_written.update(custom)
-            touched = before != _profile_state(customer)
         for ident in record.idents:
             if not ident.valid:
                 continue
             new_here = pending.get(ident.key, (None, -1, ""))[1] == index
             if ident.kind == EMAIL and (customer.email is None or new_here):
-                touched = touched or customer.email != ident.value
                 customer.email = ident.value
             elif ident.kind == PHONE and (customer.phone is None or new_here):
-                touched = touched or customer.phone != ident.value
                 customer.phone = ident.value
             elif customer.anonymous and ident.kind not in ANONYMOUS_KINDS:
                 customer.anonymous = False
-                touched = True
         if record.seen and (customer.last_seen_at is None or record.at > customer.last_seen_at):
             customer.last_seen_at = record.at
-        if touched:
+    for cid, indices in members.items():
+        customer = batch.profile(cid)
+        if _profile_state(customer) != before[cid]:
             customer.updated_at = now
-            changed[index] = True
+            for index in indices:
+                changed[index] = True
     return custom_written
 
 

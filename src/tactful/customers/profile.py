@@ -111,7 +111,7 @@ def infer_type(value: Any) -> str:
     return "string"
 
 
-def _standard_value(field: str, raw: Any) -> Any:
+def standard_value(field: str, raw: Any) -> Any:
     """A cleaned standard field value, or None to ignore it."""
     if raw is None or raw == "":
         return None
@@ -143,7 +143,7 @@ def standard_fields(traits: Mapping[str, Any]) -> dict[str, Any]:
     for field, aliases in STANDARD_TRAITS.items():
         for alias in aliases:
             if alias in traits:
-                value = _standard_value(field, traits[alias])
+                value = standard_value(field, traits[alias])
                 if value is not None:
                     found[field] = value
                 break

@@ -63,6 +63,20 @@ def customers_by_ids(session: Session, ids: Iterable[int]) -> dict[int, Customer
     return found
 
 
+def merged_into(session: Session, customer_ids: Sequence[int]) -> dict[int, int]:
+    """``merged id -> survivor`` for those of ``customer_ids`` that were merged."""
+    found: dict[int, int] = {}
+    for start in range(0, len(customer_ids), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Customer.id, Customer.merged_into_id).where(
+                Customer.id.in_(customer_ids[start : start + LOOKUP_CHUNK]),
+                Customer.merged_into_id.is_not(None),
+            )
+        )
+        found.update((cid, survivor) for cid, survivor in rows if survivor is not None)
+    return found
+
+
 def insert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert customers in bulk; returns their ids in the order given."""
     ids: list[int] = []

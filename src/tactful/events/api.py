@@ -4,12 +4,17 @@ are), purchases, the event catalog, reference data and the loader's lag."""
 from __future__ import annotations
 
 import gzip
+import json
+import re
+import shutil
+import uuid
 import zlib
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
-from fastapi.responses import Response
+from fastapi import File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -21,13 +26,15 @@ from tactful.core.api import (
     require_scope,
 )
 from tactful.core.auth import Principal
-from tactful.core.errors import PayloadTooLarge, Unauthorized, ValidationFailed
+from tactful.core.errors import NotFound, PayloadTooLarge, Unauthorized, ValidationFailed
 from tactful.events import loader, service
 from tactful.events.ingest import IngestContext, errors_of
+from tactful.events.models import ImportRun
 from tactful.events.schemas import (
     MAX_BATCH_BYTES,
     MAX_CALL_BYTES,
     BatchEnvelope,
+    ImportOut,
     IngestResponse,
     PurchaseBatch,
 )
@@ -232,3 +239,149 @@ def event_catalog(session: SessionDep, principal: Admin) -> list[dict[str, Any]]
 def loader_status(runtime: RuntimeDep, principal: Admin) -> dict[str, Any]:
     waiting, lag = loader.lag_seconds(runtime)
     return {"waiting_rows": waiting, "lag_seconds": round(lag, 3)}
+
+
+# -- file imports -----------------------------------------------------------------------------
+
+UPLOAD_CHUNK = 1 << 20
+IMPORT_DOC = (
+    "Upload a CSV or Parquet file; a worker imports it and the returned import shows its "
+    "progress (GET /v1/imports/{id}). Columns are matched to fields by name; `map` entries "
+    "(`column=field`, `column=` to skip one) or a JSON `mapping` object change that. Every "
+    "rejected row is listed with its row number (1 = the first row after the header) and "
+    "reason at GET /v1/imports/{id}/errors; the rest is imported, and uploading the same file "
+    "again imports nothing twice. Imports are historical (they never fire triggers) unless "
+    "`live` is true."
+)
+
+
+def _import_out(run: ImportRun) -> ImportOut:
+    return ImportOut(
+        id=run.id,
+        kind=run.kind,
+        file_name=Path(run.file_name).name,
+        status=run.status,
+        rows_total=run.rows_total,
+        rows_imported=run.rows_imported,
+        rows_duplicate=run.rows_duplicate,
+        rows_rejected=run.rows_rejected,
+        error=run.error,
+        errors_url=f"/v1/imports/{run.id}/errors" if run.error_file else None,
+        options=run.options,
+        actor=run.actor,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+    )
+
+
+def _safe_name(name: str | None) -> str:
+    base = Path(name or "").name
+    if not base:
+        raise ValidationFailed("the upload has no file name", field="file")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", base)[-200:]
+
+
+def _mapping(items: list[str], mapping: str | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    if mapping:
+        try:
+            data = json.loads(mapping)
+        except ValueError as exc:
+            raise ValidationFailed("mapping is not valid JSON", field="mapping") from exc
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise ValidationFailed(
+                'mapping must be a JSON object of "column": "field" pairs', field="mapping"
+            )
+        found.update(data)
+    found.update(service.parse_mapping(items))
+    return found
+
+
+@router.post(
+    "/imports/{kind}",
+    status_code=202,
+    tags=["imports"],
+    summary="Import a file of customers, purchases, events, stores or products",
+    description=IMPORT_DOC,
+)
+async def upload_import(
+    kind: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: Admin,
+    file: Annotated[UploadFile, File(description="a .csv, .tsv, .csv.gz or .parquet file")],
+    map_: Annotated[
+        list[str] | None, Form(alias="map", description="column=field, one per entry")
+    ] = None,
+    mapping: Annotated[str | None, Form(description='a JSON object {"column": "field"}')] = None,
+    source: Annotated[str, Form(max_length=50, description="the source system")] = "import",
+    namespace: Annotated[
+        str, Form(max_length=50, description="the id system of external ids")
+    ] = "user_id",
+    brand_id: Annotated[int | None, Form(description="brand of advertising consents")] = None,
+    live: Annotated[bool, Form(description="rows fire triggers like live calls")] = False,
+) -> ImportOut:
+    service.check_import_kind(kind)
+    options = service.ImportOptions(
+        mapping=_mapping(list(map_ or []), mapping),
+        source=source,
+        namespace=namespace,
+        brand_id=brand_id,
+        live=live,
+    )
+    folder = service.uploads_dir(runtime) / uuid.uuid4().hex
+    path = folder / _safe_name(file.filename)
+
+    def check() -> None:
+        service.check_import_file(runtime, kind=kind, path=path, options=options)
+
+    folder.mkdir(parents=True)
+    try:
+        with path.open("wb") as target:
+            while chunk := await file.read(UPLOAD_CHUNK):
+                target.write(chunk)
+        await run_in_threadpool(check)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def queue() -> ImportRun:
+        return service.queue_import(
+            session,
+            workspace_id=principal.workspace_id,
+            kind=kind,
+            path=path,
+            options=options,
+            actor=principal.actor,
+        )
+
+    return _import_out(await run_in_threadpool(queue))
+
+
+@router.get("/imports", tags=["imports"], summary="Recent imports, newest first")
+def list_imports(session: SessionDep, principal: Admin) -> list[ImportOut]:
+    return [
+        _import_out(run)
+        for run in service.list_import_runs(session, workspace_id=principal.workspace_id)
+    ]
+
+
+@router.get("/imports/{import_id}", tags=["imports"], summary="An import's status and counts")
+def get_import(import_id: int, session: SessionDep, principal: Admin) -> ImportOut:
+    run = service.get_import_run(session, workspace_id=principal.workspace_id, run_id=import_id)
+    return _import_out(run)
+
+
+@router.get(
+    "/imports/{import_id}/errors",
+    tags=["imports"],
+    summary="The rejected rows of an import (CSV: line, field, reason)",
+    response_class=FileResponse,
+)
+def import_errors(import_id: int, session: SessionDep, principal: Admin) -> FileResponse:
+    run = service.get_import_run(session, workspace_id=principal.workspace_id, run_id=import_id)
+    if not run.error_file or not Path(run.error_file).is_file():
+        raise NotFound(f"import {import_id} rejected no rows", field="import_id")
+    return FileResponse(run.error_file, media_type="text/csv", filename=Path(run.error_file).name)

@@ -1,11 +1,13 @@
 """Event jobs: the resolver and the loader (coalescing singletons), merges reaching the
-warehouse, consent changes recorded as events, and inbox housekeeping."""
+warehouse, consent changes recorded as events, uploaded file imports, and inbox
+housekeeping."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from tactful.core.jobs.context import JobContext, MonitorContext
+from tactful.core.errors import TactfulError
+from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure
 from tactful.core.jobs.queue import enqueue_coalesced
 from tactful.core.jobs.registry import job, monitor
 from tactful.events import loader, resolver, service
@@ -49,6 +51,15 @@ def apply_merge(ctx: JobContext) -> None:
 def record_consent_change(ctx: JobContext) -> None:
     """Unsubscribes and other consent changes become events (metrics, segments, reports)."""
     service.record_consent_change(ctx.session, ctx.payload)
+
+
+@job(service.IMPORT_JOB, max_attempts=3, transactional=False)
+def import_file(ctx: JobContext) -> None:
+    """Run an uploaded file's import; a retry after a crash imports only what is missing."""
+    try:
+        service.run_import(ctx.runtime, run_id=int(ctx.payload["import_id"]), again=ctx.attempt > 1)
+    except TactfulError as exc:  # the file or its mapping is wrong: retrying cannot help
+        raise PermanentFailure(exc.message) from exc
 
 
 @monitor("events.pump", every=timedelta(seconds=5))

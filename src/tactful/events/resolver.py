@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from tactful.customers.models import ANONYMOUS, EXTERNAL, MATCHABLE_KINDS
 from tactful.customers.profile import infer_type
 from tactful.events import store
 from tactful.events.ingest import USER_ID_NAMESPACE
-from tactful.events.models import ALIAS, IDENTIFY, InboxEvent
+from tactful.events.models import ALIAS, IDENTIFY, PURCHASE, InboxEvent
 from tactful.tenancy.models import Workspace
 
 RESOLVE_BATCH = 2000
@@ -49,18 +50,21 @@ def _source(row: InboxEvent) -> str:
     return row.source.split(":", 1)[0]
 
 
-def _catalog_rows(rows: list[InboxEvent]) -> list[dict[str, Any]]:
+def catalog_rows(
+    items: Iterable[tuple[int, str, str | None, dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Event catalog rows for ``(workspace, type, name, properties)`` items: each event
+    name, and each property with its inferred type and an example."""
     now = clock.now()
     found: dict[tuple[int, str, str, str], tuple[str, str]] = {}
-    for row in rows:
-        if row.type in (IDENTIFY, ALIAS, "group"):
+    for workspace_id, kind, name, properties in items:
+        if kind in (IDENTIFY, ALIAS, "group"):
             continue
-        name = row.name or ""
-        found.setdefault((row.workspace_id, row.type, name, ""), ("", ""))
-        properties = row.properties if row.type != "purchase" else {}
-        for key, value in list(properties.items())[:100]:
+        label = name or ""
+        found.setdefault((workspace_id, kind, label, ""), ("", ""))
+        for key, value in list((properties if kind != PURCHASE else {}).items())[:100]:
             found.setdefault(
-                (row.workspace_id, row.type, name, str(key)[:200]),
+                (workspace_id, kind, label, str(key)[:200]),
                 (infer_type(value), str(value)[:200]),
             )
     return [
@@ -124,6 +128,8 @@ def resolve_pending(session: Session, *, limit: int = RESOLVE_BATCH) -> ResolveO
                 key=f"{workspace_id}:{live[0].seq}-{live[-1].seq}",
             )
     store.mark_resolved(session, assignments, now)
-    store.note_catalog(session, _catalog_rows(rows))
+    store.note_catalog(
+        session, catalog_rows((r.workspace_id, r.type, r.name, r.properties) for r in rows)
+    )
     enqueue_coalesced(session, LOAD_JOB, key=LOAD_JOB)
     return ResolveOutcome(len(rows), len(rows) == limit)

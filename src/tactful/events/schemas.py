@@ -9,8 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+# Purchase limits, shared by the HTTP API and file imports.
+MAX_ID = 200
+MAX_RECEIPT_ID = 100
+MAX_CODE = 64  # store, product and category ids, card numbers, phones
+MAX_EMAIL = 320
+MAX_LINES = 1000
+MAX_LINE_NO = 100_000
+MAX_QUANTITY = 1_000_000
+MAX_MONEY = 10**12
+DEFAULT_CURRENCY = "RUB"
 
-IdText = Annotated[str, Field(min_length=1, max_length=200)]
+IdText = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
 def _id_text(value: Any) -> Any:
@@ -25,7 +35,7 @@ class SegmentCall(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    messageId: str | None = Field(default=None, max_length=200)  # noqa: N815 - Segment spec
+    messageId: str | None = Field(default=None, max_length=MAX_ID)  # noqa: N815 - Segment spec
     userId: IdText | None = None  # noqa: N815
     anonymousId: IdText | None = None  # noqa: N815
     timestamp: datetime | None = None
@@ -120,9 +130,9 @@ class PurchaseCustomer(BaseModel):
     namespace: str = Field(
         default="user_id", max_length=50, description="the id system user_id belongs to"
     )
-    card: str | None = Field(default=None, max_length=64, description="loyalty card number")
-    phone: str | None = Field(default=None, max_length=64)
-    email: str | None = Field(default=None, max_length=320)
+    card: str | None = Field(default=None, max_length=MAX_CODE, description="loyalty card number")
+    phone: str | None = Field(default=None, max_length=MAX_CODE)
+    email: str | None = Field(default=None, max_length=MAX_EMAIL)
     anonymous_id: IdText | None = None
     device_id: IdText | None = None
 
@@ -132,13 +142,15 @@ class PurchaseCustomer(BaseModel):
 class PurchaseLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    line_no: int | None = Field(default=None, ge=1, le=100_000)
-    product_id: str = Field(min_length=1, max_length=64)
-    category_id: str | None = Field(default=None, max_length=64)
+    line_no: int | None = Field(default=None, ge=1, le=MAX_LINE_NO)
+    product_id: str = Field(min_length=1, max_length=MAX_CODE)
+    category_id: str | None = Field(default=None, max_length=MAX_CODE)
     category: str | None = Field(default=None, max_length=300)
-    quantity: float = Field(gt=0, le=1_000_000, description="units, or kg/m for goods by measure")
-    unit_price: int = Field(ge=0, le=10**12, description="price per unit in minor units")
-    discount: int = Field(default=0, ge=0, le=10**12, description="line discount, minor units")
+    quantity: float = Field(
+        gt=0, le=MAX_QUANTITY, description="units, or kg/m for goods by measure"
+    )
+    unit_price: int = Field(ge=0, le=MAX_MONEY, description="price per unit in minor units")
+    discount: int = Field(default=0, ge=0, le=MAX_MONEY, description="line discount, minor units")
     amount: int | None = Field(
         default=None,
         ge=0,
@@ -164,18 +176,18 @@ class Purchase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    receipt_id: str = Field(min_length=1, max_length=100)
+    receipt_id: str = Field(min_length=1, max_length=MAX_RECEIPT_ID)
     kind: Literal["sale", "return"] = "sale"
-    original_receipt_id: str | None = Field(default=None, min_length=1, max_length=100)
+    original_receipt_id: str | None = Field(default=None, min_length=1, max_length=MAX_RECEIPT_ID)
     customer: PurchaseCustomer | None = None
-    store_id: str = Field(min_length=1, max_length=64)
+    store_id: str = Field(min_length=1, max_length=MAX_CODE)
     channel: Literal["offline", "online"] = "offline"
     occurred_at: datetime
-    lines: list[PurchaseLine] = Field(min_length=1, max_length=1000)
+    lines: list[PurchaseLine] = Field(min_length=1, max_length=MAX_LINES)
     total: int | None = Field(default=None, ge=0, description="sum of line amounts; checked")
-    bonus_accrued: int = Field(default=0, ge=0, le=10**12)
-    bonus_spent: int = Field(default=0, ge=0, le=10**12)
-    currency: str = Field(default="RUB", min_length=3, max_length=3)
+    bonus_accrued: int = Field(default=0, ge=0, le=MAX_MONEY)
+    bonus_spent: int = Field(default=0, ge=0, le=MAX_MONEY)
+    currency: str = Field(default=DEFAULT_CURRENCY, min_length=3, max_length=3)
     message_id: str | None = Field(
         default=None, max_length=200, description="defaults to the receipt id"
     )
@@ -228,3 +240,25 @@ class IngestResponse(BaseModel):
     duplicates: int
     rejected: int
     results: list[ItemResult]
+
+
+# -- file imports -----------------------------------------------------------------------------
+
+
+class ImportOut(BaseModel):
+    """An import of a file and what happened to its rows."""
+
+    id: int
+    kind: str = Field(description="customers, purchases, events, stores or products")
+    file_name: str = Field(description="the uploaded file's name")
+    status: Literal["queued", "running", "done", "failed"]
+    rows_total: int = Field(description="data rows in the file (the header not counted)")
+    rows_imported: int = Field(description="rows that created or changed something")
+    rows_duplicate: int = Field(description="rows already imported (nothing changed)")
+    rows_rejected: int = Field(description="rows listed in the error file with their reason")
+    error: str | None = Field(description="why the whole import stopped, if it did")
+    errors_url: str | None = Field(description="the rejected rows as CSV: line, field, reason")
+    options: dict[str, Any]
+    actor: str
+    started_at: datetime
+    finished_at: datetime | None

@@ -13,19 +13,61 @@ import orjson
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.dialect import insert_ignore, upsert
+from tactful.core.dialect import insert_ignore
 from tactful.core.jobs.queue import enqueue_coalesced
 from tactful.core.runtime import Runtime
 from tactful.customers.service import TimelineItem
 from tactful.events import store
+from tactful.events.catalogue import products_by_id, stores_by_id, upsert_products, upsert_stores
+from tactful.events.importing.context import ImportOptions
+from tactful.events.importing.reader import load_mapping_file, parse_mapping
+from tactful.events.importing.runs import (
+    IMPORT_JOB,
+    IMPORT_KINDS,
+    check_import_file,
+    check_import_kind,
+    create_import_run,
+    get_import_run,
+    import_brand_id,
+    import_file,
+    import_workspace_id,
+    list_import_runs,
+    queue_import,
+    run_import,
+    uploads_dir,
+)
 from tactful.events.ingest import IngestContext, ingest_purchases, ingest_segment
-from tactful.events.models import TRACK, EventCatalog, InboxEvent, Product, Store
+from tactful.events.models import TRACK, EventCatalog, InboxEvent
 from tactful.events.resolver import LOAD_JOB
 from tactful.events.schemas import IngestResponse
 from tactful.events.warehouse import EVENTS, RECEIPTS, canonical, ensure_tables
 from tactful.tenancy.models import Workspace
 
-__all__ = ["IngestContext", "ingest_purchases", "ingest_segment"]
+__all__ = [
+    "IMPORT_JOB",
+    "IMPORT_KINDS",
+    "ImportOptions",
+    "IngestContext",
+    "check_import_file",
+    "check_import_kind",
+    "create_import_run",
+    "get_import_run",
+    "import_brand_id",
+    "import_file",
+    "import_workspace_id",
+    "ingest_purchases",
+    "ingest_segment",
+    "list_import_runs",
+    "load_mapping_file",
+    "parse_mapping",
+    "products_by_id",
+    "queue_import",
+    "run_import",
+    "stores_by_id",
+    "uploads_dir",
+    "upsert_products",
+    "upsert_stores",
+]
 
 
 @dataclass(frozen=True)
@@ -129,70 +171,6 @@ def record_consent_change(session: Session, payload: dict[str, Any]) -> None:
 def catalog(session: Session, *, workspace_id: int) -> list[EventCatalog]:
     """Event names and properties seen, with inferred types."""
     return store.catalog(session, workspace_id)
-
-
-def upsert_stores(session: Session, *, workspace_id: int, rows: Sequence[dict[str, Any]]) -> int:
-    """Create or update stores by ``store_id``."""
-    now = clock.now()
-    values = [
-        {"workspace_id": workspace_id, "attributes": {}, "updated_at": now, **row} for row in rows
-    ]
-    for start in range(0, len(values), 500):
-        session.execute(
-            upsert(
-                session,
-                Store,
-                values[start : start + 500],
-                conflict=["workspace_id", "store_id"],
-                update=["name", "city", "region", "timezone", "format", "updated_at"],
-            )
-        )
-    return len(values)
-
-
-def upsert_products(session: Session, *, workspace_id: int, rows: Sequence[dict[str, Any]]) -> int:
-    """Create or update products by ``product_id``."""
-    now = clock.now()
-    values = [
-        {"workspace_id": workspace_id, "attributes": {}, "updated_at": now, **row} for row in rows
-    ]
-    columns = [
-        "name",
-        "category_id",
-        "category",
-        "brand",
-        "price",
-        "gender",
-        "image_url",
-        "url",
-        "updated_at",
-    ]
-    for start in range(0, len(values), 500):
-        session.execute(
-            upsert(
-                session,
-                Product,
-                values[start : start + 500],
-                conflict=["workspace_id", "product_id"],
-                update=[c for c in columns if c in values[start]],
-            )
-        )
-    return len(values)
-
-
-def products_by_id(
-    session: Session, *, workspace_id: int, product_ids: Sequence[str]
-) -> dict[str, Product]:
-    """Catalogue products by their ids (for templates and recommendations)."""
-    found: dict[str, Product] = {}
-    wanted = list(dict.fromkeys(product_ids))
-    for start in range(0, len(wanted), 900):
-        for product in session.query(Product).filter(
-            Product.workspace_id == workspace_id,
-            Product.product_id.in_(wanted[start : start + 900]),
-        ):
-            found[product.product_id] = product
-    return found
 
 
 def _event_item(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tactful.core.dialect import insert_ignore, lock_rows
-from tactful.events.models import EventCatalog, InboxEvent
+from tactful.events.models import EventCatalog, InboxEvent, Product, Store
 
 
 def unresolved(session: Session, limit: int) -> list[InboxEvent]:
@@ -84,6 +84,35 @@ def note_catalog(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                 conflict=["workspace_id", "type", "name", "property"],
             )
         )
+
+
+def store_ids(session: Session, workspace_id: int) -> list[str]:
+    """The ids of the workspace's stores."""
+    return list(session.scalars(select(Store.store_id).where(Store.workspace_id == workspace_id)))
+
+
+_R = TypeVar("_R", Store, Product)
+
+
+def reference_rows(
+    session: Session,
+    model: type[_R],
+    key: InstrumentedAttribute[str],
+    workspace_id: int,
+    ids: Sequence[str],
+) -> dict[str, _R]:
+    """Stores or products of a workspace by their ids."""
+    found: dict[str, _R] = {}
+    wanted = list(dict.fromkeys(ids))
+    for start in range(0, len(wanted), 900):
+        rows = session.scalars(
+            select(model).where(
+                model.workspace_id == workspace_id, key.in_(wanted[start : start + 900])
+            )
+        )
+        for row in rows:
+            found[getattr(row, key.key)] = row
+    return found
 
 
 def catalog(session: Session, workspace_id: int) -> list[EventCatalog]:
