@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -115,6 +116,13 @@ def make_shop(runtime: Runtime, tenant: Tenant, rules: ProgramRules) -> Shop:
 @pytest.fixture
 def shop(runtime: Runtime, tenant: Tenant, frozen: None) -> Shop:
     return make_shop(runtime, tenant, make_rules())
+
+
+def set_rules(client: TestClient, shop: Shop, **overrides: Any) -> None:
+    """Replace the shop program's rules over the API (test rules plus ``overrides``)."""
+    rules = make_rules(**overrides).model_dump(mode="json")
+    r = client.put(f"/v1/loyalty/programs/{shop.program_id}/rules", headers=shop.admin, json=rules)
+    assert r.status_code == 200, r.text
 
 
 def receipt(*amounts: int, category: str | None = None) -> list[dict[str, Any]]:

@@ -15,18 +15,9 @@ from tactful.core.runtime import Runtime
 from tactful.loyalty.schemas import FraudLimits
 from tactful.loyalty.service import fraud
 from tactful.tenancy.models import AuditEntry
-from tests.loyalty.conftest import Shop, confirm_body, ledger_state, make_rules, receipt
+from tests.loyalty.conftest import Shop, confirm_body, ledger_state, receipt, set_rules
 
 CARD = "2000111"
-
-
-def set_rules(client: TestClient, shop: Shop, **overrides: Any) -> None:
-    r = client.put(
-        f"/v1/loyalty/programs/{shop.program_id}/rules",
-        headers=shop.admin,
-        json=make_rules(**overrides).model_dump(mode="json"),
-    )
-    assert r.status_code == 200, r.text
 
 
 def confirm(client: TestClient, shop: Shop, pos_id: str, **kwargs: Any) -> Any:

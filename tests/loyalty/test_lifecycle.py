@@ -27,8 +27,8 @@ from tests.loyalty.conftest import (
     confirm_body,
     create_customer,
     loyalty_events,
-    make_rules,
     receipt,
+    set_rules,
 )
 
 CARD = "2000111"
@@ -55,15 +55,6 @@ def run_jobs(runtime: Runtime, _label: str = "") -> int:
             JOBS[job.name].handler(JobContext(runtime, job.id, job.name, job.payload, 1, session))
             job.status = "done"
         return len(jobs)
-
-
-def set_rules(client: TestClient, shop: Shop, **overrides: Any) -> None:
-    r = client.put(
-        f"/v1/loyalty/programs/{shop.program_id}/rules",
-        headers=shop.admin,
-        json=make_rules(**overrides).model_dump(mode="json"),
-    )
-    assert r.status_code == 200, r.text
 
 
 def confirm(client: TestClient, shop: Shop, pos_id: str, *amounts: int, redeem: int = 0) -> Any:

@@ -19,8 +19,8 @@ from tests.loyalty.conftest import (
     create_customer,
     ledger_state,
     loyalty_events,
-    make_rules,
     receipt,
+    set_rules,
 )
 
 CARD = "2000111"
@@ -449,17 +449,16 @@ def test_partial_refunds_reverse_in_proportion_and_cancel_the_rest(
     assert_ledger_consistent(runtime)
 
 
-def set_rules(client: TestClient, shop: Shop, **overrides: Any) -> None:
-    rules = make_rules(**overrides).model_dump(mode="json")
-    r = client.put(f"/v1/loyalty/programs/{shop.program_id}/rules", headers=shop.admin, json=rules)
-    assert r.status_code == 200, r.text
-    assert r.json()["version"] == 2
-
-
 def test_refund_after_the_accrual_was_spent_takes_back_what_it_can(
     client: TestClient, runtime: Runtime, shop: Shop, anna: int
 ) -> None:
     set_rules(client, shop, return_period_days=0, redeem_requires_code=False)
+    program = client.get(f"/v1/loyalty/programs/{shop.program_id}", headers=shop.admin).json()
+    assert (program["version"], program["rules"]["return_period_days"]) == (2, 0)
+    audit = client.get(
+        "/v1/audit-log", headers=shop.admin, params={"action": "loyalty.rules_changed"}
+    ).json()
+    assert [a["details"]["version"] for a in audit] == [2]
     assert (
         confirm(client, shop, confirm_body("buy", CARD, receipt(200_000))).json()["balance"] == 100
     )

@@ -125,10 +125,6 @@ def repoint_merged_accounts(session: Session, old_target: int, new_target: int) 
     )
 
 
-def merged_account_ids(session: Session, account_id: int) -> list[int]:
-    return list(session.scalars(select(Account.id).where(Account.merged_into_id == account_id)))
-
-
 # -- lots ----------------------------------------------------------------------------------
 
 
@@ -378,14 +374,6 @@ def insert_tier_change(session: Session, row: dict[str, Any]) -> None:
     session.execute(insert(TierChange).values(row))
 
 
-def tier_changes(session: Session, account_id: int) -> list[TierChange]:
-    return list(
-        session.scalars(
-            select(TierChange).where(TierChange.account_id == account_id).order_by(TierChange.id)
-        )
-    )
-
-
 def due_tier_reviews(session: Session, now: datetime, limit: int) -> list[tuple[int, datetime]]:
     rows = session.execute(
         select(Account.id, Account.tier_review_at)
@@ -632,15 +620,6 @@ def gift_card_refunded(session: Session, entry_id: int) -> int:
     total = session.scalar(
         select(func.coalesce(func.sum(GiftCardEntry.amount), 0)).where(
             GiftCardEntry.reverses_id == entry_id
-        )
-    )
-    return int(total or 0)
-
-
-def gift_card_entries_sum(session: Session, card_id: int) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(GiftCardEntry.amount), 0)).where(
-            GiftCardEntry.card_id == card_id
         )
     )
     return int(total or 0)

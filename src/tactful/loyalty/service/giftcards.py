@@ -226,7 +226,6 @@ def _pin_refusal(
     *,
     workspace_id: int,
     card: GiftCard | None,
-    number: str,
     pin: str,
     terminal_id: str,
     at: datetime,
@@ -254,7 +253,6 @@ def _pin_refusal(
         store.add_failure(session, workspace_id, "card", card.number, window)
         store.add_failure(session, workspace_id, "terminal", terminal_id, window)
         return Forbidden("the PIN is wrong", field="pin")
-    del number
     return None
 
 
@@ -272,7 +270,6 @@ def check_balance(
         session,
         workspace_id=workspace_id,
         card=card,
-        number=number,
         pin=pin,
         terminal_id=terminal_id,
         at=clock.now(),
@@ -300,7 +297,6 @@ def redeem_gift_card(
         session,
         workspace_id=workspace_id,
         card=card,
-        number=number,
         pin=pin,
         terminal_id=terminal_id,
         at=now,

@@ -371,8 +371,7 @@ def _book(session: Session, program: Program, locked: Account) -> Book:
 @dataclass(frozen=True)
 class Opened:
     book: Book
-    created: bool
-    welcome: Posted | None
+    welcome: Posted | None  # the welcome bonus, when this call opened the account
 
 
 def open_account(
@@ -388,7 +387,7 @@ def open_account(
     now = at or clock.now()
     existing = store.lock_account_of(session, program.id, customer_id)
     if existing is not None:
-        return Opened(_book(session, program, existing), False, None)
+        return Opened(_book(session, program, existing), None)
     rules = program_rules(program)
     account_id = store.insert_account(
         session,
@@ -408,7 +407,7 @@ def open_account(
     if account_id is None:  # created by a concurrent transaction that committed first
         found = store.lock_account_of(session, program.id, customer_id)
         assert found is not None
-        return Opened(_book(session, program, found), False, None)
+        return Opened(_book(session, program, found), None)
     book = open_book(session, program, account_id)
     posted = None
     if welcome and rules.welcome_bonus:
@@ -427,7 +426,7 @@ def open_account(
             actor=actor,
             reason="welcome bonus",
         )
-    return Opened(book, True, posted)
+    return Opened(book, posted)
 
 
 def verify(session: Session, *, account_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
