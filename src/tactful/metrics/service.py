@@ -8,6 +8,7 @@ import each other.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -329,12 +330,13 @@ def _announce(
 ) -> None:
     """Tell continuous segments that profiles or metrics changed."""
     chosen = sorted(set(ids)) if ids is not None else None
-    digest = "all" if chosen is None else f"{len(chosen)}-{hash(tuple(chosen)) & 0xFFFFFFFF:x}"
     domain_events.publish(
         session,
         REFRESHED_EVENT,
         {"workspace_id": workspace_id, "what": what, "customer_ids": chosen},
-        key=f"{workspace_id}:{what}:{at.isoformat()}:{digest}",
+        # every refresh is news (two in one minute too); a retried job re-publishes only if
+        # its first attempt did not commit
+        key=f"{workspace_id}:{what}:{at.isoformat()}:{uuid.uuid4().hex}",
     )
 
 

@@ -121,14 +121,9 @@ class Compiler:
                 if isinstance(leaf, MetricCondition):
                     metric_names.add(leaf.metric)
         if metric_names:
-            columns = {
-                *(
-                    TOP_CATEGORY_COLUMNS
-                    if "top_categories" in metric_names
-                    else (n for n in metric_names)
-                ),
-                *(n for n in metric_names if n != "top_categories"),
-            }
+            columns = {n for n in metric_names if n != "top_categories"}
+            if "top_categories" in metric_names:
+                columns.update(TOP_CATEGORY_COLUMNS)
             table = self.source.metrics_table(
                 self.warehouse,
                 workspace_id=self.workspace_id,
@@ -246,7 +241,7 @@ class Compiler:
         if node.operator in ("is_set", "is_not_set"):
             present = mine.select("customer_id").distinct().mutate(hit=ibis.literal(True))
             key = self._add_join(present)
-            hit = self._joined(key, present, "hit")
+            hit = self._joined(key, "hit")
             return hit, hit.notnull() if node.operator == "is_set" else hit.isnull()
         negated = node.operator in ("not_contains",)
         test_op = "contains" if negated else node.operator
@@ -256,12 +251,12 @@ class Compiler:
         matching = mine.filter(compare(field, element_kind, test_op, node.value, self.now))
         hits = matching.group_by("customer_id").aggregate(hit=matching.count())
         key = self._add_join(hits)
-        hit = self._joined(key, hits, "hit")
+        hit = self._joined(key, "hit")
         if negated:
             return hit, hit.isnull()
         return hit, hit.notnull()
 
-    def _joined(self, key: str, table: ibis.Table, column: str) -> ibis.Value:
+    def _joined(self, key: str, column: str) -> ibis.Value:
         # columns of a joined table are referenced through the join's right side
         for join_key, joined in self._joins:
             if join_key == key:
@@ -290,7 +285,7 @@ class Compiler:
         self, table: ibis.Table, value: ibis.Value, node: Any, zero: bool
     ) -> tuple[ibis.Value, ibis.BooleanValue]:
         key = self._add_join(table)
-        column = self._joined(key, table, "agg")
+        column = self._joined(key, "agg")
         if zero:
             column = column.fill_null(0)
         return column, compare(column, "number", node.operator, node.value, self.now)
@@ -376,7 +371,7 @@ class Compiler:
             .mutate(hit=ibis.literal(True))
         )
         key = self._add_join(hits)
-        hit = self._joined(key, hits, "hit")
+        hit = self._joined(key, "hit")
         present = hit.notnull()
         return present, present if wanted else ~present
 
