@@ -27,7 +27,7 @@ from tactful.core.runtime import Runtime
 from tactful.loyalty import store
 from tactful.loyalty.models import Account, LedgerTransaction
 from tactful.loyalty.schemas import FraudLimits
-from tactful.loyalty.service import accounts, fraud, ledger, pos
+from tactful.loyalty.service import accounts, fraud, ledger, pos, refunds
 from tactful.loyalty.service.ledger import spending_order
 from tactful.loyalty.service.rules import ReceiptLine
 from tests.conftest import Tenant
@@ -165,7 +165,7 @@ def run_machine(runtime: Runtime, tenant: Tenant) -> None:
             with runtime.db.scope() as session:
                 if left <= 0:
                     try:
-                        pos.refund(
+                        refunds.refund(
                             session,
                             workspace_id=tenant.workspace_id,
                             brand_id=None,
@@ -185,7 +185,7 @@ def run_machine(runtime: Runtime, tenant: Tenant) -> None:
                     refused = True
                 else:
                     amount = left if cancel else data.draw(st.integers(1, left))
-                    pos.refund(
+                    refunds.refund(
                         session,
                         workspace_id=tenant.workspace_id,
                         brand_id=None,

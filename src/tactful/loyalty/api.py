@@ -58,6 +58,7 @@ from tactful.loyalty.service import (
     ledger,
     pos,
     programs,
+    refunds,
     reports,
 )
 from tactful.loyalty.service.rules import ReceiptLine
@@ -145,7 +146,7 @@ def confirm(body: ConfirmIn, session: SessionDep, principal: Pos) -> ConfirmOut:
     "more than the receipt (or a line). Idempotent by this refund's pos_transaction_id.",
 )
 def refund(body: RefundIn, session: SessionDep, principal: Pos) -> RefundOut:
-    return pos.refund(
+    return refunds.refund(
         session,
         workspace_id=principal.workspace_id,
         brand_id=principal.brand_id,
@@ -165,7 +166,7 @@ def refund(body: RefundIn, session: SessionDep, principal: Pos) -> RefundOut:
     summary="Cancel a purchase: reverse whatever is left of it (idempotent)",
 )
 def cancel(body: CancelIn, session: SessionDep, principal: Pos) -> RefundOut:
-    return pos.refund(
+    return refunds.refund(
         session,
         workspace_id=principal.workspace_id,
         brand_id=principal.brand_id,
@@ -269,14 +270,12 @@ def redeem_gift_card(
 ) -> GiftCardOperationOut | Response:
     customer_id = None
     if body.customer is not None:
-        customer_id = pos.identify(
+        customer_id = pos.customer_id_of(
             session,
             workspace_id=principal.workspace_id,
-            brand_id=principal.brand_id,
-            program_id=None,
             kind=body.customer.kind,
             value=body.customer.value,
-        ).customer_id
+        )
     outcome = giftcards.redeem_gift_card(
         session,
         workspace_id=principal.workspace_id,

@@ -171,7 +171,5 @@ def check_code(
 
 def consume(session: Session, check: CodeCheck, *, field: str) -> None:
     """Use a redemption code up (atomically: a concurrent second use is refused)."""
-    if check.kind != REDEMPTION:
-        raise Forbidden("an accrual code cannot authorise spending", field=field)
     if not store.consume_redeem_step(session, check.device_id, check.step):
         raise Forbidden("the redemption code was already used", field=field)

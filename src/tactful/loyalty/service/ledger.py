@@ -143,11 +143,14 @@ class Book:
         if first is not None and first in self.lots:
             order.append(self.lots[first])
         order += [lot for lot in self.spendable_lots(at) if lot.id != first]
-        order += [
-            lot
-            for lot in self.lots.values()
-            if lot.state == PENDING and lot.remaining > 0 and lot.id != first
-        ]
+        order += sorted(
+            (
+                lot
+                for lot in self.lots.values()
+                if lot.state == PENDING and lot.remaining > 0 and lot.id != first
+            ),
+            key=spending_order,
+        )
         moves: list[Move] = []
         left = points
         for lot in order:
