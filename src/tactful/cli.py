@@ -37,8 +37,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(ops_cli.app, name="jobs")
-app.add_typer(metrics_cli.app, name="metrics")
-app.add_typer(segments_cli.app, name="segments")
+# these commands compile segments and publish domain events: the wiring must be in place
+app.add_typer(metrics_cli.app, name="metrics", callback=wiring.install)
+app.add_typer(segments_cli.app, name="segments", callback=wiring.install)
 app.add_typer(loyalty_cli.app, name="loyalty")
 app.add_typer(events_cli.app, name="import", callback=wiring.install)
 console = Console()

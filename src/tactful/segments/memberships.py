@@ -229,6 +229,7 @@ def export_members(
 
 
 def sha256(value: str) -> str:
+    """The lower-case hex SHA-256 of a text."""
     return hashlib.sha256(value.encode()).hexdigest()
 
 
