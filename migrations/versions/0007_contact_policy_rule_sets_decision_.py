@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("cost", sa.BigInteger(), nullable=False),
         sa.Column("send_at", tactful.core.types.UTCDateTime(), nullable=True),
+        sa.Column("requested_at", tactful.core.types.UTCDateTime(), nullable=True),
         sa.Column("expires_at", tactful.core.types.UTCDateTime(), nullable=True),
         sa.Column("updated_at", tactful.core.types.UTCDateTime(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
@@ -85,6 +86,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("contact_decisions", schema=None) as batch_op:
         batch_op.create_index("ix_contact_decisions_batch", ["batch_id"], unique=False)
+        batch_op.create_index(
+            "ix_contact_decisions_bundle_leader",
+            ["bundle_leader_id"],
+            unique=False,
+            sqlite_where=sa.text("bundle_leader_id IS NOT NULL"),
+            postgresql_where=sa.text("bundle_leader_id IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_contact_decisions_bundle",
             ["customer_id", "bundle_key"],
@@ -204,6 +212,11 @@ def downgrade() -> None:
             "ix_contact_decisions_bundle",
             sqlite_where=sa.text("bundle_key IS NOT NULL"),
             postgresql_where=sa.text("bundle_key IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "ix_contact_decisions_bundle_leader",
+            sqlite_where=sa.text("bundle_leader_id IS NOT NULL"),
+            postgresql_where=sa.text("bundle_leader_id IS NOT NULL"),
         )
         batch_op.drop_index("ix_contact_decisions_batch")
 

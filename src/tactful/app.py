@@ -31,6 +31,7 @@ from tactful.loyalty import api as loyalty_api
 from tactful.messaging import api as messaging_api
 from tactful.metrics import api as metrics_api
 from tactful.ops import api as ops_api
+from tactful.policy import api as policy_api
 from tactful.segments import api as segments_api
 from tactful.tenancy import api as tenancy_api
 from tactful.tenancy import service as tenancy_service
@@ -55,6 +56,7 @@ ROUTERS = (
     messaging_api.router,
     messaging_api.public,
     ops_api.router,
+    policy_api.router,
     metrics_api.router,
     segments_api.router,
 )

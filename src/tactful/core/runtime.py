@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tactful.config import Settings
 from tactful.core.db import Database, check_database, create_db_engine
@@ -36,6 +37,16 @@ def ensure_data_dir(path: Path) -> Path:
     return path
 
 
+def ensure_installation_secret(session: Session) -> str:
+    """The installation's signing secret, created on first use (idempotent)."""
+    row = session.scalar(select(Installation).where(Installation.id == 1))
+    if row is None:
+        row = Installation(id=1, secret=random_token(32))
+        session.add(row)
+        session.flush()
+    return row.secret
+
+
 @dataclass
 class Runtime:
     """Everything a service call, job or request needs from the process."""
@@ -54,13 +65,15 @@ class Runtime:
     def _load_secret(self) -> str:
         if self.settings.security.secret_key:
             return self.settings.security.secret_key
-        # One secret per installation, kept in the database so every process shares it.
+        # One secret per installation, kept in the database so every process shares it. It
+        # is created at initialisation; reading it needs no write lock (on SQLite a write
+        # scope here would wait for any write transaction the caller already holds).
+        with self.db.scope(readonly=True) as session:
+            secret = session.scalar(select(Installation.secret).where(Installation.id == 1))
+        if secret is not None:
+            return secret
         with self.db.scope() as session:
-            row = session.scalar(select(Installation).where(Installation.id == 1))
-            if row is None:
-                row = Installation(id=1, secret=random_token(32))
-                session.add(row)
-            return row.secret
+            return ensure_installation_secret(session)
 
     def close(self) -> None:
         self.warehouse.close()

@@ -463,6 +463,8 @@ def reachability(
             for channel, kind in CHANNEL_CONTACTS.items()
             if (cid, kind) in contacts
         }
+        # an outgoing webhook goes to the brand's endpoint, not to a customer contact
+        addresses["webhook"] = ""
         states = consent_rows.get(cid, {})
         allowed: set[str] = set()
         for channel in addresses:

@@ -290,12 +290,19 @@ def next_allowed_many(t: np.ndarray, tz: str, windows: SendWindows) -> np.ndarra
 
 
 def decide_audience(
-    session: Session, first: Intent, customer_ids: np.ndarray, *, now: int
+    session: Session,
+    first: Intent,
+    customer_ids: np.ndarray,
+    *,
+    now: int,
+    proposed: tuple[str, Any] | None = None,
 ) -> Outcome:
     """Decide one message (``first`` without its customer) for every customer of an
     audience, and record it in the ledger. Customer ids must be unique."""
     workspace = get_workspace(session, first.workspace_id)
-    rules = effective(session, workspace_id=workspace.id, brand_id=first.brand_id)
+    rules = effective(
+        session, workspace_id=workspace.id, brand_id=first.brand_id, proposed=proposed
+    )
     prices = channel_prices(session, brand_id=first.brand_id)
     cids = np.asarray(customer_ids, dtype=np.int64)
     n = len(cids)
@@ -405,7 +412,10 @@ def decide_audience(
 
     def allowed(channel: str, klass: str) -> np.ndarray:
         kind = CHANNEL_CONTACT.get(channel)
-        ok = (contact & CONTACT_BITS[kind]) > 0 if kind else np.zeros(n, dtype=bool)
+        if kind:
+            ok = (contact & CONTACT_BITS[kind]) > 0
+        else:  # the outgoing webhook needs no customer contact
+            ok = np.full(n, channel == "webhook", dtype=bool)
         if klass != "transactional" and first.topic:
             subscribed = ((consent & TOPIC_GRANTED_BIT) > 0) | (
                 ((consent & TOPIC_REVOKED_BIT) == 0) & topic_default
@@ -439,7 +449,7 @@ def decide_audience(
     if none.any():
         wanted_kinds = {CHANNEL_CONTACT.get(s.channel) for s in steps} - {None}
         bits = sum(CONTACT_BITS[k] for k in wanted_kinds if k)
-        no_contact = (contact & bits) == 0
+        no_contact = ((contact & bits) == 0) & (not any(s.channel == "webhook" for s in steps))
         suppress(none & no_contact, "no_contact", "consent")
         if klass == "marketing":
             service_ok = np.zeros(n, dtype=bool)
@@ -547,6 +557,7 @@ def decide_audience(
         first,
         rules,
         now,
+        start,
         expires,
         cids,
         status,
@@ -665,10 +676,19 @@ def _place_all(
     zones_present = np.unique(zone_of[status == SCHEDULED]).tolist()
 
     active = np.flatnonzero(status == SCHEDULED)
+    placed = active.copy()
     moved = np.zeros(len(t), dtype=bool)
+    # a scheduled message carries its first deferral's reason, a suppressed one the last
+    first_reason = reason.copy()
+    first_rule = rule.copy()
+
+    def note(hit: np.ndarray) -> None:
+        fresh = hit[first_reason[hit] == "ok"]
+        first_reason[fresh], first_rule[fresh] = reason[fresh], rule[fresh]
+
     for _ in range(MAX_ROUNDS):
         if not len(active):
-            return
+            break
         over = t[active] > expires
         done = active[over]
         reason[done] = [final_reason(r) for r in reason[done]]
@@ -693,6 +713,7 @@ def _place_all(
                     hit = zsub[full]
                     t[hit] = high[full]
                     reason[hit], rule[hit] = "deferred_cap", name
+                    note(hit)
                     moved[hit] = True
                 continue
             if cap.limit <= 0:
@@ -703,6 +724,7 @@ def _place_all(
             hit = sub[violated]
             t[hit] = leave[violated]
             reason[hit], rule[hit] = "deferred_cap", name
+            note(hit)
             moved[hit] = True
         for scope, rule_, counter in spacings:
             sub = active[~moved[active]]
@@ -714,6 +736,7 @@ def _place_all(
             if len(hit):
                 t[hit] = counter.last_before(hit, t[hit] + gap) + gap
                 reason[hit], rule[hit] = "deferred_spacing", rules.rule_name(scope, rule_.id)
+                note(hit)
                 moved[hit] = True
         for scope, windows_ in windows:
             sub = active[~moved[active]]
@@ -732,11 +755,14 @@ def _place_all(
                 hit = zsub[shift]
                 t[hit] = allowed[shift]
                 reason[hit], rule[hit] = "deferred_quiet_hours", f"{scope}:send_windows"
+                note(hit)
                 moved[zsub[never | shift]] = True
         still = active[moved[active]]
         active = still[status[still] == SCHEDULED]
     reason[active] = [final_reason(r) for r in reason[active]]
     status[active] = SUPPRESSED
+    kept = placed[status[placed] == SCHEDULED]
+    reason[kept], rule[kept] = first_reason[kept], first_rule[kept]
 
 
 def _write(
@@ -744,6 +770,7 @@ def _write(
     first: Intent,
     rules: EffectiveRules,
     now: int,
+    start: int,
     expires: int,
     cids: np.ndarray,
     status: np.ndarray,
@@ -784,7 +811,7 @@ def _write(
         # comparisons in SQL order correctly
         return value.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else value
 
-    updated, expires_at = moment(now), moment(expires)
+    updated, expires_at, requested_at = moment(now), moment(expires), moment(start)
     window = first.dedupe_window or timedelta(hours=rules.dedupe_window_hours)
     dedupe_until = moment(now + int(window.total_seconds())) if first.dedupe_key else None
     columns = (
@@ -800,6 +827,7 @@ def _write(
         "step",
         "cost",
         "send_at",
+        "requested_at",
         "expires_at",
         "updated_at",
         "priority",
@@ -826,6 +854,7 @@ def _write(
             step.tolist(),
             cost.tolist(),
             texts[where].tolist(),
+            [requested_at] * n,
             [expires_at] * n,
             [updated] * n,
             [first.priority] * n,

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from tactful.core import clock
 from tactful.customers import service as customers
 from tactful.policy import store
+from tactful.policy.models import ContactDecision, DecisionBatch
 from tactful.policy.placement import Booked, from_seconds, place, to_seconds, zone_or
 from tactful.policy.rules import EffectiveRules, effective
-from tactful.policy.schemas import BUNDLED, SCHEDULED, SUPPRESSED, Decision, Intent
+from tactful.policy.schemas import BUNDLED, SCHEDULED, SUPPRESSED, ChannelStep, Decision, Intent
 from tactful.tenancy.service import channel_prices, get_workspace
 
 DEFAULT_LIFETIME = {
@@ -97,6 +98,7 @@ class Workspace:
     id: int
     timezone: str
     now: int
+    proposed: tuple[str, Any] | None = None  # (scope, RuleSet) for what-if replays
     rules: dict[int, EffectiveRules] = field(default_factory=dict)
     prices: dict[int, dict[str, int]] = field(default_factory=dict)
     booked: dict[int, list[Booked]] = field(default_factory=lambda: defaultdict(list))
@@ -124,7 +126,9 @@ def load_history(session: Session, ws: Workspace, customer_ids: Sequence[int]) -
 
 def rules_for(session: Session, ws: Workspace, brand_id: int) -> EffectiveRules:
     if brand_id not in ws.rules:
-        ws.rules[brand_id] = effective(session, workspace_id=ws.id, brand_id=brand_id)
+        ws.rules[brand_id] = effective(
+            session, workspace_id=ws.id, brand_id=brand_id, proposed=ws.proposed
+        )
     return ws.rules[brand_id]
 
 
@@ -155,6 +159,7 @@ def decide_one(
     start = max(ws.now, to_seconds(intent.not_before) if intent.not_before else ws.now)
     expires = lifetime_end(intent, start)
     row = ledger_row(intent, cid, expires, rules, ws.now)
+    row["requested_at"] = from_seconds(start)
 
     def suppress(reason: str, rule: str | None = None) -> dict[str, Any]:
         row.update(status=SUPPRESSED, reason=reason, rule=rule)
@@ -297,7 +302,11 @@ def ledger_row(
 
 
 def decide(
-    session: Session, intents: Sequence[Intent], *, now: datetime | None = None
+    session: Session,
+    intents: Sequence[Intent],
+    *,
+    now: datetime | None = None,
+    proposed: tuple[str, Any] | None = None,
 ) -> list[Decision]:
     """Pass intents through the gate and record each decision in the ledger."""
     if not intents:
@@ -309,7 +318,7 @@ def decide(
         by_workspace[intent.workspace_id].append(index)
     for workspace_id, indexes in by_workspace.items():
         workspace = get_workspace(session, workspace_id)
-        ws = Workspace(id=workspace_id, timezone=workspace.timezone, now=now_s)
+        ws = Workspace(id=workspace_id, timezone=workspace.timezone, now=now_s, proposed=proposed)
         decide_workspace(session, ws, [intents[i] for i in indexes], indexes, rows)
     return write(session, intents, rows, now_s)
 
@@ -432,6 +441,33 @@ def as_decision(row: dict[str, Any]) -> Decision:
         step=row["step"],
         cost=row["cost"],
         bundle_leader_id=row["bundle_leader_id"],
+    )
+
+
+def intent_of(row: ContactDecision, batch: DecisionBatch) -> Intent:
+    """The intent a ledger row was decided from."""
+    return Intent(
+        workspace_id=row.workspace_id,
+        brand_id=batch.brand_id,
+        customer_id=row.customer_id,
+        message_class=row.message_class,
+        source=batch.source,
+        steps=tuple(
+            ChannelStep(
+                channel=s["channel"],
+                timeout=timedelta(seconds=s["timeout"]) if s.get("timeout") else None,
+                wait_for=s.get("wait_for", "delivered"),
+            )
+            for s in batch.steps
+        ),
+        topic=batch.topic,
+        tags=tuple(batch.tags),
+        priority=row.priority,
+        expected_value=row.expected_value,
+        expires_at=row.expires_at,
+        exclusive_group=batch.exclusive_group,
+        is_test=batch.is_test,
+        reference={**batch.reference, **(row.reference or {})},
     )
 
 

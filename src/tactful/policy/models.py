@@ -73,6 +73,12 @@ class ContactDecision(Base):
             postgresql_where=text("dedupe_key IS NOT NULL"),
         ),
         Index(
+            "ix_contact_decisions_bundle_leader",
+            "bundle_leader_id",
+            sqlite_where=text("bundle_leader_id IS NOT NULL"),
+            postgresql_where=text("bundle_leader_id IS NOT NULL"),
+        ),
+        Index(
             "ix_contact_decisions_bundle",
             "customer_id",
             "bundle_key",
@@ -106,6 +112,8 @@ class ContactDecision(Base):
     step: Mapped[int] = mapped_column(default=0)
     cost: Mapped[int] = mapped_column(BigInt, default=0)
     send_at: Mapped[datetime | None]
+    # the moment the intent asked for (its not-before time, or when it was decided)
+    requested_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
     priority: Mapped[int] = mapped_column(default=0)

@@ -113,12 +113,15 @@ def place(
 ) -> tuple[int | None, str, str | None, list[Booked]]:
     """The first moment from ``start`` that every cap, spacing rule and send window allows.
 
-    Returns ``(moment or None, reason, rule, booked messages that filled the binding cap)``;
+    Returns ``(moment or None, reason, rule, booked messages that filled the binding cap)``.
+    A scheduled message carries its first deferral's reason (why it is not sent at once); a
+    suppressed one the cause that outlasted it.
     the reason is "ok" or the last deferral's, or the final suppression's when nothing fits
     before ``expires``.
     """
     t = start
     reason, rule = "ok", None
+    first: tuple[str, str | None] = ("ok", None)
     blockers: list[Booked] = []
     transactional = message_class == "transactional"
     for _ in range(MAX_ROUNDS):
@@ -149,6 +152,7 @@ def place(
                         t, moved = leave, True
                 if moved:
                     reason, rule, blockers = "deferred_cap", rules.rule_name(scope, cap.id), used
+                    first = first if first[0] != "ok" else (reason, rule)
                     break
             if moved:
                 continue
@@ -166,6 +170,7 @@ def place(
                 ]
                 if near:
                     reason, rule = "deferred_spacing", rules.rule_name(scope, rule_.id)
+                    first = first if first[0] != "ok" else (reason, rule)
                     t, moved = max(near) + gap, True
                     break
             if moved:
@@ -180,13 +185,14 @@ def place(
                 allowed_s = to_seconds(allowed)
                 if allowed_s != t:
                     reason, rule = "deferred_quiet_hours", f"{scope}:send_windows"
+                    first = first if first[0] != "ok" else (reason, rule)
                     t, moved = allowed_s, True
                     break
             if moved:
                 continue
         if t > expires:
             return None, final_reason(reason), rule, blockers
-        return t, reason, rule, blockers
+        return t, *first, blockers
     return None, final_reason(reason), rule, blockers
 
 

@@ -55,8 +55,15 @@ def stack(sets: dict[str, RuleSet], versions: dict[str, int]) -> EffectiveRules:
     )
 
 
-def effective(session: Session, *, workspace_id: int, brand_id: int | None) -> EffectiveRules:
-    """The rules that apply to a brand's messages (workspace defaults when none are set)."""
+def effective(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int | None,
+    proposed: tuple[str, RuleSet] | None = None,
+) -> EffectiveRules:
+    """The rules that apply to a brand's messages (workspace defaults when none are set);
+    ``proposed`` replaces one scope's rules (what-if)."""
     scopes = ["ws"] + ([scope_of(brand_id)] if brand_id is not None else [])
     rows = store.active_rule_sets(session, workspace_id, scopes)
     sets = {scope: RuleSet.model_validate(row.rules) for scope, row in rows.items()}
@@ -64,7 +71,19 @@ def effective(session: Session, *, workspace_id: int, brand_id: int | None) -> E
     if "ws" not in sets:
         sets["ws"] = DEFAULT_RULES
         versions["ws"] = 0
+    if proposed is not None and proposed[0] in scopes:
+        sets[proposed[0]] = proposed[1]
+        versions[proposed[0]] = -1  # a proposal, not a published version
     return stack(sets, versions)
+
+
+def current(session: Session, *, workspace_id: int, brand_id: int | None) -> tuple[RuleSet, int]:
+    """A scope's own active rules and their version (workspace defaults: version 0)."""
+    scope = scope_of(brand_id)
+    row = store.active_rule_sets(session, workspace_id, [scope]).get(scope)
+    if row is None:
+        return (DEFAULT_RULES if brand_id is None else RuleSet()), 0
+    return RuleSet.model_validate(row.rules), row.version
 
 
 def set_rules(

@@ -11,9 +11,10 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.errors import NotFound, ValidationFailed
+from tactful.core.errors import Conflict, NotFound, ValidationFailed
 from tactful.customers import service as customers
-from tactful.policy import bulk, gate, rules, store
+from tactful.policy import bulk, gate, rules, store, whatif
+from tactful.policy.gate import intent_of
 from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.placement import to_seconds
 from tactful.policy.schemas import (
@@ -85,33 +86,6 @@ def _batch(session: Session, row: ContactDecision) -> DecisionBatch:
     return batch
 
 
-def intent_of(row: ContactDecision, batch: DecisionBatch) -> Intent:
-    """The intent a ledger row was decided from."""
-    return Intent(
-        workspace_id=row.workspace_id,
-        brand_id=batch.brand_id,
-        customer_id=row.customer_id,
-        message_class=row.message_class,
-        source=batch.source,
-        steps=tuple(
-            ChannelStep(
-                channel=s["channel"],
-                timeout=timedelta(seconds=s["timeout"]) if s.get("timeout") else None,
-                wait_for=s.get("wait_for", "delivered"),
-            )
-            for s in batch.steps
-        ),
-        topic=batch.topic,
-        tags=tuple(batch.tags),
-        priority=row.priority,
-        expected_value=row.expected_value,
-        expires_at=row.expires_at,
-        exclusive_group=batch.exclusive_group,
-        is_test=batch.is_test,
-        reference={**batch.reference, **(row.reference or {})},
-    )
-
-
 def reference(session: Session, decision_id: int) -> dict[str, Any]:
     """The caller's reference of a decision (template, context …)."""
     row = _decision(session, decision_id)
@@ -142,18 +116,42 @@ def record_status(session: Session, decision_id: int, status: str) -> ContactDec
 def recheck(session: Session, decision_id: int) -> tuple[str | None, str | None]:
     """Just before sending: ``(reason, address)`` — a reason when consent or the contact no
     longer allows the message, else the address to use now."""
-    row = _decision(session, decision_id)
+    return recheck_many(session, [decision_id])[decision_id]
+
+
+def recheck_many(
+    session: Session, decision_ids: Sequence[int]
+) -> dict[int, tuple[str | None, str | None]]:
+    """``recheck`` for many decisions at once (a dispatch batch): one reachability query per
+    kind of message instead of one per decision."""
+    rows = store.decisions_by_ids(session, decision_ids)
+    batches = store.batches(session, [r.batch_id for r in rows])
+    groups: dict[tuple[int, int, str, str | None], list[ContactDecision]] = {}
+    for row in rows:
+        batch = batches[row.batch_id]
+        key = (row.workspace_id, batch.brand_id, row.message_class, batch.topic)
+        groups.setdefault(key, []).append(row)
+    result: dict[int, tuple[str | None, str | None]] = {}
+    for (workspace_id, brand_id, klass, topic), members in groups.items():
+        reach = customers.reachability(
+            session,
+            workspace_id=workspace_id,
+            brand_id=brand_id,
+            customer_ids=[r.customer_id for r in members],
+            message_class=klass,
+            topic=topic,
+        )
+        for row in members:
+            result[row.id] = _verdict(row, reach[row.customer_id])
+    missing = set(decision_ids) - set(result)
+    if missing:
+        raise NotFound(f"decisions {sorted(missing)[:5]} do not exist", field="decision_ids")
+    return result
+
+
+def _verdict(row: ContactDecision, reach: customers.Reach) -> tuple[str | None, str | None]:
     if row.channel is None:
         return "no_contact", None
-    batch = _batch(session, row)
-    reach = customers.reachability(
-        session,
-        workspace_id=row.workspace_id,
-        brand_id=batch.brand_id,
-        customer_ids=[row.customer_id],
-        message_class=row.message_class,
-        topic=batch.topic,
-    )[row.customer_id]
     if row.channel not in reach.channels:
         if row.channel not in reach.addresses:
             return "no_contact", None
@@ -240,3 +238,55 @@ def rule_history(
 ) -> list[PolicyRuleSet]:
     """Every version of a scope's rules, newest first."""
     return rules.history(session, workspace_id=workspace_id, brand_id=brand_id)
+
+
+def what_if(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int | None,
+    proposed: RuleSet,
+    days: float,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Replay the last ``days`` of real intents under ``proposed`` rules and report how many
+    messages would have been sent, deferred and suppressed, per reason (nothing is kept)."""
+    if not 0 < days <= 90:
+        raise ValidationFailed("replay between a minute and 90 days", field="days")
+    return whatif.replay(
+        session, workspace_id=workspace_id, brand_id=brand_id, proposed=proposed, days=days, now=now
+    )
+
+
+def current_rules(
+    session: Session, *, workspace_id: int, brand_id: int | None
+) -> tuple[RuleSet, int]:
+    """A scope's own active rules and version (the workspace has defaults, version 0)."""
+    return rules.current(session, workspace_id=workspace_id, brand_id=brand_id)
+
+
+def suppression_summary(
+    session: Session, *, workspace_id: int, days: int = 7, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Suppressions and deferrals of the last days, by day and reason (for dashboards)."""
+    since = (now or clock.now()) - timedelta(days=days)
+    return [
+        {
+            "day": day,
+            "status": status,
+            "reason": reason,
+            "explanation": REASONS.get(reason, reason),
+            "count": count,
+        }
+        for day, status, reason, count in store.reason_counts(session, workspace_id, since)
+    ]
+
+
+def check_confirmation(*, expected: int, actual: int, tolerance: float) -> None:
+    """A live send to more recipients than the marketer confirmed is refused."""
+    if actual > expected * (1 + tolerance):
+        raise Conflict(
+            f"the audience is {actual} recipients, more than the {expected} confirmed "
+            f"(tolerance {tolerance:.0%}); confirm the new size before sending",
+            field="expected_recipients",
+        )

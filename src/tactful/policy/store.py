@@ -224,3 +224,34 @@ def decisions_for(
         stmt = stmt.where(DecisionBatch.source == source)
     rows = session.execute(stmt.order_by(ContactDecision.id.desc()).limit(limit)).all()
     return [(r[0], r[1]) for r in rows]
+
+
+def reason_counts(
+    session: Session, workspace_id: int, since: datetime
+) -> list[tuple[str, str, str, int]]:
+    """(day, status, reason, count) of non-plain decisions since ``since``, by decision day."""
+    day = func.date(DecisionBatch.decided_at)
+    rows = session.execute(
+        select(day, ContactDecision.status, ContactDecision.reason, func.count())
+        .join(DecisionBatch, DecisionBatch.id == ContactDecision.batch_id)
+        .where(
+            DecisionBatch.workspace_id == workspace_id,
+            DecisionBatch.decided_at >= since,
+            ContactDecision.reason != "ok",
+        )
+        .group_by(day, ContactDecision.status, ContactDecision.reason)
+        .order_by(day, ContactDecision.reason)
+    ).all()
+    return [(str(d), status, reason, int(count)) for d, status, reason, count in rows]
+
+
+def decisions_by_ids(session: Session, ids: Sequence[int]) -> list[ContactDecision]:
+    found: list[ContactDecision] = []
+    wanted = list(dict.fromkeys(ids))
+    for start in range(0, len(wanted), CHUNK):
+        found.extend(
+            session.scalars(
+                select(ContactDecision).where(ContactDecision.id.in_(wanted[start : start + CHUNK]))
+            )
+        )
+    return found

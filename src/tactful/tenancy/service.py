@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tactful.core import clock
 from tactful.core.auth import SCOPES, Principal
 from tactful.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from tactful.core.runtime import ensure_installation_secret
 from tactful.core.security import hash_api_key, hashes_match, new_api_key, split_api_key
 from tactful.tenancy import store
 from tactful.tenancy.models import ApiKey, AuditEntry, Brand, ChannelPrice, Workspace
@@ -336,6 +337,7 @@ def initialize(
     brand_name: str = "Main brand",
 ) -> InitResult:
     """Create the first workspace, brand and admin key; does nothing if a workspace exists."""
+    ensure_installation_secret(session)
     existing = store.first_workspace(session)
     if existing is not None:
         brands = store.brands(session, existing.id)
