@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +83,8 @@ def discover() -> dict[str, ModuleType]:
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        # registered first, as an import would, so dataclasses and pickling inside work
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         found[str(module.NAME)] = module
     return found
