@@ -11,12 +11,18 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.errors import Conflict, NotFound, ValidationFailed
+from tactful.core.errors import NotFound, ValidationFailed
 from tactful.customers import service as customers
 from tactful.policy import bulk, gate, rules, store, whatif
 from tactful.policy.gate import intent_of
 from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.placement import to_seconds
+from tactful.policy.safety import (
+    ContentRules,
+    audience_violations,
+    check_confirmation,
+    check_content,
+)
 from tactful.policy.schemas import (
     BUNDLED,
     LEDGER_STATUSES,
@@ -27,7 +33,17 @@ from tactful.policy.schemas import (
     RuleSet,
 )
 
-__all__ = ["ChannelStep", "Decision", "Intent", "RuleSet", "decide"]
+__all__ = [
+    "ChannelStep",
+    "ContentRules",
+    "Decision",
+    "Intent",
+    "RuleSet",
+    "audience_violations",
+    "check_confirmation",
+    "check_content",
+    "decide",
+]
 
 
 def decide(
@@ -280,13 +296,3 @@ def suppression_summary(
         }
         for day, status, reason, count in store.reason_counts(session, workspace_id, since)
     ]
-
-
-def check_confirmation(*, expected: int, actual: int, tolerance: float) -> None:
-    """A live send to more recipients than the marketer confirmed is refused."""
-    if actual > expected * (1 + tolerance):
-        raise Conflict(
-            f"the audience is {actual} recipients, more than the {expected} confirmed "
-            f"(tolerance {tolerance:.0%}); confirm the new size before sending",
-            field="expected_recipients",
-        )
