@@ -328,19 +328,17 @@ def _apply_records(
     """Apply each record's traits and contacts to its customer; returns the custom attributes
     written.
 
-    A customer counts as changed when their profile after the batch differs from before it,
-    so two records of one person that disagree (a duplicate in a CRM export) change nothing
-    when the same batch comes again.
+    A record counts as a change when it changed its customer's profile and the profile
+    after the batch differs from before it: two records of one person that disagree (a
+    duplicate in a CRM export) change nothing when the same batch comes again.
     """
     custom_written: dict[str, Any] = {}
     before: dict[int, tuple[Any, ...]] = {}
-    members: dict[int, list[int]] = {}
+    touching: dict[int, list[int]] = {}  # customer -> records that changed their profile
     for index, (record, cid) in enumerate(zip(records, customer_ids, strict=True)):
         customer = batch.profile(cid)
-        if cid not in before:
-            before[cid] = _profile_state(customer)
-            members[cid] = []
-        members[cid].append(index)
+        state = _profile_state(customer)
+        before.setdefault(cid, state)
         if record.traits:
             custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
             custom_written.update(custom)
@@ -356,7 +354,9 @@ def _apply_records(
                 customer.anonymous = False
         if record.seen and (customer.last_seen_at is None or record.at > customer.last_seen_at):
             customer.last_seen_at = record.at
-    for cid, indices in members.items():
+        if _profile_state(customer) != state:
+            touching.setdefault(cid, []).append(index)
+    for cid, indices in touching.items():
         customer = batch.profile(cid)
         if _profile_state(customer) != before[cid]:
             customer.updated_at = now

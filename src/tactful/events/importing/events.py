@@ -54,7 +54,7 @@ LIVE_CHUNK = 2000
 def _rules() -> list[tuple[str, str, str]]:
     future = (clock.now() + MAX_FUTURE).isoformat()
     rules = [
-        (f"length(event_id) > {MAX_ID}", "event_id", f"'longer than {MAX_ID} characters'"),
+        (f"length(given_id) > {MAX_ID}", "event_id", f"'longer than {MAX_ID} characters'"),
         (
             f"type NOT IN {TYPES}",
             "type",
@@ -80,8 +80,9 @@ def _rules() -> list[tuple[str, str, str]]:
             "'more than a day in the future'",
         ),
         (
-            "properties IS NOT NULL AND (NOT json_valid(properties) OR "
-            "CASE WHEN json_valid(properties) THEN json_type(properties) END <> 'OBJECT')",
+            "given_properties IS NOT NULL AND (NOT json_valid(given_properties) OR "
+            "CASE WHEN json_valid(given_properties) THEN json_type(given_properties) END "
+            "<> 'OBJECT')",
             "properties",
             "'not a JSON object'",
         ),
@@ -102,13 +103,8 @@ def _checks(rules: list[tuple[str, str, str]]) -> str:
 
 
 def _stage(ctx: ImportContext) -> None:
-    """The table ``rows``: every event typed, with the field and reason of a rejected one,
-    and ``first`` telling the first row of each event id."""
+    """The table ``rows``: every event typed, with the field and reason of a rejected one."""
     con, source = ctx.con, ctx.source
-    extras = ", ".join(f"{reader.literal(e)}, {reader.quote(e)}" for e in source.extras)
-    properties = source.text("properties")
-    if extras:
-        properties = f"json_merge_patch(coalesce({properties}, '{{}}'), json_object({extras}))"
     values = [
         "line",
         f"coalesce(lower({source.text('type')}), 'track') AS type",
@@ -119,17 +115,30 @@ def _stage(ctx: ImportContext) -> None:
         f"{source.moment('occurred_at')} AS occurred_at",
         f"{source.text('occurred_at')} AS occurred_text",
         f"lower({source.text('channel')}) AS channel",
-        f"{properties} AS properties",
+        f"{source.text('properties')} AS given_properties",
         f"{source.text('event_id')} AS given_id",
         f"{people.who(source, list(CUSTOMER_FIELDS))} AS who",
+        *(reader.quote(e) for e in source.extras),
     ]
+    # extra columns join the properties object (a value that is not one is rejected first)
+    properties = "given_properties"
+    if source.extras:
+        pairs = ", ".join(f"{reader.literal(e)}, {reader.quote(e)}" for e in source.extras)
+        properties = (
+            "CASE WHEN given_properties IS NULL OR CASE WHEN json_valid(given_properties) "
+            "THEN json_type(given_properties) END = 'OBJECT' "
+            f"THEN json_merge_patch(coalesce(given_properties, '{{}}'), json_object({pairs})) END"
+        )
     # without an id, an event is known by its content: the same row imported again is ignored
-    content = "concat_ws(chr(31), type, name, user_id, anonymous_id, device_id, " + (
+    content = (
+        "concat_ws(chr(31), type, name, user_id, anonymous_id, device_id, "
         "CAST(occurred_at AS VARCHAR), properties)"
     )
     con.execute(
         f"CREATE TABLE rows AS SELECT *, coalesce(given_id, 'import-' || md5({content})) "  # noqa: S608
-        f"AS event_id, {_checks(_rules())} FROM (SELECT {', '.join(values)} FROM src)"
+        f"AS event_id FROM (SELECT line, type, name, user_id, anonymous_id, device_id, "
+        f"occurred_at, occurred_text, channel, given_id, who, {properties} AS properties, "
+        f"{_checks(_rules())} FROM (SELECT {', '.join(values)} FROM src))"
     )
     con.execute("INSERT INTO rejects SELECT line, field, reason FROM rows WHERE field IS NOT NULL")
     con.execute(
