@@ -266,3 +266,11 @@ def workspace(session: Session, workspace_id: int) -> Workspace:
 
 def ingest_response_json(response: IngestResponse) -> bytes:
     return orjson.dumps(response.model_dump(mode="json"))
+
+
+def inbox_range(
+    session: Session, *, workspace_id: int, seq_from: int, seq_to: int
+) -> list[InboxEvent]:
+    """Resolved inbox rows of a workspace between two sequence numbers (inclusive), in order:
+    what a trigger reacting to "events.resolved" reads."""
+    return store.inbox_range(session, workspace_id, seq_from, seq_to)

@@ -143,3 +143,19 @@ def customer_inbox(
 def prune_loaded(session: Session, before: datetime) -> int:
     result = session.execute(delete(InboxEvent).where(InboxEvent.loaded_at < before))
     return int(getattr(result, "rowcount", 0))
+
+
+def inbox_range(
+    session: Session, workspace_id: int, seq_from: int, seq_to: int
+) -> list[InboxEvent]:
+    return list(
+        session.scalars(
+            select(InboxEvent)
+            .where(
+                InboxEvent.workspace_id == workspace_id,
+                InboxEvent.seq >= seq_from,
+                InboxEvent.seq <= seq_to,
+            )
+            .order_by(InboxEvent.seq)
+        )
+    )
