@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from tactful.core.warehouse import Warehouse
 from tactful.events.warehouse import (
+    CUSTOMER_ALIASES,
     EVENTS,
     RECEIPT_LINES,
     RECEIPTS,
@@ -216,6 +217,26 @@ def _scope(table: ibis.Table, workspace_id: int, customers: ibis.Table | None) -
     if customers is not None:
         table = table.filter(table.customer_id.isin(customers.customer_id))
     return table
+
+
+def _history(
+    warehouse: Warehouse, name: str, workspace_id: int, customers: ibis.Table | None
+) -> ibis.Table:
+    """A history table with merged customers mapped to their survivor, of ``customers``
+    only when given. The raw rows are narrowed first (the customers and whoever was merged
+    into them), so the engine never maps the whole history to find a few customers."""
+    raw = warehouse.table(name)
+    raw = raw.filter(raw.workspace_id == workspace_id)
+    if customers is not None:
+        aliases = warehouse.table(CUSTOMER_ALIASES)
+        merged = aliases.filter(
+            aliases.workspace_id == workspace_id,
+            aliases.canonical_id.isin(customers.customer_id),
+        ).select("customer_id")
+        raw = raw.filter(
+            raw.customer_id.isin(customers.customer_id) | raw.customer_id.isin(merged.customer_id)
+        )
+    return _scope(canonical(warehouse, raw), workspace_id, customers)
 
 
 def _receipt_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
@@ -444,9 +465,9 @@ def compute_metrics(
     ensure_metric_tables(warehouse)
     # Windows only have lower bounds: ingestion refuses events from the future, and history
     # that arrives during this minute must count (see refresh_customers).
-    receipts = _scope(canonical(warehouse, warehouse.table(RECEIPTS)), workspace_id, customers)
-    lines = _scope(canonical(warehouse, warehouse.table(RECEIPT_LINES)), workspace_id, customers)
-    events = _scope(canonical(warehouse, warehouse.table(EVENTS)), workspace_id, customers)
+    receipts = _history(warehouse, RECEIPTS, workspace_id, customers)
+    lines = _history(warehouse, RECEIPT_LINES, workspace_id, customers)
+    events = _history(warehouse, EVENTS, workspace_id, customers)
     profiles = _scope(warehouse.table(PROFILES), workspace_id, customers)
 
     money = _receipt_metrics(receipts, now)

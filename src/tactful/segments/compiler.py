@@ -83,7 +83,6 @@ class Compiler:
         self._values: dict[str, ibis.Value] = {}
         self._base: ibis.Table | None = None
         self._metrics: ibis.Table | None = None
-        self._history: dict[str, ibis.Table] = {}
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -94,9 +93,7 @@ class Compiler:
         predicates = {
             name: self._predicate(node, "definition", 0) for name, node in definitions.items()
         }
-        table = base
-        for key, joined in self._joins:
-            table = table.left_join(joined, table.customer_id == joined[key])
+        table = self._with_joins(base)
         columns: list[Any] = [table.customer_id]
         columns += [expr.name(name) for name, expr in predicates.items()]
         labels: dict[str, str] = {}
@@ -107,10 +104,23 @@ class Compiler:
         return Compiled(table.select(*columns), tuple(definitions), labels)
 
     def members(self, definition: Any) -> ibis.Table:
-        """The customer ids of one definition's members."""
-        compiled = self.compile({"member": definition})
-        table = compiled.table
-        return table.filter(table.member).select("customer_id")
+        """The customer ids of one definition's members (its top-level conjuncts become
+        separate filters)."""
+        self._prepare({"member": definition})
+        base = self._profile_base()
+        if isinstance(definition, AllNode):
+            parts = [(f"definition.all[{i}]", child) for i, child in enumerate(definition.all)]
+        else:
+            parts = [("definition", definition)]
+        conditions = [self._predicate(child, path, 0, two_valued=False) for path, child in parts]
+        table = self._with_joins(base)
+        return table.filter(*conditions).select(table.customer_id)
+
+    def _with_joins(self, base: ibis.Table) -> ibis.Table:
+        table = base
+        for key, joined in self._joins:
+            table = table.left_join(joined, table.customer_id == joined[key])
+        return table
 
     # -- building blocks ----------------------------------------------------------------------
 
@@ -156,30 +166,28 @@ class Compiler:
         self._joins.append((key, table.rename({key: "customer_id"})))
         return key
 
-    def _history_table(self, name: str) -> ibis.Table:
-        if name not in self._history:
-            table = canonical(self.warehouse, self.warehouse.table(name))
-            self._history[name] = table.filter(
-                table.workspace_id == self.workspace_id,
-                table.customer_id.notnull(),
-                table.occurred_at <= _ts(self.now),
-            )
-        return self._history[name]
-
-    def _in_window(self, table: ibis.Table, window: Window | None) -> ibis.Table:
-        if window is None:
-            return table
-        if window.days is not None:
-            return table.filter(table.occurred_at > _ts(self.now - timedelta(days=window.days)))
-        assert window.start is not None
-        table = table.filter(table.occurred_at >= _ts(window.start))
-        if window.end is not None:
-            table = table.filter(table.occurred_at < _ts(window.end))
-        return table
+    def _history(self, name: str, window: Window | None) -> ibis.Table:
+        """A history table in a window, merged customers mapped to their survivor. The raw
+        rows are narrowed to the workspace and the window first, so only those are mapped."""
+        table = self.warehouse.table(name)
+        table = table.filter(
+            table.workspace_id == self.workspace_id, table.occurred_at <= _ts(self.now)
+        )
+        if window is not None and window.days is not None:
+            table = table.filter(table.occurred_at > _ts(self.now - timedelta(days=window.days)))
+        elif window is not None:
+            assert window.start is not None
+            table = table.filter(table.occurred_at >= _ts(window.start))
+            if window.end is not None:
+                table = table.filter(table.occurred_at < _ts(window.end))
+        mapped = canonical(self.warehouse, table)
+        return mapped.filter(mapped.customer_id.notnull())
 
     # -- predicates ---------------------------------------------------------------------------
 
-    def _predicate(self, node: Any, path: str, depth: int) -> ibis.BooleanValue:
+    def _predicate(
+        self, node: Any, path: str, depth: int, *, two_valued: bool = True
+    ) -> ibis.BooleanValue:
         if isinstance(node, AllNode):
             parts = [self._predicate(c, f"{path}.all[{i}]", depth) for i, c in enumerate(node.all)]
             return functools.reduce(op.and_, parts)
@@ -198,7 +206,9 @@ class Compiler:
         value, condition = self._leaf(node, path)
         if value is not None and depth == 0:
             self._values[path] = value
-        return condition.fill_null(False)
+        # A top-level conjunct of a filter may stay three-valued (unknown drops the row just
+        # like false), which lets the engine turn left joins into inner joins.
+        return condition.fill_null(False) if two_valued else condition
 
     def _leaf(self, node: Any, path: str) -> tuple[ibis.Value | None, ibis.BooleanValue]:
         if isinstance(node, AttributeCondition):
@@ -291,7 +301,7 @@ class Compiler:
         return column, compare(column, "number", node.operator, node.value, self.now)
 
     def _event(self, node: EventCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
-        events = self._in_window(self._history_table(EVENTS), node.window)
+        events = self._history(EVENTS, node.window)
         events = events.filter(events.name == node.event)
         for condition in node.where:
             text = self.source.json_text(self.warehouse, events.properties, condition.property)
@@ -322,8 +332,7 @@ class Compiler:
 
     def _purchase(self, node: PurchaseCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
         by_line = bool(node.product_ids or node.category_ids)
-        table = self._history_table(RECEIPT_LINES if by_line else RECEIPTS)
-        table = self._in_window(table, node.window)
+        table = self._history(RECEIPT_LINES if by_line else RECEIPTS, node.window)
         if node.product_ids:
             table = table.filter(table.product_id.isin(node.product_ids))
         if node.category_ids:
@@ -345,7 +354,7 @@ class Compiler:
         return self._aggregate_condition(grouped, grouped.agg, node, zero=True)
 
     def _message(self, node: MessageCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
-        events = self._in_window(self._history_table(EVENTS), node.window)
+        events = self._history(EVENTS, node.window)
         events = events.filter(events.name == MESSAGE_ACTIONS[node.action])
         for key in ("campaign_id", "journey_id", "topic", "channel"):
             wanted = getattr(node, key)
