@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import ibis
+import numpy as np
 import orjson
 from sqlalchemy.orm import Session
 
@@ -487,3 +488,10 @@ def next_run(segment: Segment, now: datetime) -> datetime | None:
     if segment.refresh_mode != SCHEDULED or not segment.refresh_every_minutes:
         return None
     return now + timedelta(minutes=segment.refresh_every_minutes)
+
+
+def member_ids(session: Session, *, workspace_id: int, segment_id: int) -> np.ndarray:
+    """Every current member of a segment, as a sorted int64 array (campaign audiences)."""
+    get_segment(session, workspace_id=workspace_id, segment_id=segment_id)
+    found = store.member_ids(session, segment_id)
+    return np.sort(np.fromiter(found, dtype=np.int64, count=len(found)))
