@@ -67,7 +67,9 @@ def prepare(runtime: Runtime, *, quiet: bool = False) -> None:
         console.print(
             f"[bold green]Created workspace {result.workspace.slug!r} and brand "
             f"{result.brand.slug!r}.[/]\nAdmin API key (shown once, keep it safe):\n"
-            f"  [bold]{result.admin_key}[/]"
+            f"  [bold]{result.admin_key}[/]\n"
+            f"Sign in to the web UI as [bold]{result.owner_email}[/] with the password "
+            f"[bold]{result.owner_password}[/] (shown once)."
         )
     elif not quiet:
         console.print(f"Workspace {result.workspace.slug!r} is ready.")

@@ -150,7 +150,7 @@ def test_invalid_scopes_and_regions_are_refused(runtime: Runtime, tenant: Tenant
         assert err.value.field == "timezone"
     assert _count(runtime, Workspace) == 1
     assert _count(runtime, ApiKey) == 1
-    assert _count(runtime, AuditEntry) == 2  # brand.created + api_key.issued from initialize
+    assert _count(runtime, AuditEntry) == 3  # brand.created, api_key.issued, user.created
 
 
 def test_channel_prices_default_and_override(

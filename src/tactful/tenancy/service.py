@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -17,8 +16,11 @@ from tactful.core.auth import SCOPES, Principal
 from tactful.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from tactful.core.runtime import ensure_installation_secret
 from tactful.core.security import hash_api_key, hashes_match, new_api_key, split_api_key
-from tactful.tenancy import store
+from tactful.tenancy import store, users
+from tactful.tenancy.audit import record_audit
 from tactful.tenancy.models import ApiKey, AuditEntry, Brand, ChannelPrice, Workspace
+
+__all__ = ["record_audit"]  # the audit helper every feature imports from here
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # last_used_at is written at most this often, so authentication stays a read.
@@ -47,32 +49,6 @@ def check_region(code: str, field: str = "phone_region") -> str:
     if code not in phonenumbers.SUPPORTED_REGIONS:
         raise ValidationFailed(f"{code!r} is not a phone numbering region", field=field)
     return code
-
-
-def record_audit(
-    session: Session,
-    *,
-    workspace_id: int,
-    actor: str,
-    action: str,
-    target_type: str,
-    target_id: str | int | None = None,
-    details: dict[str, Any] | None = None,
-    brand_id: int | None = None,
-) -> AuditEntry:
-    """Write one audit row in the caller's transaction."""
-    entry = AuditEntry(
-        workspace_id=workspace_id,
-        brand_id=brand_id,
-        actor=actor,
-        action=action,
-        target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        details=details or {},
-        at=clock.now(),
-    )
-    session.add(entry)
-    return entry
 
 
 def create_workspace(
@@ -324,6 +300,8 @@ class InitResult:
     workspace: Workspace
     brand: Brand
     admin_key: str | None
+    owner_email: str | None = None
+    owner_password: str | None = None
 
 
 def initialize(
@@ -335,8 +313,10 @@ def initialize(
     workspace_name: str = "Default workspace",
     brand_slug: str = "main",
     brand_name: str = "Main brand",
+    owner_email: str = "owner@example.com",
 ) -> InitResult:
-    """Create the first workspace, brand and admin key; does nothing if a workspace exists."""
+    """Create the first workspace, brand, admin key and owner account; does nothing if a
+    workspace exists."""
     ensure_installation_secret(session)
     existing = store.first_workspace(session)
     if existing is not None:
@@ -359,7 +339,24 @@ def initialize(
     _key, plain = issue_api_key(
         session, workspace_id=workspace.id, name="initial admin key", scopes=["admin"]
     )
-    return InitResult(created=True, workspace=workspace, brand=brand, admin_key=plain)
+    password = users.generated_password()
+    owner = users.create_user(
+        session,
+        workspace_id=workspace.id,
+        email=owner_email,
+        name="Owner",
+        password=password,
+        roles=[(None, "owner")],
+        actor="system",
+    )
+    return InitResult(
+        created=True,
+        workspace=workspace,
+        brand=brand,
+        admin_key=plain,
+        owner_email=owner.email,
+        owner_password=password,
+    )
 
 
 def list_audit(
