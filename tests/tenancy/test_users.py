@@ -95,7 +95,7 @@ def test_bad_input_and_lock_out(runtime: Runtime, tenant: Tenant) -> None:
                     session, workspace_id=tenant.workspace_id, name="A", actor="test", **kwargs
                 )  # type: ignore[arg-type]
             assert err.value.field == field
-        assert session.scalar(select(func.count()).select_from(User)) == 0
+        assert session.scalar(select(func.count()).select_from(User)) == 1  # the owner
         users.create_user(
             session,
             workspace_id=tenant.workspace_id,
@@ -115,7 +115,7 @@ def test_bad_input_and_lock_out(runtime: Runtime, tenant: Tenant) -> None:
                 roles=[(None, "support")],
                 actor="test",
             )
-        assert session.scalar(select(func.count()).select_from(RoleGrant)) == 1
+        assert session.scalar(select(func.count()).select_from(RoleGrant)) == 2
     start = clock.now()
     with clock.frozen(start):
         for _ in range(5):
