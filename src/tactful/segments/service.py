@@ -278,6 +278,23 @@ def _node(
     return parse(get_segment(session, workspace_id=workspace_id, segment_id=segment_id).definition)
 
 
+def matching(
+    runtime: Runtime,
+    session: Session,
+    *,
+    workspace_id: int,
+    definition: Any,
+    customer_ids: Sequence[int],
+) -> set[int]:
+    """Which of ``customer_ids`` a definition matches now (a journey's branch)."""
+    if not customer_ids:
+        return set()
+    members = compiler(runtime, session, workspace_id=workspace_id).members(parse(definition))
+    wanted = members.filter(members.customer_id.isin([int(c) for c in customer_ids]))
+    found = runtime.warehouse.con.to_pyarrow(wanted)["customer_id"].to_pylist()
+    return {int(c) for c in found}
+
+
 @dataclass(frozen=True)
 class Preview:
     """A definition's size and a sample of members with the values that qualified them."""
