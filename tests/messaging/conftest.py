@@ -166,6 +166,40 @@ def email_setup(runtime: Runtime, tenant: Tenant, port: int, **config: Any) -> B
         return Brand(tenant, provider.id, template.id, layout.id)
 
 
+def add_provider(
+    runtime: Runtime,
+    brand: Brand,
+    kind: str,
+    channel: str,
+    config: dict[str, Any],
+    address: str = "Shop",
+    **options: Any,
+) -> int:
+    """A provider of the brand with a default sender on its channel."""
+    with runtime.db.scope() as session:
+        provider = service.create_provider(
+            session,
+            workspace_id=brand.tenant.workspace_id,
+            brand_id=brand.tenant.brand_id,
+            kind=kind,
+            name=kind,
+            config=config,
+            actor="test",
+            **options,
+        )
+        service.create_sender(
+            session,
+            workspace_id=brand.tenant.workspace_id,
+            brand_id=brand.tenant.brand_id,
+            channel=channel,
+            provider_id=provider.id,
+            address=address,
+            name="Garden Shop",
+            actor="test",
+        )
+        return provider.id
+
+
 @pytest.fixture
 def brand(runtime: Runtime, tenant: Tenant, smtp: tuple[SmtpSink, int]) -> Brand:
     return email_setup(runtime, tenant, smtp[1])

@@ -16,6 +16,7 @@ from tests.messaging.conftest import (
     Brand,
     HttpPeer,
     MakeCustomer,
+    add_provider,
     deliveries,
     request,
     run_jobs,
@@ -29,37 +30,6 @@ from tactful.messaging import service
 from tactful.messaging.channels import build_channel
 from tactful.messaging.channels.base import Callback, OutboundMessage, Sender, hmac_sha256_hex
 from tactful.policy.schemas import ChannelStep
-
-
-def _provider(
-    runtime: Runtime,
-    brand: Brand,
-    kind: str,
-    channel: str,
-    config: dict[str, Any],
-    address: str = "Shop",
-) -> int:
-    with runtime.db.scope() as session:
-        provider = service.create_provider(
-            session,
-            workspace_id=brand.tenant.workspace_id,
-            brand_id=brand.tenant.brand_id,
-            kind=kind,
-            name=kind,
-            config=config,
-            actor="test",
-        )
-        service.create_sender(
-            session,
-            workspace_id=brand.tenant.workspace_id,
-            brand_id=brand.tenant.brand_id,
-            channel=channel,
-            provider_id=provider.id,
-            address=address,
-            name="Garden Shop",
-            actor="test",
-        )
-        return provider.id
 
 
 def _message(**kw: Any) -> OutboundMessage:
@@ -93,7 +63,7 @@ def test_generic_sms_retries_a_transient_error_with_the_same_idempotency_key(
     worker: Worker,
     http_peer: HttpPeer,
 ) -> None:
-    _provider(
+    add_provider(
         runtime,
         brand,
         "sms_generic",
@@ -147,7 +117,7 @@ def test_fcm_push_and_a_dead_token(
     worker: Worker,
     http_peer: HttpPeer,
 ) -> None:
-    _provider(
+    add_provider(
         runtime,
         brand,
         "fcm",

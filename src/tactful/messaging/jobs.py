@@ -1,5 +1,5 @@
-"""Messaging jobs: dispatch batches, the due-delivery pump, recovery of deliveries caught
-mid-send, and cascade fall-through."""
+"""Messaging jobs: dispatch batches, the due-delivery pump, bulk sends' releases, recovery
+of deliveries caught mid-send, and cascade fall-through."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def dispatch(ctx: JobContext) -> None:
 def queue_due(ctx: MonitorContext) -> None:
     """Planned deliveries whose time has come go to dispatch jobs."""
     service.queue_due(ctx.session)
+
+
+@job(service.RELEASE_JOB, priority=5)
+def release(ctx: JobContext) -> None:
+    """Hand the due planned deliveries of an id range (a bulk send's) to dispatch jobs."""
+    service.release(
+        ctx.session,
+        id_range=(int(ctx.payload["first"]), int(ctx.payload["last"])),
+        limit=2 * service.RELEASE_SIZE,
+    )
 
 
 @monitor("messaging.recover", every=timedelta(minutes=1))

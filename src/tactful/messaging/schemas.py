@@ -54,6 +54,25 @@ class SendOutcome:
     cost: int
 
 
+@dataclass(frozen=True)
+class AudienceOutcome:
+    """What became of one message to a whole audience (``send_audience``).
+
+    ``by_reason`` counts every decision's reason code (``ok`` and ``deferred_*`` for
+    scheduled ones, the suppression reason for the rest), so it sums to the audience size.
+    Suppressed decisions have no delivery row: the ledger batch ``decision_batch_id`` keeps
+    them. ``estimated_cost`` is the sum of the scheduled deliveries' prices (a cascade's
+    later steps cost more only if they are reached)."""
+
+    decision_batch_id: int | None
+    scheduled: int
+    suppressed: int
+    bundled: int
+    by_reason: dict[str, int]
+    deliveries: int
+    estimated_cost: int
+
+
 # -- API ----------------------------------------------------------------------------------
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, Table, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from tactful.core.dialect import insert_ignore, lock_rows
+from tactful.core.dialect import copy_rows, insert_ignore, lock_rows, reserve_ids
 from tactful.customers.models import Customer
 from tactful.messaging.models import (
     BLOCK,
     PLANNED,
+    QUEUED,
     SENDING,
     CallTask,
     Delivery,
@@ -22,6 +23,8 @@ from tactful.messaging.models import (
     MessageTemplate,
     SenderIdentity,
 )
+from tactful.policy.models import ContactDecision, DecisionBatch
+from tactful.policy.schemas import SUPPRESSED as DECIDED_SUPPRESSED
 from tactful.tenancy.models import ChannelPrice
 
 CHUNK = 900
@@ -138,15 +141,59 @@ def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> list[
     return ids
 
 
-def due_deliveries(session: Session, now: datetime, limit: int) -> list[Delivery]:
-    """Planned deliveries whose time has come, locked (others skip them)."""
-    stmt = (
-        select(Delivery)
-        .where(Delivery.status == PLANNED, Delivery.send_at <= now)
-        .order_by(Delivery.send_at, Delivery.id)
-        .limit(limit)
+def reserve_delivery_ids(session: Session, count: int) -> list[int]:
+    """Fresh delivery ids for a bulk insert with explicit ids."""
+    return reserve_ids(session, _table(Delivery), count)
+
+
+def copy_deliveries(
+    session: Session, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert many deliveries given in the database's own representation (COPY on
+    PostgreSQL)."""
+    copy_rows(session, _table(Delivery), columns, rows)
+
+
+def _table(model: Any) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def decision_batch(session: Session, decision_id: int) -> int | None:
+    """The policy ledger batch a decision belongs to."""
+    return session.scalar(select(ContactDecision.batch_id).where(ContactDecision.id == decision_id))
+
+
+def due_deliveries(
+    session: Session,
+    now: datetime,
+    limit: int,
+    *,
+    id_range: tuple[int, int] | None = None,
+) -> list[tuple[int, int | None, int]]:
+    """``(id, provider id, attempts)`` of planned deliveries whose time has come, locked
+    (others skip them); optionally only ids in ``id_range`` (inclusive)."""
+    stmt = select(Delivery.id, Delivery.provider_id, Delivery.attempts).where(
+        Delivery.status == PLANNED, Delivery.send_at <= now
     )
-    return list(session.scalars(lock_rows(session, stmt, skip_locked=True)))
+    if id_range is not None:
+        stmt = stmt.where(Delivery.id.between(*id_range))
+    stmt = stmt.order_by(Delivery.send_at, Delivery.id).limit(limit)
+    locked: Any = lock_rows(session, cast("Select[Any]", stmt), skip_locked=True)
+    rows = session.execute(locked).all()
+    return [(int(i), None if p is None else int(p), int(a)) for i, p, a in rows]
+
+
+def mark_queued(session: Session, ids: Sequence[int], now: datetime) -> None:
+    """Planned deliveries handed to dispatch jobs."""
+    for start in range(0, len(ids), CHUNK):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids[start : start + CHUNK])))
+            .values(status=QUEUED, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def deliveries_for_update(session: Session, ids: Sequence[int]) -> list[Delivery]:
@@ -218,6 +265,32 @@ def customer_deliveries(
     if before is not None:
         stmt = stmt.where(Delivery.created_at < before)
     return list(session.scalars(stmt.order_by(Delivery.created_at.desc()).limit(limit)))
+
+
+def ledger_only_suppressions(
+    session: Session,
+    workspace_id: int,
+    customer_ids: Sequence[int],
+    *,
+    before: datetime | None,
+    limit: int,
+) -> list[tuple[ContactDecision, DecisionBatch]]:
+    """Suppressed decisions without a delivery row (a bulk send keeps them in the ledger
+    only), newest first."""
+    stmt = (
+        select(ContactDecision, DecisionBatch)
+        .join(DecisionBatch, DecisionBatch.id == ContactDecision.batch_id)
+        .where(
+            ContactDecision.workspace_id == workspace_id,
+            ContactDecision.customer_id.in_(list(customer_ids)),
+            ContactDecision.status == DECIDED_SUPPRESSED,
+            ~exists().where(Delivery.decision_id == ContactDecision.id),
+        )
+    )
+    if before is not None:
+        stmt = stmt.where(DecisionBatch.decided_at < before)
+    rows = session.execute(stmt.order_by(ContactDecision.id.desc()).limit(limit)).all()
+    return [(r[0], r[1]) for r in rows]
 
 
 def deliveries(

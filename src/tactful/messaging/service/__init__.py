@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tactful.messaging.service.audience import RELEASE_JOB, RELEASE_SIZE, send_audience
 from tactful.messaging.service.calltasks import complete_call_task, list_call_tasks, task_view
 from tactful.messaging.service.cascades import due_cascades, fall_through
 from tactful.messaging.service.deliveries import (
@@ -11,7 +12,13 @@ from tactful.messaging.service.deliveries import (
     send,
     test_send,
 )
-from tactful.messaging.service.dispatch import RunStats, dispatch, queue_due, recover_stuck
+from tactful.messaging.service.dispatch import (
+    RunStats,
+    dispatch,
+    queue_due,
+    recover_stuck,
+    release,
+)
 from tactful.messaging.service.providers import (
     create_provider,
     create_sender,
@@ -41,6 +48,8 @@ from tactful.messaging.service.webhooks import handle_callback
 
 __all__ = [
     "DISPATCH_JOB",
+    "RELEASE_JOB",
+    "RELEASE_SIZE",
     "RunStats",
     "advance",
     "complete_call_task",
@@ -66,9 +75,11 @@ __all__ = [
     "record_click",
     "record_open",
     "recover_stuck",
+    "release",
     "save_preferences",
     "save_template",
     "send",
+    "send_audience",
     "task_view",
     "test_send",
     "timeline_messages",

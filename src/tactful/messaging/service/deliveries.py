@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tactful.core import clock
 from tactful.core.errors import ValidationFailed
-from tactful.core.jobs.queue import enqueue
+from tactful.core.jobs.queue import enqueue_many
 from tactful.customers import service as customers
 from tactful.events import service as events
 from tactful.messaging import store
@@ -62,7 +62,7 @@ LEDGER = {
 }
 
 
-def _source_ids(source: str, reference: dict[str, Any]) -> tuple[int | None, int | None]:
+def source_ids(source: str, reference: dict[str, Any]) -> tuple[int | None, int | None]:
     campaign = reference.get("campaign_id")
     journey = reference.get("journey_id")
     match = SOURCE_IDS.match(source)
@@ -73,12 +73,16 @@ def _source_ids(source: str, reference: dict[str, Any]) -> tuple[int | None, int
     return (None if campaign is None else int(campaign), None if journey is None else int(journey))
 
 
-def _check_requests(session: Session, requests: Sequence[SendRequest]) -> None:
+def check_requests(
+    session: Session, requests: Sequence[SendRequest], *, where: str = "requests[{index}]"
+) -> None:
+    """Refuse requests whose template is not a message of their brand with every step's
+    channel (nothing is decided or written)."""
     templates: dict[int, Any] = {}
     for index, request in enumerate(requests):
-        where = f"requests[{index}]"
+        at = where.format(index=index)
         if not request.steps:
-            raise ValidationFailed("name at least one channel step", field=f"{where}.steps")
+            raise ValidationFailed("name at least one channel step", field=f"{at}.steps")
         template = templates.get(request.template_id)
         if template is None:
             template = templates[request.template_id] = get_template(
@@ -87,14 +91,52 @@ def _check_requests(session: Session, requests: Sequence[SendRequest]) -> None:
         if template.kind != MESSAGE or template.brand_id != request.brand_id:
             raise ValidationFailed(
                 f"template {template.id} is not a message template of brand {request.brand_id}",
-                field=f"{where}.template_id",
+                field=f"{at}.template_id",
             )
         for n, step in enumerate(request.steps):
             if step.channel not in template.parts:
                 raise ValidationFailed(
                     f"template {template.id} has no {step.channel} part",
-                    field=f"{where}.steps[{n}].channel",
+                    field=f"{at}.steps[{n}].channel",
                 )
+
+
+def intent_of(request: SendRequest, customer_id: int) -> Intent:
+    """The policy intent of a request (for ``customer_id``)."""
+    r = request
+    return Intent(
+        workspace_id=r.workspace_id,
+        brand_id=r.brand_id,
+        customer_id=customer_id,
+        message_class=r.message_class,
+        source=r.source,
+        steps=r.steps,
+        topic=r.topic,
+        tags=r.tags,
+        dedupe_key=r.dedupe_key,
+        dedupe_window=r.dedupe_window,
+        priority=r.priority,
+        expected_value=r.expected_value,
+        not_before=r.not_before,
+        expires_at=r.expires_at,
+        bundle_key=r.bundle_key,
+        bundle_item=r.bundle_item,
+        exclusive_group=r.exclusive_group,
+        is_test=r.is_test,
+        reference={**r.reference, "template_id": r.template_id},
+    )
+
+
+def steps_of(request: SendRequest) -> list[dict[str, Any]]:
+    """A request's cascade as a delivery stores it."""
+    return [
+        {
+            "channel": s.channel,
+            "timeout": s.timeout.total_seconds() if s.timeout else None,
+            "wait_for": s.wait_for,
+        }
+        for s in request.steps
+    ]
 
 
 def send(
@@ -105,31 +147,8 @@ def send(
     if not requests:
         return []
     now = now or clock.now()
-    _check_requests(session, requests)
-    intents = [
-        Intent(
-            workspace_id=r.workspace_id,
-            brand_id=r.brand_id,
-            customer_id=r.customer_id,
-            message_class=r.message_class,
-            source=r.source,
-            steps=r.steps,
-            topic=r.topic,
-            tags=r.tags,
-            dedupe_key=r.dedupe_key,
-            dedupe_window=r.dedupe_window,
-            priority=r.priority,
-            expected_value=r.expected_value,
-            not_before=r.not_before,
-            expires_at=r.expires_at,
-            bundle_key=r.bundle_key,
-            bundle_item=r.bundle_item,
-            exclusive_group=r.exclusive_group,
-            is_test=r.is_test,
-            reference={**r.reference, "template_id": r.template_id},
-        )
-        for r in requests
-    ]
+    check_requests(session, requests)
+    intents = [intent_of(r, r.customer_id) for r in requests]
     decisions = policy.decide(session, intents, now=now)
     contexts: list[dict[str, Any]] = [{} for _ in requests]
     by_workspace: dict[int, list[int]] = defaultdict(list)
@@ -278,7 +297,7 @@ def plan_next(session: Session, previous: Delivery, decision: Any, now: datetime
 def _row(
     request: SendRequest, decision_id: int, context: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
-    campaign_id, journey_id = _source_ids(request.source, request.reference)
+    campaign_id, journey_id = source_ids(request.source, request.reference)
     return {
         "workspace_id": request.workspace_id,
         "brand_id": request.brand_id,
@@ -297,14 +316,7 @@ def _row(
         "status": SUPPRESSED,
         "reason": None,
         "step": 0,
-        "steps": [
-            {
-                "channel": s.channel,
-                "timeout": s.timeout.total_seconds() if s.timeout else None,
-                "wait_for": s.wait_for,
-            }
-            for s in request.steps
-        ],
+        "steps": steps_of(request),
         "is_test": request.is_test,
         "bundle_key": request.bundle_key,
         "context": context,
@@ -343,19 +355,19 @@ def queue_batches(session: Session, items: Sequence[tuple[int, int | None, int]]
     by_provider: dict[int | None, list[tuple[int, int]]] = defaultdict(list)
     for delivery_id, provider_id, attempts in items:
         by_provider[provider_id].append((delivery_id, attempts))
-    jobs = 0
+    jobs: list[tuple[str | None, dict[str, Any]]] = []
     for provider_id, members in by_provider.items():
         members.sort()
         for start in range(0, len(members), BATCH_SIZE):
             chunk = members[start : start + BATCH_SIZE]
             first_id, first_attempts = chunk[0]
-            jobs += enqueue(
-                session,
-                DISPATCH_JOB,
-                {"ids": [i for i, _ in chunk], "provider_id": provider_id},
-                key=f"{DISPATCH_JOB}:{first_id}:{first_attempts}",
+            jobs.append(
+                (
+                    f"{DISPATCH_JOB}:{first_id}:{first_attempts}",
+                    {"ids": [i for i, _ in chunk], "provider_id": provider_id},
+                )
             )
-    return jobs
+    return enqueue_many(session, DISPATCH_JOB, jobs)
 
 
 def advance(

@@ -423,12 +423,18 @@ def _call_task(delivery: Delivery, message: OutboundMessage, now: Any) -> dict[s
     }
 
 
-def queue_due(session: Session, *, limit: int = 5000) -> int:
+def queue_due(session: Session, *, limit: int = 20_000) -> int:
     """Hand planned deliveries whose time has come to dispatch jobs (a monitor's work)."""
-    rows = store.due_deliveries(session, clock.now(), limit)
-    for row in rows:
-        row.status = QUEUED
-    return queue_batches(session, [(r.id, r.provider_id, r.attempts) for r in rows])
+    return release(session, limit=limit)
+
+
+def release(session: Session, *, id_range: tuple[int, int] | None = None, limit: int) -> int:
+    """Queue due planned deliveries (optionally those with ids in ``id_range``) in dispatch
+    jobs written in the same transaction; returns how many jobs were written."""
+    now = clock.now()
+    rows = store.due_deliveries(session, now, limit, id_range=id_range)
+    store.mark_queued(session, [r[0] for r in rows], now)
+    return queue_batches(session, rows)
 
 
 def recover_stuck(session: Session, *, limit: int = 1000) -> int:
@@ -440,4 +446,4 @@ def recover_stuck(session: Session, *, limit: int = 1000) -> int:
     return len(rows)
 
 
-__all__ = ["SENT", "RunStats", "dispatch", "queue_due", "recover_stuck"]
+__all__ = ["SENT", "RunStats", "dispatch", "queue_due", "recover_stuck", "release"]

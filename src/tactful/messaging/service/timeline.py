@@ -1,5 +1,5 @@
 """Each customer's messages in the profile timeline: what, when, channel, status, cost, and
-for suppressed ones the policy's reason."""
+for suppressed ones the policy's reason (bulk sends keep those in the ledger only)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,13 @@ def timeline_messages(
     before: datetime | None,
     limit: int,
 ) -> list[TimelineItem]:
-    """A customer's deliveries, newest first."""
+    """A customer's deliveries and ledger-only suppressions, newest first."""
     del runtime
     items = []
     for d in store.customer_deliveries(
         session, workspace_id, customer_ids, before=before, limit=limit
     ):
         what = d.subject or f"template {d.template_id}"
-        title = f"{d.channel or 'message'}: {what} ({d.status})"
         details = {
             "delivery_id": d.id,
             "template_id": d.template_id,
@@ -47,9 +46,36 @@ def timeline_messages(
             TimelineItem(
                 at=d.sent_at or d.created_at,
                 kind="message",
-                title=title,
+                title=f"{d.channel or 'message'}: {what} ({d.status})",
                 details=details,
                 source="messaging",
             )
         )
-    return items
+    for decision, batch in store.ledger_only_suppressions(
+        session, workspace_id, customer_ids, before=before, limit=limit
+    ):
+        reference = {**batch.reference, **(decision.reference or {})}
+        items.append(
+            TimelineItem(
+                at=batch.decided_at,
+                kind="message",
+                title=f"message: template {reference.get('template_id')} (suppressed)",
+                details={
+                    "delivery_id": None,
+                    "decision_id": decision.id,
+                    "template_id": reference.get("template_id"),
+                    "source": batch.source,
+                    "channel": None,
+                    "status": decision.status,
+                    "cost": 0,
+                    "subject": None,
+                    "send_at": None,
+                    "sent_at": None,
+                    "reason": decision.reason,
+                    "explanation": REASONS.get(decision.reason, decision.reason),
+                },
+                source="messaging",
+            )
+        )
+    items.sort(key=lambda item: item.at, reverse=True)
+    return items[:limit]
