@@ -18,9 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tactful import wiring
+from tactful.campaigns import api as campaigns_api
 from tactful.config import Settings
 from tactful.core import clock
-from tactful.core.api import EXCEPTION_HANDLERS
+from tactful.core.api import EXCEPTION_HANDLERS, tactful_error_handler
+from tactful.core.errors import TactfulError
 from tactful.core.jobs import queue
 from tactful.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from tactful.core.runtime import Runtime, build_runtime
@@ -35,6 +37,7 @@ from tactful.policy import api as policy_api
 from tactful.segments import api as segments_api
 from tactful.tenancy import api as tenancy_api
 from tactful.tenancy import service as tenancy_service
+from tactful.web import router as web
 from tactful.worker import start_in_thread
 
 log = structlog.get_logger("tactful.http")
@@ -59,6 +62,7 @@ ROUTERS = (
     policy_api.router,
     metrics_api.router,
     segments_api.router,
+    campaigns_api.router,
 )
 
 
@@ -127,6 +131,14 @@ class RequestContextMiddleware:
                 )
 
 
+async def _error_for_api_or_page(request: Request, exc: Exception) -> Response:
+    """Problem details for the API; a readable page for the web UI."""
+    assert isinstance(exc, TactfulError)
+    if getattr(request.state, "web", False):
+        return web.html_error(request, exc)
+    return await tactful_error_handler(request, exc)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -169,9 +181,11 @@ def create_app(
     app.state.authenticate_key = tenancy_service.authenticate_api_key
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
+    app.add_exception_handler(TactfulError, _error_for_api_or_page)
     app.add_middleware(RequestContextMiddleware)
     for router in ROUTERS:
         app.include_router(router)
+    web.mount(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and readiness")
     async def healthz(request: Request) -> Response:

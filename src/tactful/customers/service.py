@@ -113,6 +113,11 @@ def search(
     )
 
 
+def count_customers(session: Session, *, workspace_id: int) -> int:
+    """Known customers (not anonymous, not merged away)."""
+    return store.count_customers(session, workspace_id)
+
+
 def identities(session: Session, customer_id: int) -> list[Identity]:
     return store.identities_of(session, [customer_id])
 

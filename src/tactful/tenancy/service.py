@@ -78,6 +78,11 @@ def create_workspace(
     return workspace
 
 
+def first_workspace(session: Session) -> Workspace | None:
+    """The installation's first workspace (the one people sign in to)."""
+    return store.first_workspace(session)
+
+
 def get_workspace(session: Session, workspace_id: int) -> Workspace:
     workspace = session.get(Workspace, workspace_id)
     if workspace is None:
