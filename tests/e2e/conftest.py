@@ -59,7 +59,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with runtime.db.scope() as session:
         init = tenancy.initialize(session, phone_region="RU", timezone="Europe/Moscow")
     runtime.close()
-    assert init.owner_password and init.admin_key and init.owner_email
+    assert init.owner_password
+    assert init.admin_key
+    assert init.owner_email
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TACTFUL_")}
     env.update(
