@@ -13,6 +13,7 @@ from tactful.core.dialect import copy_rows, insert_ignore, lock_rows, reserve_id
 from tactful.customers.models import Customer
 from tactful.messaging.models import (
     BLOCK,
+    CANCELLED,
     PLANNED,
     QUEUED,
     SENDING,
@@ -381,3 +382,48 @@ def clear_cascade(session: Session, delivery_ids: Sequence[int]) -> None:
         .values(cascade_at=None)
         .execution_options(synchronize_session=False)
     )
+
+
+def unsent(session: Session, workspace_id: int, source: str) -> list[tuple[int, int]]:
+    """``(id, decision id)`` of a source's deliveries not handed to a provider yet (planned
+    or queued), locked so a dispatcher cannot take them meanwhile."""
+    stmt = select(Delivery.id, Delivery.decision_id).where(
+        Delivery.workspace_id == workspace_id,
+        Delivery.source == source,
+        Delivery.status.in_((PLANNED, QUEUED)),
+    )
+    locked: Any = lock_rows(session, cast("Select[Any]", stmt.order_by(Delivery.id)))
+    return [(int(i), int(d)) for i, d in session.execute(locked).all()]
+
+
+def mark_cancelled(session: Session, ids: Sequence[int], now: datetime) -> None:
+    for start in range(0, len(ids), CHUNK):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids[start : start + CHUNK])))
+            .values(status=CANCELLED, reason="cancelled", cascade_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def stop_cascades(session: Session, workspace_id: int, source: str) -> int:
+    """A source's sent deliveries no longer fall through to their cascade's next step."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.workspace_id == workspace_id,
+            Delivery.source == source,
+            Delivery.cascade_at.is_not(None),
+        )
+        .values(cascade_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+def load_decisions(session: Session, ids: Sequence[int]) -> None:
+    """Load ledger rows into the session at once (before updating them one by one)."""
+    for start in range(0, len(ids), CHUNK):
+        session.scalars(
+            select(ContactDecision).where(ContactDecision.id.in_(list(ids[start : start + CHUNK])))
+        ).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tactful.messaging.service.audience import RELEASE_JOB, RELEASE_SIZE, send_audience
 from tactful.messaging.service.calltasks import complete_call_task, list_call_tasks, task_view
+from tactful.messaging.service.cancelling import cancel_deliveries
 from tactful.messaging.service.cascades import due_cascades, fall_through
 from tactful.messaging.service.deliveries import (
     DISPATCH_JOB,
@@ -52,6 +53,7 @@ __all__ = [
     "RELEASE_SIZE",
     "RunStats",
     "advance",
+    "cancel_deliveries",
     "complete_call_task",
     "create_provider",
     "create_sender",
