@@ -25,7 +25,14 @@ from tactful.segments.definition import CHANNELS, SegmentCondition, dump, parse,
 from tactful.segments.models import MANUAL, REFRESH_MODES, SCHEDULED, Segment, SegmentVersion
 from tactful.segments.rendering import render
 from tactful.segments.sources import metrics, use_metrics
-from tactful.segments.validation import Context, validate
+from tactful.segments.validation import (
+    AGGREGATE_OPERATORS,
+    CUSTOM_TYPES,
+    OPERATORS,
+    STANDARD_ATTRIBUTES,
+    Context,
+    validate,
+)
 from tactful.tenancy import service as tenancy
 
 __all__ = ["use_metrics"]
@@ -93,6 +100,51 @@ def describe(session: Session, *, workspace_id: int, node: Any) -> str:
         return f"segment “{row.name}”" if row else f"segment {segment_id}"
 
     return render(node, name_of)
+
+
+@dataclass(frozen=True)
+class CatalogueMetric:
+    """A metric as the segment builder offers it."""
+
+    name: str
+    type: str
+    meaning: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What conditions can name in a workspace, with the type each is compared as and the
+    operators every type takes (the segment builder's menus)."""
+
+    attributes: dict[str, str]  # standard profile fields, then custom attributes
+    metrics: list[CatalogueMetric]
+    events: dict[str, dict[str, str]]  # event name -> property -> type compared as
+    operators: dict[str, list[str]]  # type -> operators
+    aggregate_operators: list[str]  # counts and sums of events, purchases, messages
+
+
+def catalogue(session: Session, *, workspace_id: int) -> Catalogue:
+    """Attributes (with inferred types), metrics, events and their properties a definition
+    may use in this workspace, and the operators of each type."""
+    custom = _attribute_types(session, workspace_id)
+    attributes = dict(STANDARD_ATTRIBUTES)
+    for name in sorted(custom):
+        attributes.setdefault(name, CUSTOM_TYPES.get(custom[name], "string"))
+    events_ = {
+        name: {prop: CUSTOM_TYPES.get(kind, "string") for prop, kind in sorted(properties.items())}
+        for name, properties in sorted(_event_catalog(session, workspace_id).items())
+    }
+    return Catalogue(
+        attributes=attributes,
+        metrics=[
+            CatalogueMetric(m.name, m.type, m.meaning, tuple(m.values))
+            for m in metrics().metric_specs()
+        ],
+        events=events_,
+        operators={kind: sorted(ops) for kind, ops in OPERATORS.items()},
+        aggregate_operators=sorted(AGGREGATE_OPERATORS),
+    )
 
 
 def _refresh_settings(mode: str, every: int | None) -> None:
