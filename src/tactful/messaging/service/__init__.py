@@ -32,6 +32,7 @@ from tactful.messaging.service.templates import (
     get_template,
     list_templates,
     preview,
+    preview_draft,
     save_template,
     validate,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "masked",
     "preferences",
     "preview",
+    "preview_draft",
     "queue_batches",
     "queue_due",
     "record_click",

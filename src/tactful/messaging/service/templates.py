@@ -298,6 +298,39 @@ def render_template(
     return render_part(renderer_for(blocks), channel, part, context, layout=layout)
 
 
+def _preview_context(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int,
+    channel: str,
+    customer_id: int | None,
+    context: dict[str, Any],
+    public_url: str,
+) -> dict[str, Any]:
+    """What a preview renders with: a real customer's profile (or the sample), the brand,
+    placeholder links and the enriched context."""
+    if customer_id is not None:
+        customer = customers.get_customer(
+            session, workspace_id=workspace_id, customer_id=customer_id
+        )
+        person = customer_context(customer)
+    else:
+        person = SAMPLE_CUSTOMER
+    brand = get_brand(session, workspace_id=workspace_id, brand_id=brand_id)
+    [extra] = enrich_contexts(session, workspace_id=workspace_id, contexts=[context])
+    return {
+        **extra,
+        "customer": person,
+        "brand": {"id": brand.id, "name": brand.name},
+        "links": {
+            "unsubscribe": f"{public_url}/u/preview",
+            "preferences": f"{public_url}/p/preview",
+        },
+        "message": {"id": 0, "channel": channel},
+    }
+
+
 def preview(
     session: Session,
     *,
@@ -312,27 +345,15 @@ def preview(
     template = get_template(session, workspace_id=workspace_id, template_id=template_id)
     if template.kind != MESSAGE:
         raise ValidationFailed("only message templates can be previewed", field="template_id")
-    if customer_id is not None:
-        customer = customers.get_customer(
-            session, workspace_id=workspace_id, customer_id=customer_id
-        )
-        person = customer_context(customer)
-    else:
-        person = SAMPLE_CUSTOMER
-    brand = get_brand(session, workspace_id=workspace_id, brand_id=template.brand_id)
-    [extra] = enrich_contexts(
-        session, workspace_id=workspace_id, contexts=[{**template.sample_context, **context}]
+    full = _preview_context(
+        session,
+        workspace_id=workspace_id,
+        brand_id=template.brand_id,
+        channel=channel,
+        customer_id=customer_id,
+        context={**template.sample_context, **context},
+        public_url=public_url,
     )
-    full = {
-        **extra,
-        "customer": person,
-        "brand": {"id": brand.id, "name": brand.name},
-        "links": {
-            "unsubscribe": f"{public_url}/u/preview",
-            "preferences": f"{public_url}/p/preview",
-        },
-        "message": {"id": 0, "channel": channel},
-    }
     rendered = render_template(session, template, channel, full)
     _errors, warnings = validate(
         session,
@@ -343,3 +364,48 @@ def preview(
         layout_id=template.layout_id,
     )
     return rendered, warnings
+
+
+def preview_draft(
+    session: Session,
+    *,
+    workspace_id: int,
+    brand_id: int,
+    parts: Mapping[str, Mapping[str, str]],
+    channel: str,
+    customer_id: int | None,
+    context: dict[str, Any],
+    public_url: str,
+    layout_id: int | None = None,
+) -> tuple[Rendered | None, list[Problem], list[Problem]]:
+    """Render one channel of an unsaved message template (an editor's live preview) for a
+    real customer or the sample: the rendering (None when the part does not parse), its
+    syntax errors with line and column, and its unknown variables. Writes nothing."""
+    if channel not in parts:
+        raise ValidationFailed(f"the template has no {channel} part", field="channel")
+    errors, warnings = validate(
+        session,
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        kind=MESSAGE,
+        parts={channel: parts[channel]},
+        layout_id=layout_id,
+    )
+    if errors:
+        return None, errors, warnings
+    full = _preview_context(
+        session,
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        channel=channel,
+        customer_id=customer_id,
+        context=context,
+        public_url=public_url,
+    )
+    layout = None
+    if layout_id is not None:
+        found = store.template(session, workspace_id, layout_id)
+        layout = None if found is None else str(found.parts.get("email", {}).get("body", ""))
+    blocks = store.blocks(session, workspace_id, brand_id)
+    rendered = render_part(renderer_for(blocks), channel, parts[channel], full, layout=layout)
+    return rendered, [], warnings
