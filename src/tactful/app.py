@@ -29,6 +29,7 @@ from tactful.core.runtime import Runtime, build_runtime
 from tactful.customers import api as customers_api
 from tactful.events import api as events_api
 from tactful.events import loader
+from tactful.journeys import api as journeys_api
 from tactful.loyalty import api as loyalty_api
 from tactful.messaging import api as messaging_api
 from tactful.metrics import api as metrics_api
@@ -63,6 +64,7 @@ ROUTERS = (
     metrics_api.router,
     segments_api.router,
     campaigns_api.router,
+    journeys_api.router,
 )
 
 

@@ -12,6 +12,7 @@ import importlib
 from tactful.core import domain_events
 from tactful.customers import service as customers
 from tactful.events import service as events
+from tactful.journeys import service as journeys
 from tactful.loyalty.service import events as loyalty_events
 from tactful.messaging import service as messaging
 from tactful.metrics import service as metrics
@@ -26,6 +27,7 @@ FEATURES = (
     "metrics",
     "segments",
     "messaging",
+    "journeys",
 )
 
 # (domain event, job that reacts)
@@ -40,6 +42,9 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("customers.merged", "metrics.apply_merge"),
     ("customers.unmerged", "metrics.apply_merge"),
     ("metrics.refreshed", "segments.refresh_continuous"),
+    ("events.resolved", "journeys.on_events"),
+    ("segments.membership_changed", "journeys.on_segment"),
+    ("loyalty.tier_changed", "journeys.on_tier_change"),
 )
 
 # Features above customers add their entries to the customer timeline.
@@ -47,6 +52,7 @@ TIMELINE_SOURCES = (
     ("events", events.timeline_events),
     ("loyalty", loyalty_events.timeline_items),
     ("messaging", messaging.timeline_messages),
+    ("journeys", journeys.timeline_instances),
 )
 
 

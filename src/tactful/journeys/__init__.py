@@ -1,0 +1,1 @@
+"""Journeys: triggered scenarios — a graph of steps each customer walks through."""
