@@ -136,15 +136,34 @@ def enter(
 
 
 def track(client: TestClient, tenant: Tenant, email: str, event: str, **properties: Any) -> None:
-    """A Segment track call for the customer with this e-mail."""
+    """A Segment track call for a customer made by ``make_customer`` (user id ``p<n>``,
+    e-mail ``p<n>@example.com``)."""
     response = client.post(
         "/v1/track",
         headers=tenant.headers,
         json={
+            "userId": email.split("@", maxsplit=1)[0],
             "event": event,
             "properties": properties,
             "context": {"traits": {"email": email}},
             "timestamp": clock.now().isoformat(),
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1, response.text
+
+
+def buy(client: TestClient, tenant: Tenant, email: str, receipt_id: str, price: int) -> None:
+    """A sale receipt of one line for the customer with this e-mail."""
+    response = client.post(
+        "/v1/purchases",
+        headers=tenant.headers,
+        json={
+            "receipt_id": receipt_id,
+            "customer": {"email": email},
+            "store_id": "S1",
+            "occurred_at": clock.now().isoformat(),
+            "lines": [{"product_id": "P1", "quantity": 1, "unit_price": price}],
         },
     )
     assert response.status_code == 200, response.text
