@@ -219,24 +219,22 @@ def _scope(table: ibis.Table, workspace_id: int, customers: ibis.Table | None) -
     return table
 
 
-def _history(
+def _narrowed(
     warehouse: Warehouse, name: str, workspace_id: int, customers: ibis.Table | None
 ) -> ibis.Table:
-    """A history table with merged customers mapped to their survivor, of ``customers``
-    only when given. The raw rows are narrowed first (the customers and whoever was merged
-    into them), so the engine never maps the whole history to find a few customers."""
+    """A table's rows of a workspace; of ``customers`` and whoever was merged into them,
+    when given (so the engine never maps the whole history to find a few customers)."""
     raw = warehouse.table(name)
     raw = raw.filter(raw.workspace_id == workspace_id)
-    if customers is not None:
-        aliases = warehouse.table(CUSTOMER_ALIASES)
-        merged = aliases.filter(
-            aliases.workspace_id == workspace_id,
-            aliases.canonical_id.isin(customers.customer_id),
-        ).select("customer_id")
-        raw = raw.filter(
-            raw.customer_id.isin(customers.customer_id) | raw.customer_id.isin(merged.customer_id)
-        )
-    return _scope(canonical(warehouse, raw), workspace_id, customers)
+    if customers is None:
+        return raw
+    aliases = warehouse.table(CUSTOMER_ALIASES)
+    merged = aliases.filter(
+        aliases.workspace_id == workspace_id,
+        aliases.canonical_id.isin(customers.customer_id),
+    ).select("customer_id")
+    wanted = customers.select("customer_id").union(merged)
+    return raw.filter(raw.customer_id.isin(wanted.customer_id))
 
 
 def _receipt_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
@@ -459,16 +457,25 @@ def compute_metrics(
     workspace_id: int,
     now: datetime,
     customers: ibis.Table | None = None,
+    sources: dict[str, str] | None = None,
 ) -> ibis.Table:
     """The stored metrics of a workspace's customers (of ``customers`` only, when given), as
-    one expression in the column order of ``customer_metrics``."""
+    one expression in the column order of ``customer_metrics``. ``sources`` reads history
+    from other tables of the same shape (the narrowed copies of :func:`refresh_customers`)."""
     ensure_metric_tables(warehouse)
+    names = {RECEIPTS: RECEIPTS, RECEIPT_LINES: RECEIPT_LINES, EVENTS: EVENTS, PROFILES: PROFILES}
+    names.update(sources or {})
+
+    def history(name: str) -> ibis.Table:
+        raw = _narrowed(warehouse, names[name], workspace_id, customers)
+        return _scope(canonical(warehouse, raw), workspace_id, customers)
+
     # Windows only have lower bounds: ingestion refuses events from the future, and history
     # that arrives during this minute must count (see refresh_customers).
-    receipts = _history(warehouse, RECEIPTS, workspace_id, customers)
-    lines = _history(warehouse, RECEIPT_LINES, workspace_id, customers)
-    events = _history(warehouse, EVENTS, workspace_id, customers)
-    profiles = _scope(warehouse.table(PROFILES), workspace_id, customers)
+    receipts = history(RECEIPTS)
+    lines = history(RECEIPT_LINES)
+    events = history(EVENTS)
+    profiles = _scope(warehouse.table(names[PROFILES]), workspace_id, customers)
 
     money = _receipt_metrics(receipts, now)
     visit = _visit_metrics(receipts, now)
@@ -568,6 +575,23 @@ def with_derived(metrics: ibis.Table, *, now: datetime, names: Sequence[str]) ->
 # -- writing rows ---------------------------------------------------------------------------
 
 IDS_TABLE = "tactful_metric_ids"
+# The columns of the history the metrics read (what refresh_customers copies out).
+_READ = {
+    RECEIPTS: (
+        "workspace_id",
+        "customer_id",
+        "receipt_id",
+        "store_id",
+        "kind",
+        "occurred_at",
+        "amount",
+        "signed_amount",
+        "bonus_accrued",
+        "bonus_spent",
+    ),
+    RECEIPT_LINES: ("workspace_id", "customer_id", "kind", "category_id", "amount", "occurred_at"),
+    EVENTS: ("workspace_id", "customer_id", "name", "occurred_at", "properties"),
+}
 # The compiled refresh query of the current minute per (warehouse, workspace): compiling the
 # Ibis expression costs about a second, executing it for a few thousand customers far less.
 _COMPILED: dict[tuple[str, int, datetime], str] = {}
@@ -593,11 +617,22 @@ def refresh_customers(
     con: Any = warehouse.con
     with _WRITE_LOCK:
         con.create_table(IDS_TABLE, pa.table({"customer_id": ids}), temp=True, overwrite=True)
+        # Copy the customers' history out once (one scan per table), then compute on the
+        # copies: the metric query reads receipts several times.
+        chosen = con.table(IDS_TABLE)
+        copies = {name: f"tactful_refresh_{name}" for name in _READ}
+        for name, copy in copies.items():
+            rows = _narrowed(warehouse, name, workspace_id, chosen).select(*_READ[name])
+            if name == RECEIPT_LINES:  # lines only feed the categories of the last year
+                rows = rows.filter(
+                    rows.kind == "sale", rows.occurred_at > _ts(anchor - timedelta(days=YEAR_DAYS))
+                )
+            con.create_table(copy, rows, temp=True, overwrite=True)
         key = (warehouse.url, workspace_id, anchor)
         sql = _COMPILED.get(key)
         if sql is None:
             expr = compute_metrics(
-                warehouse, workspace_id=workspace_id, now=anchor, customers=con.table(IDS_TABLE)
+                warehouse, workspace_id=workspace_id, now=anchor, customers=chosen, sources=copies
             )
             sql = str(ibis.to_sql(expr, dialect="duckdb"))
             _COMPILED.clear()
