@@ -14,6 +14,7 @@ from rich.progress import TaskID
 from tactful import wiring
 from tactful.app import create_app
 from tactful.bench import run_benchmarks
+from tactful.campaigns import cli as campaigns_cli
 from tactful.config import Settings
 from tactful.core.errors import TactfulError
 from tactful.core.logging import configure_logging
@@ -42,6 +43,7 @@ app.add_typer(metrics_cli.app, name="metrics", callback=wiring.install)
 app.add_typer(segments_cli.app, name="segments", callback=wiring.install)
 app.add_typer(loyalty_cli.app, name="loyalty")
 app.add_typer(events_cli.app, name="import", callback=wiring.install)
+app.add_typer(campaigns_cli.app, name="campaigns", callback=wiring.install)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 

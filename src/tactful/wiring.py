@@ -27,6 +27,7 @@ FEATURES = (
     "metrics",
     "segments",
     "messaging",
+    "campaigns",
     "journeys",
 )
 

@@ -323,6 +323,22 @@ def status_counts(session: Session, workspace_id: int, source: str | None) -> di
     return {s: int(n) for s, n in session.execute(stmt.group_by(Delivery.status))}
 
 
+def sent_by_channel(
+    session: Session, workspace_id: int, since: datetime, until: datetime
+) -> dict[str, tuple[int, int]]:
+    """Channel -> (deliveries sent in [since, until), their cost)."""
+    stmt = (
+        select(Delivery.channel, func.count(), func.coalesce(func.sum(Delivery.cost), 0))
+        .where(
+            Delivery.workspace_id == workspace_id,
+            Delivery.sent_at >= since,
+            Delivery.sent_at < until,
+        )
+        .group_by(Delivery.channel)
+    )
+    return {str(c): (int(n), int(cost)) for c, n, cost in session.execute(stmt)}
+
+
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Append delivery events; a repeated ``dedupe_key`` is ignored. Returns how many were
     new."""

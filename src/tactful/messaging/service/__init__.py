@@ -27,7 +27,12 @@ from tactful.messaging.service.providers import (
     list_senders,
     masked,
 )
-from tactful.messaging.service.queries import delivery_history, get_delivery, list_deliveries
+from tactful.messaging.service.queries import (
+    delivery_history,
+    get_delivery,
+    list_deliveries,
+    sent_by_channel,
+)
 from tactful.messaging.service.templates import (
     get_template,
     list_templates,
@@ -84,6 +89,7 @@ __all__ = [
     "save_template",
     "send",
     "send_audience",
+    "sent_by_channel",
     "task_view",
     "test_send",
     "timeline_messages",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from tactful.core.errors import NotFound
@@ -45,3 +47,10 @@ def delivery_history(
     """Everything that happened to a delivery after it was planned."""
     get_delivery(session, workspace_id=workspace_id, delivery_id=delivery_id)
     return store.delivery_events(session, delivery_id)
+
+
+def sent_by_channel(
+    session: Session, *, workspace_id: int, since: datetime, until: datetime
+) -> dict[str, tuple[int, int]]:
+    """Messages handed to providers in a period, per channel: (count, cost in minor units)."""
+    return store.sent_by_channel(session, workspace_id, since, until)
