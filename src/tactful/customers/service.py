@@ -22,6 +22,9 @@ from tactful.customers.models import (
     ANY_CHANNEL,
     CHANNELS,
     CONSENT_KINDS,
+    CONTACT_BOUNCED,
+    CONTACT_COMPLAINED,
+    CONTACT_INVALID,
     CONTACT_OK,
     EMAIL,
     GRANTED,
@@ -116,6 +119,30 @@ def search(
 def count_customers(session: Session, *, workspace_id: int) -> int:
     """Known customers (not anonymous, not merged away)."""
     return store.count_customers(session, workspace_id)
+
+
+@dataclass(frozen=True)
+class ContactQuality:
+    """How clean a workspace's contact data is."""
+
+    invalid: int  # phones and e-mails that failed validation
+    bounced: int
+    complained: int
+    without_contact: int  # known customers with neither an e-mail nor a phone
+    merged: int  # duplicates merged into another customer (merges in force)
+
+
+def contact_quality(session: Session, *, workspace_id: int) -> ContactQuality:
+    """Invalid, bounced and complained contacts, customers without any contact, and
+    duplicates merged."""
+    problems = store.problem_contacts(session, workspace_id, [PHONE, EMAIL])
+    return ContactQuality(
+        invalid=problems.get(CONTACT_INVALID, 0),
+        bounced=problems.get(CONTACT_BOUNCED, 0),
+        complained=problems.get(CONTACT_COMPLAINED, 0),
+        without_contact=store.count_without_contact(session, workspace_id),
+        merged=store.count_merges(session, workspace_id),
+    )
 
 
 def identities(session: Session, customer_id: int) -> list[Identity]:

@@ -392,3 +392,48 @@ def topic_default(session: Session, workspace_id: int, brand_id: int | None, key
         )
     )
     return True if value is None else bool(value)
+
+
+def problem_contacts(session: Session, workspace_id: int, kinds: Sequence[str]) -> dict[str, int]:
+    """Contacts of the given kinds that cannot be used, by status (invalid, bounced,
+    complained)."""
+    stmt = (
+        select(Identity.status, func.count())
+        .where(
+            Identity.workspace_id == workspace_id,
+            Identity.kind.in_(list(kinds)),
+            or_(Identity.valid.is_(False), Identity.status != "ok"),
+        )
+        .group_by(Identity.status)
+    )
+    return {str(status): int(n) for status, n in session.execute(stmt)}
+
+
+def count_without_contact(session: Session, workspace_id: int) -> int:
+    """Known customers with neither an e-mail nor a phone on file."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Customer)
+            .where(
+                Customer.workspace_id == workspace_id,
+                Customer.merged_into_id.is_(None),
+                Customer.anonymous.is_(False),
+                Customer.email.is_(None),
+                Customer.phone.is_(None),
+            )
+        )
+        or 0
+    )
+
+
+def count_merges(session: Session, workspace_id: int) -> int:
+    """Merges in force (not reverted)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(CustomerMerge)
+            .where(CustomerMerge.workspace_id == workspace_id, CustomerMerge.reverted_at.is_(None))
+        )
+        or 0
+    )
