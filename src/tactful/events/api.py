@@ -53,11 +53,14 @@ async def _read_json(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
-    body = b""
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+    body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "").lower()
     if encoding in ("gzip", "deflate"):
         try:
@@ -96,7 +99,7 @@ def _context(request: Request, session: Any, principal: Principal, source: str) 
 
 def _respond(result: IngestResponse, *, single: bool) -> Response:
     if single and result.rejected:
-        errors = [e.model_dump() for e in result.results[0].errors]
+        errors = [e.as_dict() for e in result.results[0].errors]
         raise ValidationFailed(
             "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
         )
@@ -164,7 +167,7 @@ async def batch(request: Request, session: SessionDep) -> Response:
     try:
         envelope = BatchEnvelope.model_validate(body)
     except ValidationError as exc:
-        errors = [e.model_dump() for e in errors_of(exc, "")]
+        errors = [e.as_dict() for e in errors_of(exc, "")]
         raise ValidationFailed(
             "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
         ) from exc
@@ -204,7 +207,7 @@ async def purchases(request: Request, session: SessionDep) -> Response:
         try:
             items = PurchaseBatch.model_validate(body).purchases
         except ValidationError as exc:
-            errors = [e.model_dump() for e in errors_of(exc, "")]
+            errors = [e.as_dict() for e in errors_of(exc, "")]
             raise ValidationFailed(
                 "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors
             ) from exc

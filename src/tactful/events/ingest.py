@@ -17,11 +17,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.dialect import bulk_insert_chunk_size, insert_ignore
 from tactful.core.jobs.queue import enqueue_coalesced
 from tactful.customers.contacts import Ident, normalise
 from tactful.customers.models import ANONYMOUS, CARD, DEVICE, EMAIL, EXTERNAL, PHONE, PUSH_TOKEN
-from tactful.events.models import PURCHASE, InboxEvent
+from tactful.events import store
+from tactful.events.models import PURCHASE
 from tactful.events.schemas import (
     CALL_ADAPTER,
     CALL_MODELS,
@@ -84,8 +84,8 @@ def segment_identities(call: SegmentCall, region: str) -> list[Ident]:
     if call.anonymousId is not None:
         found.append(normalise(ANONYMOUS, call.anonymousId, region=region))
     traits: dict[str, Any] = dict(call.context.get("traits") or {})
-    if call.type == "identify":  # type: ignore[attr-defined]
-        traits.update(getattr(call, "traits", {}))
+    if _field(call, "type") == "identify":
+        traits.update(_field(call, "traits") or {})
     email = _trait(traits, "email")
     if email:
         found.append(normalise(EMAIL, email, region=region))
@@ -152,17 +152,23 @@ def occurred_at(call: SegmentCall, received_at: datetime) -> datetime:
     return stamp
 
 
+def _field(call: SegmentCall, name: str) -> Any:
+    """A field some call types have (``getattr`` on a pydantic model that lacks the field
+    raises inside and costs more than the rest of the call)."""
+    return call.__dict__.get(name)
+
+
 def _segment_row(call: SegmentCall, ctx: IngestContext, received_at: datetime) -> dict[str, Any]:
-    kind = call.type  # type: ignore[attr-defined]
-    name = getattr(call, "event", None) or getattr(call, "name", None)
-    traits = dict(getattr(call, "traits", {}) or {})
-    properties = dict(getattr(call, "properties", {}) or {})
+    kind = _field(call, "type")
+    name = _field(call, "event") or _field(call, "name")
+    traits = dict(_field(call, "traits") or {})
+    properties = dict(_field(call, "properties") or {})
     if kind == "alias":
-        properties = {"previousId": call.previousId}  # type: ignore[attr-defined]
+        properties = {"previousId": _field(call, "previousId")}
     if kind == "group":
-        properties = {"groupId": call.groupId}  # type: ignore[attr-defined]
-    if kind == "page" and getattr(call, "category", None):
-        properties.setdefault("category", call.category)  # type: ignore[attr-defined]
+        properties = {"groupId": _field(call, "groupId")}
+    if kind == "page" and _field(call, "category"):
+        properties.setdefault("category", _field(call, "category"))
     return {
         "message_id": call.messageId or f"tactful-{uuid.uuid4().hex}",
         "type": kind,
@@ -351,15 +357,7 @@ def _store(
         if first_index[row["message_id"]] == index
     ]
     if unique_values:
-        size = bulk_insert_chunk_size(session, len(unique_values[0]))
-        for start in range(0, len(unique_values), size):
-            stmt = insert_ignore(
-                session,
-                InboxEvent,
-                unique_values[start : start + size],
-                conflict=["workspace_id", "message_id"],
-            )
-            inserted.update(session.execute(stmt.returning(InboxEvent.message_id)).scalars())
+        inserted = store.insert_new_inbox_rows(session, ctx.workspace.id, unique_values)
         enqueue_coalesced(session, RESOLVE_JOB, key=RESOLVE_JOB)
     for index, row in rows:
         if row["message_id"] not in inserted or first_index[row["message_id"]] != index:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -220,26 +222,36 @@ class PurchaseBatch(BaseModel):
     purchases: list[dict[str, Any]] = Field(min_length=1, max_length=5000)
 
 
-class ItemError(BaseModel):
+# The answer to a batch is built for every call of every batch, so it is made of plain
+# dataclasses (serialised by orjson directly) rather than validated models.
+
+
+@dataclass(slots=True)
+class ItemError:
     field: str
     reason: str
 
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
 
-class ItemResult(BaseModel):
+
+@dataclass(slots=True)
+class ItemResult:
     """What happened to one call of a batch."""
 
     index: int
     message_id: str | None
     status: Literal["accepted", "duplicate", "rejected"]
-    errors: list[ItemError] = Field(default_factory=list)
+    errors: list[ItemError] = dataclass_field(default_factory=list)
 
 
-class IngestResponse(BaseModel):
-    success: bool = True
+@dataclass(slots=True)
+class IngestResponse:
     accepted: int
     duplicates: int
     rejected: int
     results: list[ItemResult]
+    success: bool = True
 
 
 # -- file imports -----------------------------------------------------------------------------

@@ -117,12 +117,8 @@ def record_customer_events(
         }
         for e in events
     ]
-    inserted = 0
-    for start in range(0, len(rows), 500):
-        stmt = insert_ignore(
-            session, InboxEvent, rows[start : start + 500], conflict=["workspace_id", "message_id"]
-        )
-        inserted += len(session.execute(stmt.returning(InboxEvent.seq)).all())
+    stmt = insert_ignore(session, InboxEvent, rows[0], conflict=["workspace_id", "message_id"])
+    inserted = len(session.execute(stmt.returning(InboxEvent.seq), rows).all())
     store.note_catalog(
         session,
         [
@@ -265,7 +261,16 @@ def workspace(session: Session, workspace_id: int) -> Workspace:
 
 
 def ingest_response_json(response: IngestResponse) -> bytes:
-    return orjson.dumps(response.model_dump(mode="json"))
+    """The answer to an ingestion call as JSON."""
+    return orjson.dumps(
+        {
+            "success": response.success,
+            "accepted": response.accepted,
+            "duplicates": response.duplicates,
+            "rejected": response.rejected,
+            "results": response.results,
+        }
+    )
 
 
 def inbox_range(

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, update
+import orjson
+from sqlalchemy import JSON, Insert, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tactful.core.dialect import insert_ignore, lock_rows
@@ -33,6 +34,55 @@ def unloaded(session: Session, limit: int) -> list[InboxEvent]:
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def insert_new_inbox_rows(
+    session: Session, workspace_id: int, rows: Sequence[dict[str, Any]]
+) -> set[str]:
+    """Insert the rows whose message id the inbox does not hold yet; returns their ids.
+
+    Rows (all with the same keys) go to the driver in one executemany, bind processing done
+    column by column and JSON written by orjson: SQLAlchemy's executemany with RETURNING cost
+    about 40 µs a row, most of an ingestion call. A row that another transaction inserts in
+    the meantime is skipped by the unique key (and still reported as new).
+    """
+    ids = [r["message_id"] for r in rows]
+    known: set[str] = set()
+    for start in range(0, len(ids), 900):
+        known.update(
+            session.scalars(
+                select(InboxEvent.message_id).where(
+                    InboxEvent.workspace_id == workspace_id,
+                    InboxEvent.message_id.in_(ids[start : start + 900]),
+                )
+            )
+        )
+    new = [r for r in rows if r["message_id"] not in known]
+    if new:
+        stmt = insert_ignore(session, InboxEvent, new[0], conflict=["workspace_id", "message_id"])
+        _execute_many(session, stmt, new)
+    return {r["message_id"] for r in new}
+
+
+def _execute_many(session: Session, stmt: Insert, rows: Sequence[dict[str, Any]]) -> None:
+    table = InboxEvent.__table__
+    dialect = session.get_bind().dialect
+    names = list(rows[0])
+    compiled = stmt.compile(dialect=dialect, column_keys=names)
+    order = list(compiled.positiontup or []) if compiled.positional else names
+    columns: list[list[Any]] = []
+    for name in order:
+        values = [row[name] for row in rows]
+        column_type = table.c[name].type
+        if isinstance(column_type, JSON):
+            columns.append([None if v is None else orjson.dumps(v).decode() for v in values])
+            continue
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        columns.append(values if process is None else list(map(process, values)))
+    params: list[Any] = list(zip(*columns, strict=True))
+    if not compiled.positional:
+        params = [dict(zip(order, values, strict=True)) for values in params]
+    session.connection().exec_driver_sql(compiled.string, params)
 
 
 def mark_resolved(
