@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -91,7 +92,44 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def create_db_engine(raw_url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+# A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
+def _install_liveness_check(engine: Engine, ping_after_idle: float) -> None:
+    """Ping a pooled connection only when it sat idle for ``ping_after_idle`` seconds.
+
+    A dead connection is almost always one that sat idle (a server restart, a firewall or
+    proxy dropping quiet connections), so busy connections skip the round trip that
+    ``pool_pre_ping`` spends on every checkout. A connection that dies while busy fails the
+    statement that finds it; SQLAlchemy then recognises the disconnect and replaces every
+    connection of the pool made before it, so the next transaction gets a live one.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < ping_after_idle:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:  # any failure: the pool discards it and connects afresh
+            raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
+
+
+def create_db_engine(
+    raw_url: str,
+    *,
+    pool_size: int = 10,
+    echo: bool = False,
+    ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
+) -> Engine:
     """Create the engine for a database URL (never at import time)."""
     url = normalise_database_url(raw_url)
     if url.get_backend_name() == "sqlite":
@@ -104,14 +142,15 @@ def create_db_engine(raw_url: str, *, pool_size: int = 10, echo: bool = False) -
         )
         _install_sqlite_hooks(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        pool_pre_ping=True,
         connect_args={"connect_timeout": 10},
     )
+    _install_liveness_check(engine, ping_after_idle)
+    return engine
 
 
 def check_database(engine: Engine) -> None:
