@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("workspace_id", tactful.core.types.BigIntPK, nullable=False),
         sa.Column("customer_id", tactful.core.types.BigIntPK, nullable=False),
         sa.Column("ref", sa.String(length=16), nullable=False),
-        sa.Column("secret", sa.String(length=64), nullable=False),
+        sa.Column("secret", sa.String(length=200), nullable=False),
         sa.Column("label", sa.String(length=100), nullable=True),
         sa.Column("last_redeem_step", sa.BigInteger(), nullable=True),
         sa.Column("created_at", tactful.core.types.UTCDateTime(), nullable=False),

@@ -18,6 +18,7 @@ from tactful.core.auth import Principal
 from tactful.core.db import Database, create_db_engine
 from tactful.core.errors import TactfulError
 from tactful.core.runtime import Runtime
+from tactful.core.security import Signer
 from tactful.loyalty.models import Account, LedgerLine, LedgerTransaction
 from tactful.loyalty.schemas import FraudLimits, TierRule
 from tactful.loyalty.service import accounts, codes, fraud, pos
@@ -98,6 +99,7 @@ def confirm(
     pos_id: str,
     *,
     redeem: int,
+    signer: Signer,
     code: str | None = None,
     terminal: str = "T1",
 ) -> Any:
@@ -117,6 +119,7 @@ def confirm(
             store_id="S1",
             terminal_id=terminal,
             actor="pos",
+            signer=signer,
         )
 
 
@@ -144,7 +147,15 @@ def test_200_concurrent_redemptions_on_an_account_that_affords_10(
     shop, _customer = setup_account(runtime, tenant, 1000, redeem_requires_code=False)
     results = run_all(
         200,
-        lambda i: confirm(wide_db, tenant, shop, f"pos-{i}", redeem=100, terminal=f"T{i % 50}"),
+        lambda i: confirm(
+            wide_db,
+            tenant,
+            shop,
+            f"pos-{i}",
+            redeem=100,
+            terminal=f"T{i % 50}",
+            signer=runtime.signer,
+        ),
     )
     outcomes = Counter(type(r).__name__ for r in results)
     assert outcomes == {"ConfirmOut": 10, "Conflict": 190}
@@ -168,11 +179,15 @@ def test_one_redemption_code_works_once_under_concurrency(
             customer_id=customer_id,
             label=None,
             actor="t",
+            signer=runtime.signer,
         )
         ref = device.ref
     code = codes.make_code(secret, ref, "R", clock.now())
     results = run_all(
-        20, lambda i: confirm(wide_db, tenant, shop, f"pos-{i}", redeem=10, code=code)
+        20,
+        lambda i: confirm(
+            wide_db, tenant, shop, f"pos-{i}", redeem=10, code=code, signer=runtime.signer
+        ),
     )
     outcomes = Counter(type(r).__name__ for r in results)
     assert outcomes == {"ConfirmOut": 1, "Forbidden": 19}
@@ -187,7 +202,9 @@ def test_a_duplicated_pos_transaction_writes_once(
     runtime: Runtime, tenant: Tenant, wide_db: Database
 ) -> None:
     shop, _customer = setup_account(runtime, tenant, 1000, redeem_requires_code=False)
-    results = run_all(20, lambda _i: confirm(wide_db, tenant, shop, "same", redeem=100))
+    results = run_all(
+        20, lambda _i: confirm(wide_db, tenant, shop, "same", redeem=100, signer=runtime.signer)
+    )
     assert all(not isinstance(r, Exception) for r in results), results
     assert len({r.transaction_id for r in results}) == 1
     assert sorted(r.replayed for r in results) == [False] + [True] * 19

@@ -122,6 +122,7 @@ def run_machine(runtime: Runtime, tenant: Tenant) -> None:
                     store_id="S1",
                     terminal_id="T1",
                     actor="pos",
+                    signer=runtime.signer,
                 )
             self.purchases.append((pos_id, amount))
             return result

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Query, Request, Response
 
-from tactful.core.api import SessionDep, api_router, problem_response, require_scope
+from tactful.core.api import RuntimeDep, SessionDep, api_router, problem_response, require_scope
 from tactful.core.auth import Principal
 from tactful.core.errors import TactfulError
 from tactful.loyalty.schemas import (
@@ -81,7 +81,9 @@ def _lines(lines: list[ReceiptLineIn]) -> list[ReceiptLine]:
     description="Returns the customer's tier and its benefits, the balance, the points a "
     "confirm could spend now, and whether a valid redemption code was presented.",
 )
-def identify(body: IdentifyIn, session: SessionDep, principal: Pos) -> IdentifyOut:
+def identify(
+    body: IdentifyIn, session: SessionDep, principal: Pos, runtime: RuntimeDep
+) -> IdentifyOut:
     return pos.identify(
         session,
         workspace_id=principal.workspace_id,
@@ -89,6 +91,7 @@ def identify(body: IdentifyIn, session: SessionDep, principal: Pos) -> IdentifyO
         program_id=body.program_id,
         kind=body.customer.kind,
         value=body.customer.value,
+        signer=runtime.signer,
     )
 
 
@@ -98,7 +101,9 @@ def identify(body: IdentifyIn, session: SessionDep, principal: Pos) -> IdentifyO
     description="Writes nothing. Refuses (like confirm would) a redemption above the cap or "
     "the balance, without a valid redemption code, or on a blocked account.",
 )
-def calculate(body: CalculateIn, session: SessionDep, principal: Pos) -> CalculateOut:
+def calculate(
+    body: CalculateIn, session: SessionDep, principal: Pos, runtime: RuntimeDep
+) -> CalculateOut:
     return pos.calculate(
         session,
         workspace_id=principal.workspace_id,
@@ -110,6 +115,7 @@ def calculate(body: CalculateIn, session: SessionDep, principal: Pos) -> Calcula
         redeem_points=body.redeem_points,
         redeem_code=body.redeem_code,
         store_id=body.store_id,
+        signer=runtime.signer,
     )
 
 
@@ -120,7 +126,9 @@ def calculate(body: CalculateIn, session: SessionDep, principal: Pos) -> Calcula
     "unless the program allows otherwise. Replaying the same pos_transaction_id returns the "
     "first answer with replayed=true and writes nothing.",
 )
-def confirm(body: ConfirmIn, session: SessionDep, principal: Pos) -> ConfirmOut:
+def confirm(
+    body: ConfirmIn, session: SessionDep, principal: Pos, runtime: RuntimeDep
+) -> ConfirmOut:
     return pos.confirm(
         session,
         workspace_id=principal.workspace_id,
@@ -136,6 +144,7 @@ def confirm(body: ConfirmIn, session: SessionDep, principal: Pos) -> ConfirmOut:
         store_id=body.store_id,
         terminal_id=body.terminal_id,
         actor=principal.actor,
+        signer=runtime.signer,
     )
 
 
@@ -266,7 +275,11 @@ def gift_card_balance(
     response_model=GiftCardOperationOut,
 )
 def redeem_gift_card(
-    body: GiftCardRedeemIn, request: Request, session: SessionDep, principal: Pos
+    body: GiftCardRedeemIn,
+    request: Request,
+    session: SessionDep,
+    principal: Pos,
+    runtime: RuntimeDep,
 ) -> GiftCardOperationOut | Response:
     customer_id = None
     if body.customer is not None:
@@ -275,6 +288,7 @@ def redeem_gift_card(
             workspace_id=principal.workspace_id,
             kind=body.customer.kind,
             value=body.customer.value,
+            signer=runtime.signer,
         )
     outcome = giftcards.redeem_gift_card(
         session,
@@ -467,13 +481,16 @@ def unblock(account_id: int, body: StatusIn, session: SessionDep, principal: Adm
     status_code=201,
     summary="Enrol a customer's app installation (its TOTP secret is shown once)",
 )
-def enrol_device(body: DeviceIn, session: SessionDep, principal: Admin) -> DeviceEnrolled:
+def enrol_device(
+    body: DeviceIn, session: SessionDep, principal: Admin, runtime: RuntimeDep
+) -> DeviceEnrolled:
     device, secret = codes.enrol_device(
         session,
         workspace_id=principal.workspace_id,
         customer_id=body.customer_id,
         label=body.label,
         actor=principal.actor,
+        signer=runtime.signer,
     )
     specs = codes.code_specs()
     return DeviceEnrolled.model_validate(

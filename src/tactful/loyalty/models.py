@@ -251,7 +251,8 @@ class Device(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     # public reference printed in every code; the secret never leaves the enrolment response
     ref: Mapped[str] = mapped_column(String(16), unique=True)
-    secret: Mapped[str] = mapped_column(String(64))
+    # sealed (AES-GCM, see service.codes); plain base32 in rows enrolled before sealing
+    secret: Mapped[str] = mapped_column(String(200))
     label: Mapped[str | None] = mapped_column(String(100))
     # the newest redemption time step used: a code at or before it is a replay
     last_redeem_step: Mapped[int | None] = mapped_column(BigInt)

@@ -5,33 +5,40 @@ Only reads and writes rows: never commits, never enqueues, never sends.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     and_,
+    bindparam,
     case,
     extract,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tactful.core.dialect import insert_ignore, lock_rows
-from tactful.customers.models import Customer
+from tactful.customers.models import Customer, Identity
 from tactful.loyalty.models import (
     AVAILABLE,
     LINE_REDEMPTION,
     MERGED,
     PENDING,
     PURCHASE,
+    TRANSFER_IN,
     Account,
     Device,
     FailedAttempts,
@@ -68,35 +75,324 @@ def programs(session: Session, workspace_id: int) -> list[Program]:
     )
 
 
+@functools.cache
+def _choice(named: bool) -> Any:
+    """The id of the program a POS call means, as a scalar subquery (parameters ``ws`` and
+    ``program_id`` or ``scope``): the one named, else the brand's, else the workspace's."""
+    stmt = select(Program.id).where(Program.workspace_id == bindparam("ws"))
+    if named:
+        return stmt.where(Program.id == bindparam("program_id")).scalar_subquery()
+    return (
+        stmt.where(or_(Program.brand_scope == bindparam("scope"), Program.brand_scope == "ws"))
+        .order_by((Program.brand_scope == "ws").asc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+@dataclass(frozen=True)
+class Which:
+    """Which program and customer a POS call names: ``program_id`` or the caller's brand
+    ``scope`` (``ws`` for none); a customer id, or ``(kind, value)`` looked up as given."""
+
+    workspace_id: int
+    program_id: int | None
+    scope: str
+    customer: tuple[str, str] | int | None = None
+
+    def params(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"ws": self.workspace_id}
+        if self.program_id is not None:
+            found["program_id"] = self.program_id
+        else:
+            found["scope"] = self.scope
+        if isinstance(self.customer, int):
+            found["customer_id"] = self.customer
+        elif self.customer is not None:
+            found["kind"], found["value"] = self.customer
+        return found
+
+    @property
+    def named(self) -> bool:
+        return self.program_id is not None
+
+    @property
+    def by_identity(self) -> bool:
+        return not isinstance(self.customer, int)
+
+
+@functools.cache
+def _stamp_stmt(named: bool) -> Any:
+    return select(Program.id, Program.version, Program.updated_at).where(
+        Program.id == _choice(named)
+    )
+
+
+def program_stamp(session: Session, which: Which) -> tuple[int, int, datetime] | None:
+    """The id, version and last change (what its cached view is keyed by) of the program a
+    call means."""
+    row = _conn(session).execute(_stamp_stmt(which.named), which.params()).first()
+    return None if row is None else (int(row[0]), int(row[1]), row[2])
+
+
 # -- accounts -----------------------------------------------------------------------------
 
 
-def account_for(session: Session, program_id: int, customer_id: int) -> Account | None:
-    return session.scalar(
-        select(Account).where(Account.program_id == program_id, Account.customer_id == customer_id)
-    )
+def _conn(session: Session) -> Connection:
+    """The session's connection: plain Core statements skip the ORM's per-call work."""
+    return session.connection()
+
+
+@dataclass
+class AccountRow:
+    """An account as the ledger code works with it (mutable while a posting is built; written
+    back by :func:`update_account`)."""
+
+    id: int
+    workspace_id: int
+    program_id: int
+    customer_id: int
+    status: str
+    status_reason: str | None
+    merged_into_id: int | None
+    tier: str
+    tier_since: datetime
+    tier_review_at: datetime | None
+    balance: int
+    pending: int
+    created_at: datetime
+
+
+_ACCOUNT_COLUMNS = (
+    Account.id,
+    Account.workspace_id,
+    Account.program_id,
+    Account.customer_id,
+    Account.status,
+    Account.status_reason,
+    Account.merged_into_id,
+    Account.tier,
+    Account.tier_since,
+    Account.tier_review_at,
+    Account.balance,
+    Account.pending,
+    Account.created_at,
+)
+_N_ACCOUNT = len(_ACCOUNT_COLUMNS)
+
+
+def _account(row: Sequence[Any]) -> AccountRow:
+    return AccountRow(*row[:_N_ACCOUNT])
+
+
+_ACCOUNT = select(*_ACCOUNT_COLUMNS).where(Account.id == bindparam("account_id"))
+_ACCOUNT_OF = select(*_ACCOUNT_COLUMNS).where(
+    Account.program_id == bindparam("program_id"), Account.customer_id == bindparam("customer_id")
+)
+
+
+def account_row(session: Session, account_id: int) -> AccountRow | None:
+    row = _conn(session).execute(_ACCOUNT, {"account_id": account_id}).first()
+    return None if row is None else _account(row)
 
 
 def insert_account(session: Session, row: dict[str, Any]) -> int | None:
     """Insert an account unless the customer has one in the program; the new id or None."""
     stmt = insert_ignore(session, Account, row, conflict=["program_id", "customer_id"])
-    found = session.execute(stmt.returning(Account.id)).first()
+    found = _conn(session).execute(stmt.returning(Account.id)).first()
     return None if found is None else int(found[0])
 
 
-def lock_account_of(session: Session, program_id: int, customer_id: int) -> Account | None:
+def lock_account_of(session: Session, program_id: int, customer_id: int) -> AccountRow | None:
     """The customer's account in the program, locked until the transaction ends."""
-    stmt = lock_rows(
-        session,
-        select(Account).where(Account.program_id == program_id, Account.customer_id == customer_id),
+    stmt = _locked(session, _ACCOUNT_OF)
+    row = (
+        _conn(session).execute(stmt, {"program_id": program_id, "customer_id": customer_id}).first()
     )
-    return session.scalar(stmt.execution_options(populate_existing=True))
+    return None if row is None else _account(row)
 
 
-def lock_account(session: Session, account_id: int) -> Account | None:
+def lock_account(session: Session, account_id: int) -> AccountRow | None:
     """The account, locked until the transaction ends (re-read, never a stale copy)."""
-    stmt = lock_rows(session, select(Account).where(Account.id == account_id))
-    return session.scalar(stmt.execution_options(populate_existing=True))
+    row = _conn(session).execute(_locked(session, _ACCOUNT), {"account_id": account_id}).first()
+    return None if row is None else _account(row)
+
+
+def update_account(session: Session, account_id: int, values: dict[str, Any]) -> None:
+    """Write columns of an account (the caller holds its lock)."""
+    _conn(session).execute(update(Account).where(Account.id == account_id).values(values))
+
+
+_UPDATE_BALANCES = (
+    update(Account)
+    .where(Account.id == bindparam("account_id"))
+    .values(
+        balance=bindparam("balance"),
+        pending=bindparam("pending"),
+        updated_at=bindparam("updated_at", type_=Account.updated_at.type),
+    )
+)
+
+
+def update_balances(
+    session: Session, account_id: int, *, balance: int, pending: int, at: datetime
+) -> None:
+    """Write an account's cached balances (the caller holds its lock)."""
+    _conn(session).execute(
+        _UPDATE_BALANCES,
+        {"account_id": account_id, "balance": balance, "pending": pending, "updated_at": at},
+    )
+
+
+@dataclass(frozen=True)
+class PosAccount:
+    """What a POS call reads about the customer's account in one round trip."""
+
+    program_id: int | None  # None: no program matches (the caller explains why)
+    program_version: int
+    program_updated_at: datetime | None
+    customer_id: int | None  # None: not found as given, or merged (ask the customer service)
+    first_name: str | None
+    account: AccountRow | None
+    spendable: int  # available points now (pending ones due are counted, expired ones not)
+    spend: int  # net spend over the rolling window (merged accounts' included)
+
+
+def _owner(by_identity: bool) -> Any:
+    """The customer named: ``customer_id``, or the owner of the valid identity ``kind`` whose
+    value is exactly ``value`` (a normal form)."""
+    if not by_identity:
+        return bindparam("customer_id", type_=BigInteger)
+    return (
+        select(Identity.customer_id)
+        .where(
+            Identity.workspace_id == bindparam("ws"),
+            Identity.kind == bindparam("kind"),
+            Identity.namespace == "",
+            Identity.value == bindparam("value"),
+            literal_column("identities.valid"),
+        )
+        .scalar_subquery()
+    )
+
+
+def _spendable(account_id: Any) -> Any:
+    """Points a confirm at ``at`` could spend (pending ones due included, expired excluded)."""
+    at = bindparam("at", type_=Lot.expires_at.type)
+    return (
+        select(func.coalesce(func.sum(Lot.remaining), 0))
+        .where(
+            Lot.account_id == account_id,
+            Lot.remaining > 0,
+            or_(Lot.state == AVAILABLE, and_(Lot.state == PENDING, Lot.available_at <= at)),
+            or_(Lot.expires_at.is_(None), Lot.expires_at > at),
+        )
+        .scalar_subquery()
+    )
+
+
+def _rolling_spend(account_id: Any) -> Any:
+    """Spend after ``since`` of the account and of the accounts merged into it."""
+    t = LedgerTransaction
+    since = bindparam("since", type_=t.created_at.type)
+    own = (
+        select(func.coalesce(func.sum(t.spend), 0))
+        .where(t.account_id == account_id, t.created_at > since)
+        .scalar_subquery()
+    )
+    merged_accounts = select(Account.id).where(Account.merged_into_id == account_id)
+    merged = (
+        select(func.coalesce(func.sum(t.spend), 0))
+        .where(t.account_id.in_(merged_accounts), t.created_at > since)
+        .scalar_subquery()
+    )
+    return own + merged
+
+
+@functools.cache
+def _pos_account_stmt(named: bool, by_identity: bool) -> Any:
+    p = select(Program.id, Program.version, Program.updated_at).where(Program.id == _choice(named))
+    p_sub = p.subquery()
+    who_sub = select(_owner(by_identity).label("cid")).subquery()
+    return (
+        select(
+            p_sub.c.id,
+            p_sub.c.version,
+            p_sub.c.updated_at,
+            who_sub.c.cid,
+            Customer.merged_into_id,
+            Customer.first_name,
+            *_ACCOUNT_COLUMNS,
+            _spendable(Account.id),
+            _rolling_spend(Account.id),
+        )
+        .select_from(who_sub)
+        .outerjoin(p_sub, true())
+        .outerjoin(Customer, Customer.id == who_sub.c.cid)
+        .outerjoin(
+            Account, and_(Account.program_id == p_sub.c.id, Account.customer_id == who_sub.c.cid)
+        )
+    )
+
+
+def pos_account(session: Session, which: Which, *, at: datetime, since: datetime) -> PosAccount:
+    """For identify and calculate (no lock): the program with its version, the customer,
+    their account, the points they could spend at ``at`` and their spend since ``since``."""
+    stmt = _pos_account_stmt(which.named, which.by_identity)
+    row = _conn(session).execute(stmt, {**which.params(), "at": at, "since": since}).one()
+    account = _account(row[6:]) if row[6] is not None else None
+    return PosAccount(
+        program_id=row[0],
+        program_version=int(row[1] or 0),
+        program_updated_at=row[2],
+        customer_id=row[3] if row[3] is not None and row[4] is None else None,
+        first_name=row[5],
+        account=account,
+        spendable=int(row[6 + _N_ACCOUNT] or 0) if account else 0,
+        spend=int(row[7 + _N_ACCOUNT] or 0) if account else 0,
+    )
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    account: AccountRow
+    program_version: int
+    program_updated_at: datetime
+
+
+_LOCKED: dict[tuple[str, Any], Any] = {}
+
+
+def _locked(session: Session, stmt: Any) -> Any:
+    """``stmt`` taking row locks (``core.dialect.lock_rows``), built once per dialect."""
+    key = (session.get_bind().dialect.name, stmt)
+    found = _LOCKED.get(key)
+    if found is None:
+        found = _LOCKED[key] = lock_rows(session, stmt)
+    return found
+
+
+@functools.cache
+def _lock_pos_account_stmt(named: bool, by_identity: bool) -> Any:
+    version = select(Program.version).where(Program.id == Account.program_id).scalar_subquery()
+    changed = select(Program.updated_at).where(Program.id == Account.program_id).scalar_subquery()
+    merged = (
+        select(Customer.merged_into_id).where(Customer.id == Account.customer_id).scalar_subquery()
+    )
+    # only the account row is locked (FOR UPDATE leaves rows read by subqueries alone)
+    return select(*_ACCOUNT_COLUMNS, version, changed, merged).where(
+        Account.program_id == _choice(named), Account.customer_id == _owner(by_identity)
+    )
+
+
+def lock_pos_account(session: Session, which: Which) -> LockedAccount | None:
+    """The customer's account in the program, locked, with the program's version; None when
+    there is none (or the customer is merged): the caller takes the full path."""
+    stmt = _locked(session, _lock_pos_account_stmt(which.named, which.by_identity))
+    row = _conn(session).execute(stmt, which.params()).first()
+    if row is None or row[_N_ACCOUNT + 2] is not None:
+        return None
+    return LockedAccount(_account(row), int(row[_N_ACCOUNT]), row[_N_ACCOUNT + 1])
 
 
 def accounts_of(session: Session, customer_ids: Sequence[int]) -> list[Account]:
@@ -152,7 +448,7 @@ _LOT_COLUMNS = (
 
 def open_lots(session: Session, account_id: int) -> list[LotRow]:
     """Lots with points left, earliest expiry first (never-expiring last), then oldest."""
-    rows = session.execute(
+    rows = _conn(session).execute(
         select(*_LOT_COLUMNS)
         .where(Lot.account_id == account_id, Lot.remaining > 0)
         .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
@@ -164,18 +460,28 @@ def lots_by_ids(session: Session, lot_ids: Iterable[int]) -> dict[int, LotRow]:
     ids = list(set(lot_ids))
     if not ids:
         return {}
-    rows = session.execute(select(*_LOT_COLUMNS).where(Lot.id.in_(ids)))
+    rows = _conn(session).execute(select(*_LOT_COLUMNS).where(Lot.id.in_(ids)))
     return {row.id: LotRow(*row) for row in rows}
 
 
+_INSERT_LOT = insert(Lot).returning(Lot.id)
+
+
 def insert_lot(session: Session, row: dict[str, Any]) -> int:
-    return int(session.execute(insert(Lot).values(row).returning(Lot.id)).scalar_one())
+    return int(_conn(session).execute(_INSERT_LOT, row).scalar_one())
+
+
+_UPDATE_LOT = (
+    update(Lot)
+    .where(Lot.id == bindparam("lot_id"))
+    .values(remaining=bindparam("remaining"), state=bindparam("state"))
+)
 
 
 def update_lots(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Set ``remaining`` and ``state`` of lots by id (one executemany)."""
+    """Set ``remaining`` and ``state`` of lots by ``lot_id`` (one executemany)."""
     if rows:
-        session.execute(update(Lot), list(rows))
+        _conn(session).execute(_UPDATE_LOT, list(rows))
 
 
 def lots_of(session: Session, account_id: int, *, open_only: bool) -> list[Lot]:
@@ -207,6 +513,16 @@ def due_expiring_lots(session: Session, now: datetime, limit: int) -> list[int]:
     )
 
 
+def open_lots_of_transaction(session: Session, transaction_id: int) -> list[LotRow]:
+    """Lots a transaction created that still hold points."""
+    rows = _conn(session).execute(
+        select(*_LOT_COLUMNS)
+        .where(Lot.transaction_id == transaction_id, Lot.remaining > 0)
+        .order_by(Lot.id)
+    )
+    return [LotRow(*row) for row in rows]
+
+
 def lot_account(session: Session, lot_id: int) -> int | None:
     return session.scalar(select(Lot.account_id).where(Lot.id == lot_id))
 
@@ -223,6 +539,30 @@ def transaction_by_key(session: Session, program_id: int, key: str) -> LedgerTra
     )
 
 
+def count_transactions(session: Session, account_id: int, kind: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                LedgerTransaction.account_id == account_id, LedgerTransaction.kind == kind
+            )
+        )
+        or 0
+    )
+
+
+def last_transfer_in(session: Session, account_id: int, *, from_account_id: int) -> int | None:
+    """The latest transfer into the account from ``from_account_id`` (a merge's arrival)."""
+    found = session.scalars(
+        select(LedgerTransaction)
+        .where(LedgerTransaction.account_id == account_id, LedgerTransaction.kind == TRANSFER_IN)
+        .order_by(LedgerTransaction.id.desc())
+    )
+    for txn in found:
+        if txn.details.get("from_account_id") == from_account_id:
+            return txn.id
+    return None
+
+
 def reversals_of(session: Session, transaction_id: int) -> list[LedgerTransaction]:
     return list(
         session.scalars(
@@ -233,14 +573,17 @@ def reversals_of(session: Session, transaction_id: int) -> list[LedgerTransactio
     )
 
 
+_INSERT_TRANSACTION = insert(LedgerTransaction).returning(LedgerTransaction.id)
+
+
 def insert_transaction(session: Session, row: dict[str, Any]) -> int:
-    stmt = insert(LedgerTransaction).values(row).returning(LedgerTransaction.id)
-    return int(session.execute(stmt).scalar_one())
+    return int(_conn(session).execute(_INSERT_TRANSACTION, row).scalar_one())
 
 
 def insert_lines(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """One INSERT for all the rows (an executemany the driver sends as one statement)."""
     if rows:
-        session.execute(insert(LedgerLine), list(rows))
+        _conn(session).execute(insert(LedgerLine), list(rows))
 
 
 def lines_of(session: Session, transaction_ids: Sequence[int]) -> list[LedgerLine]:
@@ -274,16 +617,56 @@ def transactions_before(
 
 
 @dataclass(frozen=True)
-class ConfirmChecks:
-    """What a confirm checks once it holds the account's lock, read in one round trip."""
+class ConfirmState:
+    """What a confirm reads once it holds the account's lock, in one round trip."""
 
-    existing_id: int | None
+    lots: list[LotRow]
+    existing_id: int | None  # the transaction already written under the key (a replay)
     account_last_hour: int
     terminal_last_minute: int
     store_last_minute: int
+    spend: int  # rolling spend before this purchase
+    redemptions: tuple[int, int] | None  # of the account and of the terminal, when asked
 
 
-def confirm_checks(
+@functools.cache
+def _confirm_state_stmt(with_bursts: bool) -> Any:
+    t = LedgerTransaction
+    stamp = t.created_at.type
+
+    def bounded(limit: str, *where: ColumnElement[bool]) -> Any:
+        recent = (
+            select(t.id)
+            .where(t.program_id == bindparam("program_id"), t.kind == PURCHASE, *where)
+            .limit(bindparam(limit, type_=BigInteger))
+            .subquery()
+        )
+        return select(func.count()).select_from(recent).scalar_subquery()
+
+    hour_ago = bindparam("hour_ago", type_=stamp)
+    minute_ago = bindparam("minute_ago", type_=stamp)
+    columns: list[Any] = [
+        select(t.id)
+        .where(t.program_id == bindparam("program_id"), t.idempotency_key == bindparam("key"))
+        .scalar_subquery()
+        .label("existing"),
+        bounded("lim_a", t.account_id == bindparam("account_id"), t.created_at > hour_ago),
+        bounded("lim_t", t.terminal_id == bindparam("terminal_id"), t.created_at > minute_ago),
+        bounded("lim_s", t.store_id == bindparam("store_id"), t.created_at > minute_ago),
+        _rolling_spend(bindparam("account_id")).label("spend"),
+    ]
+    if with_bursts:
+        columns += list(_redemption_counts())
+    checks = select(*columns).subquery()
+    return (
+        select(checks, *_LOT_COLUMNS)
+        .select_from(checks)
+        .outerjoin(Lot, and_(Lot.account_id == bindparam("account_id"), Lot.remaining > 0))
+        .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
+    )
+
+
+def confirm_state(
     session: Session,
     *,
     program_id: int,
@@ -294,42 +677,50 @@ def confirm_checks(
     hour_ago: datetime,
     minute_ago: datetime,
     limits: tuple[int, int, int],
-) -> ConfirmChecks:
-    """The transaction already written under ``key`` (a replay), and the confirms of the
-    account in the last hour and of the terminal and store in the last minute, each counted
-    only up to its limit (so a busy store costs at most ``limit`` index entries)."""
-    t = LedgerTransaction
-
-    def bounded(limit: int, *where: ColumnElement[bool]) -> Any:
-        recent = (
-            select(t.id)
-            .where(t.program_id == program_id, t.kind == PURCHASE, *where)
-            .limit(limit)
-            .subquery()
-        )
-        return select(func.count()).select_from(recent).scalar_subquery()
-
-    row = session.execute(
-        select(
-            select(t.id)
-            .where(t.program_id == program_id, t.idempotency_key == key)
-            .scalar_subquery(),
-            bounded(limits[0], t.account_id == account_id, t.created_at > hour_ago),
-            bounded(limits[1], t.terminal_id == terminal_id, t.created_at > minute_ago),
-            bounded(limits[2], t.store_id == store_id, t.created_at > minute_ago),
-        )
-    ).one()
-    return ConfirmChecks(row[0], int(row[1]), int(row[2]), int(row[3]))
+    since: datetime,
+    burst_since: datetime | None,
+) -> ConfirmState:
+    """The account's open lots (earliest expiry first), the transaction already written under
+    ``key``, the confirms of the account in the last hour and of the terminal and store in the
+    last minute (each counted only up to its limit, so a busy store costs at most ``limit``
+    index entries), the rolling spend since ``since`` and, with ``burst_since``, the
+    redemptions of the account and the terminal since then."""
+    params: dict[str, Any] = {
+        "program_id": program_id,
+        "key": key,
+        "account_id": account_id,
+        "terminal_id": terminal_id,
+        "store_id": store_id,
+        "hour_ago": hour_ago,
+        "minute_ago": minute_ago,
+        "lim_a": limits[0],
+        "lim_t": limits[1],
+        "lim_s": limits[2],
+        "since": since,
+    }
+    if burst_since is not None:
+        params["burst_since"] = burst_since
+    rows = _conn(session).execute(_confirm_state_stmt(burst_since is not None), params).all()
+    first = rows[0]
+    offset = 7 if burst_since is not None else 5
+    return ConfirmState(
+        lots=[LotRow(*row[offset:]) for row in rows if row[offset] is not None],
+        existing_id=first[0],
+        account_last_hour=int(first[1]),
+        terminal_last_minute=int(first[2]),
+        store_last_minute=int(first[3]),
+        spend=int(first[4]),
+        redemptions=(int(first[5]), int(first[6])) if burst_since is not None else None,
+    )
 
 
 def transaction(session: Session, transaction_id: int) -> LedgerTransaction | None:
     return session.get(LedgerTransaction, transaction_id)
 
 
-def redemption_counts(
-    session: Session, *, program_id: int, account_id: int, terminal_id: str, since: datetime
-) -> tuple[int, int]:
-    """Transactions that spent points since ``since``: of the account, and at the terminal."""
+def _redemption_counts() -> tuple[Any, Any]:
+    """Transactions that spent points since ``burst_since``: of the account ``account_id``,
+    and at the terminal ``terminal_id`` (two labelled scalar subqueries)."""
     t, line = LedgerTransaction, LedgerLine
 
     def count(*where: ColumnElement[bool]) -> Any:
@@ -338,36 +729,28 @@ def redemption_counts(
             .select_from(line)
             .join(t, t.id == line.transaction_id)
             .where(
-                line.program_id == program_id,
+                line.program_id == bindparam("program_id"),
                 line.kind == LINE_REDEMPTION,
                 line.points < 0,
-                line.created_at > since,
+                line.created_at > bindparam("burst_since", type_=line.created_at.type),
                 *where,
             )
             .scalar_subquery()
         )
 
-    row = session.execute(
-        select(count(line.account_id == account_id), count(t.terminal_id == terminal_id))
-    ).one()
-    return int(row[0]), int(row[1])
+    return (
+        count(line.account_id == bindparam("account_id")).label("ra"),
+        count(t.terminal_id == bindparam("terminal_id")).label("rt"),
+    )
+
+
+_ROLLING_SPEND = select(_rolling_spend(bindparam("account_id")))
 
 
 def rolling_spend(session: Session, account_id: int, since: datetime) -> int:
     """Spend after ``since`` of the account and of the accounts merged into it."""
-    t = LedgerTransaction
-    own = (
-        select(func.coalesce(func.sum(t.spend), 0))
-        .where(t.account_id == account_id, t.created_at > since)
-        .scalar_subquery()
-    )
-    merged = (
-        select(func.coalesce(func.sum(t.spend), 0))
-        .join(Account, Account.id == t.account_id)
-        .where(Account.merged_into_id == account_id, t.created_at > since)
-        .scalar_subquery()
-    )
-    return int(session.scalar(select(own + merged)) or 0)
+    found = _conn(session).execute(_ROLLING_SPEND, {"account_id": account_id, "since": since})
+    return int(found.scalar() or 0)
 
 
 def insert_tier_change(session: Session, row: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from tactful.core import clock
 from tactful.customers.service import get_customer
 from tactful.loyalty import store
 from tactful.loyalty.models import (
+    ACTIVE,
     AVAILABLE,
     BIRTHDAY,
     LINE_BONUS,
@@ -26,14 +27,14 @@ from tactful.loyalty.models import (
     LedgerLine,
     LedgerTransaction,
     Lot,
-    Program,
 )
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service import tiers
 from tactful.loyalty.service.events import emit_bonus
 from tactful.loyalty.service.fraud import get_account
 from tactful.loyalty.service.ledger import Move, NewLot, open_account, open_book
-from tactful.loyalty.service.programs import get_program, program_rules
+from tactful.loyalty.service.programs import ProgramView, get_program, program_view, view_of
+from tactful.loyalty.store import AccountRow
 from tactful.tenancy.service import record_audit
 
 SYSTEM_ACTOR = "system"
@@ -41,9 +42,11 @@ SYSTEM_ACTOR = "system"
 
 def enrol(
     session: Session, *, workspace_id: int, program_id: int, customer_id: int, actor: str
-) -> Account:
+) -> AccountRow:
     """Open the customer's account (with the welcome bonus); an existing one is returned."""
-    program = get_program(session, workspace_id=workspace_id, program_id=program_id)
+    program = view_of(
+        session, get_program(session, workspace_id=workspace_id, program_id=program_id)
+    )
     customer = get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
     opened = open_account(session, program=program, customer_id=customer.id, actor=actor)
     if opened.welcome is not None:
@@ -100,15 +103,13 @@ def due_lots(session: Session, *, now: datetime, limit: int = 1000) -> tuple[lis
     return store.due_pending_lots(session, now, limit), store.due_expiring_lots(session, now, limit)
 
 
-def _book_of_lot(session: Session, lot_id: int) -> tuple[Program, int] | None:
+def _book_of_lot(session: Session, lot_id: int) -> tuple[ProgramView, int] | None:
     account_id = store.lot_account(session, lot_id)
     if account_id is None:
         return None
-    account = session.get(Account, account_id)
+    account = store.account_row(session, account_id)
     assert account is not None
-    return get_program(
-        session, workspace_id=account.workspace_id, program_id=account.program_id
-    ), account_id
+    return program_view(session, account.program_id), account_id
 
 
 def activate_lot(session: Session, *, lot_id: int) -> bool:
@@ -138,14 +139,13 @@ def due_tier_reviews(
 
 def review_tier(session: Session, *, account_id: int) -> bool:
     """Run an account's tier review (a downgrade happens only here); True if it changed."""
-    account = session.get(Account, account_id)
+    account = store.account_row(session, account_id)
     if account is None:
         return False
-    program = get_program(session, workspace_id=account.workspace_id, program_id=account.program_id)
-    book = open_book(session, program, account_id)
+    book = open_book(session, program_view(session, account.program_id), account_id)
     if book.account.status == MERGED:
         return False
-    return tiers.review_tier(session, program=program, account=book.account, at=clock.now())
+    return tiers.review_tier(session, program=book.program, account=book.account, at=clock.now())
 
 
 def _celebrates(birthday: date, today: date) -> bool:
@@ -181,11 +181,11 @@ def due_birthdays(session: Session, *, now: datetime) -> list[tuple[int, int]]:
 
 def grant_birthday_bonus(session: Session, *, account_id: int, year: int) -> bool:
     """The program's birthday bonus, once per account and year; True if granted."""
-    account = session.get(Account, account_id)
+    account = store.account_row(session, account_id)
     if account is None:
         return False
-    program = get_program(session, workspace_id=account.workspace_id, program_id=account.program_id)
-    rules = program_rules(program)
+    program = program_view(session, account.program_id)
+    rules = program.rules
     book = open_book(session, program, account_id)
     key = f"birthday:{account_id}:{year}"
     if (
@@ -251,7 +251,7 @@ def fold_merged_customer(
             continue
         if source.customer_id == survivor.id:
             continue
-        program = get_program(session, workspace_id=workspace_id, program_id=source.program_id)
+        program = program_view(session, source.program_id)
         target = open_account(
             session, program=program, customer_id=survivor.id, actor=actor, welcome=False
         ).book
@@ -263,9 +263,11 @@ def fold_merged_customer(
         lots = [(lot, lot.remaining) for lot in src.lots.values()]
         moved = sum(points for _lot, points in lots)
         correlation = f"merge:{src.account.id}>{target.account.id}"
+        # the nth merge of this account (an undone merge can be made again)
+        nth = store.count_transactions(session, src.account.id, TRANSFER_OUT) + 1
         src.post(
             kind=TRANSFER_OUT,
-            key=f"merge-out:{src.account.id}",
+            key=f"merge-out:{src.account.id}" + (f":{nth}" if nth > 1 else ""),
             moves=[Move(lot.id, lot.state, LINE_TRANSFER, -points) for lot, points in lots],
             at=now,
             actor=actor,
@@ -274,7 +276,7 @@ def fold_merged_customer(
         )
         target.post(
             kind=TRANSFER_IN,
-            key=f"merge-in:{src.account.id}",
+            key=f"merge-in:{src.account.id}" + (f":{nth}" if nth > 1 else ""),
             moves=[
                 Move(
                     NewLot(lot.state, lot.expires_at, lot.available_at, ref=lot.id),
@@ -291,8 +293,18 @@ def fold_merged_customer(
         )
         src.account.status, src.account.merged_into_id = MERGED, target.account.id
         src.account.status_reason = f"customer {merged_id} merged into {survivor.id}"
+        store.update_account(
+            session,
+            src.account.id,
+            {
+                "status": MERGED,
+                "merged_into_id": target.account.id,
+                "status_reason": src.account.status_reason,
+                "updated_at": now,
+            },
+        )
         store.repoint_merged_accounts(session, src.account.id, target.account.id)
-        rules = program_rules(program)
+        rules = program.rules
         if calc.tier_rank(rules, src.account.tier) > calc.tier_rank(rules, target.account.tier):
             tiers.change_tier(
                 session,
@@ -314,3 +326,95 @@ def fold_merged_customer(
         )
         folded.append(Folded(program.id, src.account.id, target.account.id, moved))
     return folded
+
+
+def unfold_unmerged_customer(
+    session: Session,
+    *,
+    workspace_id: int,
+    survivor_id: int,
+    merged_id: int,
+    actor: str = SYSTEM_ACTOR,
+) -> list[Folded]:
+    """Undo :func:`fold_merged_customer` once the customers are separated again: what is left
+    of the lots the merge brought into the survivor's account goes back to the merged
+    customer's account by transfer entries (keeping expiry and pending state), and that
+    account is active again. Points the survivor spent meanwhile stay spent. Running it
+    again changes nothing."""
+    unfolded = []
+    for source in store.accounts_of(session, [merged_id]):
+        if (
+            source.workspace_id != workspace_id
+            or source.status != MERGED
+            or source.merged_into_id is None
+        ):
+            continue
+        program = program_view(session, source.program_id)
+        # locks in the order a merge takes them: the survivor's account, then the merged one
+        target = open_book(session, program, source.merged_into_id)
+        src = open_book(session, program, source.id)
+        if src.account.status != MERGED or src.account.merged_into_id != target.account.id:
+            continue
+        if target.account.customer_id != survivor_id:
+            continue  # merged on into another customer since: that survivor keeps the points
+        arrival = store.last_transfer_in(session, target.account.id, from_account_id=source.id)
+        now = clock.now()
+        lots = (
+            [
+                (lot, lot.remaining)
+                for lot in store.open_lots_of_transaction(session, arrival)
+                if lot.id in target.lots
+            ]
+            if arrival is not None
+            else []
+        )
+        moved = sum(points for _lot, points in lots)
+        correlation = f"unmerge:{target.account.id}>{src.account.id}"
+        if lots:
+            target.post(
+                kind=TRANSFER_OUT,
+                key=f"unmerge-out:{arrival}",
+                moves=[Move(lot.id, lot.state, LINE_TRANSFER, -points) for lot, points in lots],
+                at=now,
+                actor=actor,
+                correlation_key=correlation,
+                details={"to_account_id": src.account.id, "undoes_transaction_id": arrival},
+            )
+            src.post(
+                kind=TRANSFER_IN,
+                key=f"unmerge-in:{arrival}",
+                moves=[
+                    Move(
+                        NewLot(lot.state, lot.expires_at, lot.available_at, ref=lot.id),
+                        lot.state,
+                        LINE_TRANSFER,
+                        points,
+                    )
+                    for lot, points in lots
+                ],
+                at=now,
+                actor=actor,
+                correlation_key=correlation,
+                details={"from_account_id": target.account.id, "undoes_transaction_id": arrival},
+            )
+        src.account.status, src.account.merged_into_id, src.account.status_reason = (
+            ACTIVE,
+            None,
+            None,
+        )
+        store.update_account(
+            session,
+            src.account.id,
+            {"status": ACTIVE, "merged_into_id": None, "status_reason": None, "updated_at": now},
+        )
+        record_audit(
+            session,
+            workspace_id=workspace_id,
+            actor=actor,
+            action="loyalty.accounts_unmerged",
+            target_type="loyalty_account",
+            target_id=src.account.id,
+            details={"from_account_id": target.account.id, "points": moved},
+        )
+        unfolded.append(Folded(program.id, target.account.id, src.account.id, moved))
+    return unfolded

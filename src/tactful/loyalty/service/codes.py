@@ -11,10 +11,17 @@ shown as a barcode or QR code:
 
 A photographed or replayed redemption code is therefore refused, and so is a code from
 another customer's device.
+
+Device secrets are stored encrypted (AES-256-GCM, bound to the device's reference) under a key
+derived from the installation's signing secret; rows written before encryption (plain base32)
+stay readable.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hmac
 import re
 import secrets
@@ -23,10 +30,13 @@ from datetime import datetime
 from typing import Any
 
 import pyotp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.errors import Forbidden, NotFound, ValidationFailed
+from tactful.core.errors import ConfigError, Forbidden, NotFound, ValidationFailed
+from tactful.core.security import Signer
 from tactful.customers.service import get_customer
 from tactful.loyalty import store
 from tactful.loyalty.models import Device
@@ -39,6 +49,47 @@ REF_LENGTH = 8
 SPECS: dict[str, tuple[int, int, int]] = {ACCRUAL: (120, 6, 1), REDEMPTION: (30, 8, 1)}
 CODE = re.compile(r"^([AR])([A-Z2-7]{8})([0-9]{6}|[0-9]{8})$")
 _REF_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+SEALED = "v1:"  # prefix of an encrypted secret; anything else is a plain (older) one
+_KEY_PURPOSE = "loyalty.device-secret"
+
+
+@functools.lru_cache(maxsize=16)
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(key)
+
+
+def _cipher(signer: Signer) -> AESGCM:
+    """AES-256-GCM under a key derived (HMAC-SHA256) from the installation's secret."""
+    key = bytes.fromhex(signer.hmac_hex(b"aes-256-gcm device secrets", purpose=_KEY_PURPOSE))
+    return _aead(key)
+
+
+def _aad(ref: str) -> bytes:
+    # binds a sealed secret to its device: copied onto another row it no longer opens
+    return f"loyalty-device:{ref}".encode()
+
+
+def seal_secret(signer: Signer, ref: str, secret: str) -> str:
+    """A device secret as stored: encrypted and bound to the device's reference."""
+    nonce = secrets.token_bytes(12)
+    sealed = _cipher(signer).encrypt(nonce, secret.encode(), _aad(ref))
+    return SEALED + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def open_secret(signer: Signer, ref: str, stored: str) -> str:
+    """The device secret from its stored form (plain rows from before encryption as they are)."""
+    if not stored.startswith(SEALED):
+        return stored
+    try:
+        blob = base64.urlsafe_b64decode(stored[len(SEALED) :])
+        plain = _cipher(signer).decrypt(blob[:12], blob[12:], _aad(ref))
+    except (InvalidTag, ValueError, binascii.Error) as exc:
+        raise ConfigError(
+            f"the secret of app installation {ref} cannot be decrypted: the installation's "
+            "secret key (TACTFUL_SECURITY_SECRET_KEY) changed since it was enrolled",
+            field="TACTFUL_SECURITY_SECRET_KEY",
+        ) from exc
+    return plain.decode()
 
 
 @dataclass(frozen=True)
@@ -50,6 +101,7 @@ class CodeCheck:
     device_id: int
     customer_id: int
     step: int
+    last_redeem_step: int | None  # the device's newest used redemption step when checked
 
 
 def _spec(kind: str) -> dict[str, Any]:
@@ -58,7 +110,13 @@ def _spec(kind: str) -> dict[str, Any]:
 
 
 def enrol_device(
-    session: Session, *, workspace_id: int, customer_id: int, label: str | None, actor: str
+    session: Session,
+    *,
+    workspace_id: int,
+    customer_id: int,
+    label: str | None,
+    actor: str,
+    signer: Signer,
 ) -> tuple[Device, str]:
     """Enrol an app installation: returns the device and its secret (shown once)."""
     customer = get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
@@ -73,7 +131,7 @@ def enrol_device(
         workspace_id=workspace_id,
         customer_id=customer.id,
         ref=ref,
-        secret=secret,
+        secret=seal_secret(signer, ref, secret),
         label=label,
         created_at=clock.now(),
     )
@@ -135,6 +193,7 @@ def check_code(
     code: str,
     at: datetime,
     field: str,
+    signer: Signer,
     for_redemption: bool = False,
 ) -> CodeCheck:
     """Match a code against its device's secret; refuse expired and unknown codes, and (when
@@ -155,18 +214,26 @@ def check_code(
     device = store.device_by_ref(session, ref)
     if device is None or device.workspace_id != workspace_id or device.revoked_at is not None:
         raise Forbidden("the code is not valid (unknown or revoked app installation)", field=field)
-    otp = pyotp.TOTP(device.secret, digits=length, interval=interval)
+    otp = pyotp.TOTP(open_secret(signer, ref, device.secret), digits=length, interval=interval)
     now_step = otp.timecode(at)
     for step in range(now_step, now_step - back - 1, -1):
         if hmac.compare_digest(otp.generate_otp(step), digits):
-            if for_redemption and kind != REDEMPTION:
-                raise Forbidden("an accrual code cannot authorise spending", field=field)
-            if for_redemption and (
-                device.last_redeem_step is not None and step <= device.last_redeem_step
-            ):
-                raise Forbidden("the redemption code was already used", field=field)
-            return CodeCheck(code, kind, device.id, device.customer_id, step)
+            check = CodeCheck(
+                code, kind, device.id, device.customer_id, step, device.last_redeem_step
+            )
+            if for_redemption:
+                require_redeemable(check, field=field)
+            return check
     raise Forbidden("the code has expired or is wrong", field=field)
+
+
+def require_redeemable(check: CodeCheck, *, field: str) -> None:
+    """Refuse a checked code that cannot authorise spending: an accrual code, or a redemption
+    code whose step was used already."""
+    if check.kind != REDEMPTION:
+        raise Forbidden("an accrual code cannot authorise spending", field=field)
+    if check.last_redeem_step is not None and check.step <= check.last_redeem_step:
+        raise Forbidden("the redemption code was already used", field=field)
 
 
 def consume(session: Session, check: CodeCheck, *, field: str) -> None:

@@ -12,7 +12,7 @@ from tactful.core.runtime import Runtime
 from tactful.customers.service import TimelineItem
 from tactful.events.service import CustomerEvent, record_customer_events
 from tactful.loyalty import store
-from tactful.loyalty.models import Program
+from tactful.loyalty.service.programs import ProgramView
 
 BONUS_ACCRUED = "Bonus Accrued"
 BONUS_REDEEMED = "Bonus Redeemed"
@@ -26,7 +26,7 @@ TIER_CHANGED_EVENT = "loyalty.tier_changed"
 def emit(
     session: Session,
     *,
-    program: Program,
+    program: ProgramView,
     customer_id: int,
     at: datetime,
     events: list[tuple[str, str, dict[str, Any]]],
@@ -56,7 +56,7 @@ def emit(
 def emit_bonus(
     session: Session,
     *,
-    program: Program,
+    program: ProgramView,
     customer_id: int,
     transaction_id: int,
     points: int,

@@ -22,83 +22,56 @@ from tactful.loyalty.models import (
     Account,
     FraudFlag,
     LedgerTransaction,
-    Program,
 )
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.events import BONUS_ACCRUED, emit
 from tactful.loyalty.service.ledger import Move, NewLot, open_book
-from tactful.loyalty.service.programs import get_program, program_rules
+from tactful.loyalty.service.programs import ProgramView, get_program, view_of
 from tactful.tenancy.service import record_audit
 
 
-def replay_or_check_velocity(
-    session: Session,
-    *,
-    program: Program,
-    key: str,
-    account_id: int,
-    store_id: str,
-    terminal_id: str,
-    at: datetime,
-) -> int | None:
-    """The transaction already confirmed under ``key`` (a replay is never limited); else
-    None, once the card's, terminal's and store's rates are checked (429 when exceeded).
-    One round trip, made while the account is locked."""
-    limits = program_rules(program).limits
-    checks = store.confirm_checks(
-        session,
-        program_id=program.id,
-        key=key,
-        account_id=account_id,
-        store_id=store_id,
-        terminal_id=terminal_id,
-        hour_ago=at - timedelta(hours=1),
-        minute_ago=at - timedelta(minutes=1),
-        limits=(limits.account_per_hour, limits.terminal_per_minute, limits.store_per_minute),
-    )
-    if checks.existing_id is not None:
-        return checks.existing_id
-    if checks.account_last_hour >= limits.account_per_hour:
+def check_velocity(
+    *, program: ProgramView, state: store.ConfirmState, store_id: str, terminal_id: str
+) -> None:
+    """Refuse (429) a confirm past the card's, terminal's or store's rate, as counted under
+    the account's lock (a replay never gets here)."""
+    limits = program.rules.limits
+    if state.account_last_hour >= limits.account_per_hour:
         raise TooManyRequests(
-            f"this card made {checks.account_last_hour} purchases in the last hour "
+            f"this card made {state.account_last_hour} purchases in the last hour "
             f"(limit {limits.account_per_hour}); try again later",
             field="customer",
         )
-    if checks.terminal_last_minute >= limits.terminal_per_minute:
+    if state.terminal_last_minute >= limits.terminal_per_minute:
         raise TooManyRequests(
-            f"terminal {terminal_id} made {checks.terminal_last_minute} purchases in the last "
+            f"terminal {terminal_id} made {state.terminal_last_minute} purchases in the last "
             f"minute (limit {limits.terminal_per_minute})",
             field="terminal_id",
         )
-    if checks.store_last_minute >= limits.store_per_minute:
+    if state.store_last_minute >= limits.store_per_minute:
         raise TooManyRequests(
-            f"store {store_id} made {checks.store_last_minute} purchases in the last minute "
+            f"store {store_id} made {state.store_last_minute} purchases in the last minute "
             f"(limit {limits.store_per_minute})",
             field="store_id",
         )
-    return None
 
 
 def flag_bursts(
     session: Session,
     *,
-    program: Program,
+    program: ProgramView,
     account_id: int,
     store_id: str,
     terminal_id: str,
     at: datetime,
+    by_account: int,
+    by_terminal: int,
 ) -> list[str]:
-    """After a redemption: flag the account or terminal when redemptions come in a burst
-    (once per burst window). Returns the kinds of new flags."""
-    limits = program_rules(program).limits
+    """After a redemption: flag the account or terminal when their redemptions within the
+    burst window (``by_account``, ``by_terminal``, this one included) reach a threshold, once
+    per burst window. Returns the kinds of new flags."""
+    limits = program.rules.limits
     window = timedelta(minutes=limits.burst_minutes)
-    by_account, by_terminal = store.redemption_counts(
-        session,
-        program_id=program.id,
-        account_id=account_id,
-        terminal_id=terminal_id,
-        since=at - window,
-    )
     slot = int(at.timestamp()) // int(window.total_seconds())
     raised = []
     checks = (
@@ -224,7 +197,10 @@ def adjust_points(
             f"account {account_id} was merged into {found.merged_into_id}; adjust that one",
             field="account_id",
         )
-    program = get_program(session, workspace_id=principal.workspace_id, program_id=found.program_id)
+    program = view_of(
+        session,
+        get_program(session, workspace_id=principal.workspace_id, program_id=found.program_id),
+    )
     book = open_book(session, program, account_id)
     key = f"adjust:{idempotency_key}"
     existing = store.transaction_by_key(session, program.id, key)

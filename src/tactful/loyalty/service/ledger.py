@@ -30,14 +30,12 @@ from tactful.loyalty.models import (
     LINE_EXPIRY,
     PENDING,
     WELCOME,
-    Account,
-    Program,
 )
 from tactful.loyalty.schemas import ProgramRules
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.events import BONUS_EXPIRED, emit
-from tactful.loyalty.service.programs import program_rules
-from tactful.loyalty.store import LotRow
+from tactful.loyalty.service.programs import ProgramView
+from tactful.loyalty.store import AccountRow, LotRow
 
 
 @dataclass(frozen=True)
@@ -91,13 +89,13 @@ class Book:
     """One locked account with its open lots, for the rest of the transaction."""
 
     session: Session
-    program: Program
-    account: Account
+    program: ProgramView
+    account: AccountRow
     lots: dict[int, LotRow] = field(default_factory=dict)
 
     @property
     def rules(self) -> ProgramRules:
-        return program_rules(self.program)
+        return self.program.rules
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -270,14 +268,16 @@ class Book:
             lot.state = states.get(lot_id, lot.state)
             if lot.remaining < 0:
                 raise AssertionError(f"lot {lot_id} would go below zero")
-            updates.append({"id": lot_id, "remaining": lot.remaining, "state": lot.state})
+            updates.append({"lot_id": lot_id, "remaining": lot.remaining, "state": lot.state})
         store.insert_lines(session, lines)
         store.update_lots(session, updates)
         account.balance += balance
         account.pending += pending
         if account.balance < 0 or account.pending < 0:
             raise AssertionError(f"account {account.id} would go below zero")
-        account.updated_at = at
+        store.update_balances(
+            session, account.id, balance=account.balance, pending=account.pending, at=at
+        )
         for lot_id in [i for i, lot in self.lots.items() if lot.remaining == 0]:
             del self.lots[lot_id]
         return Posted(transaction_id, points, new_lots)
@@ -358,17 +358,23 @@ class Book:
         return done
 
 
-def open_book(session: Session, program: Program, account_id: int) -> Book:
+def open_book(session: Session, program: ProgramView, account_id: int) -> Book:
     """Lock an account and load its open lots."""
     account = store.lock_account(session, account_id)
     if account is None:
         raise NotFound(f"loyalty account {account_id} does not exist", field="account_id")
-    return _book(session, program, account)
+    return book_of(session, program, account)
 
 
-def _book(session: Session, program: Program, locked: Account) -> Book:
-    lots = store.open_lots(session, locked.id)
-    return Book(session, program, locked, {lot.id: lot for lot in lots})
+def book_of(
+    session: Session,
+    program: ProgramView,
+    locked: AccountRow,
+    lots: Sequence[LotRow] | None = None,
+) -> Book:
+    """The book of an account the caller has locked (its open lots loaded unless given)."""
+    found = store.open_lots(session, locked.id) if lots is None else lots
+    return Book(session, program, locked, {lot.id: lot for lot in found})
 
 
 @dataclass(frozen=True)
@@ -380,7 +386,7 @@ class Opened:
 def open_account(
     session: Session,
     *,
-    program: Program,
+    program: ProgramView,
     customer_id: int,
     actor: str,
     welcome: bool = True,
@@ -390,8 +396,8 @@ def open_account(
     now = at or clock.now()
     existing = store.lock_account_of(session, program.id, customer_id)
     if existing is not None:
-        return Opened(_book(session, program, existing), None)
-    rules = program_rules(program)
+        return Opened(book_of(session, program, existing), None)
+    rules = program.rules
     account_id = store.insert_account(
         session,
         {
@@ -410,7 +416,7 @@ def open_account(
     if account_id is None:  # created by a concurrent transaction that committed first
         found = store.lock_account_of(session, program.id, customer_id)
         assert found is not None
-        return Opened(_book(session, program, found), None)
+        return Opened(book_of(session, program, found), None)
     book = open_book(session, program, account_id)
     posted = None
     if welcome and rules.welcome_bonus:

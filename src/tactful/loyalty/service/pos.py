@@ -11,18 +11,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.errors import Conflict, Forbidden, TactfulError, ValidationFailed
-from tactful.customers.models import Customer
+from tactful.core.errors import Conflict, Forbidden, NotFound, TactfulError, ValidationFailed
+from tactful.core.security import Signer
 from tactful.customers.service import find_customer, get_customer
 from tactful.loyalty import store
 from tactful.loyalty.models import (
+    ACTIVE,
     AVAILABLE,
     BLOCKED,
     LINE_ACCRUAL,
@@ -32,7 +33,6 @@ from tactful.loyalty.models import (
     PURCHASE,
     Account,
     LedgerTransaction,
-    Program,
 )
 from tactful.loyalty.schemas import (
     CalculateOut,
@@ -50,47 +50,129 @@ from tactful.loyalty.service.ledger import (
     Book,
     Move,
     NewLot,
+    book_of,
     open_account,
     spendable_now,
 )
-from tactful.loyalty.service.programs import program_rules, resolve_program
+from tactful.loyalty.service.programs import (
+    ProgramView,
+    cached_view,
+    program_view,
+    resolve_program,
+    scope_of,
+    view_of,
+)
+from tactful.loyalty.store import AccountRow
 from tactful.tenancy.service import get_workspace
 
 SYSTEM_ACTOR = "system"
 
 
-@dataclass(frozen=True)
-class Who:
-    """The customer a POS call names, and the app code that named them (if any)."""
-
-    customer: Customer
-    code: CodeCheck | None
+# -- who and which program --------------------------------------------------------------------
 
 
-def _who(session: Session, *, workspace_id: int, kind: str, value: str, at: datetime) -> Who:
-    if kind == "code":
-        check = codes.check_code(
-            session, workspace_id=workspace_id, code=value, at=at, field="customer.value"
+def _which(
+    workspace_id: int,
+    program_id: int | None,
+    brand_id: int | None,
+    customer: tuple[str, str] | int | None = None,
+) -> store.Which:
+    return store.Which(workspace_id, program_id, scope_of(brand_id), customer)
+
+
+def _program(
+    session: Session,
+    *,
+    workspace_id: int,
+    program_id: int | None,
+    brand_id: int | None,
+    found: int | None,
+    version: int,
+    updated_at: datetime | None,
+) -> ProgramView:
+    """The program a POS call means, from what a combined query found (``found``, its
+    version and last change): the cached view when this version is known; the full lookup
+    (with its 404 or 422) when nothing was found."""
+    if found is None or updated_at is None:
+        program = resolve_program(
+            session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
         )
-        customer = get_customer(session, workspace_id=workspace_id, customer_id=check.customer_id)
-        return Who(customer, check)
+        return view_of(session, program)
+    view = cached_view(session, found, version, updated_at) or program_view(session, found)
+    if program_id is not None and brand_id is not None and view.brand_id not in (None, brand_id):
+        raise NotFound(f"loyalty program {program_id} does not exist", field="program_id")
+    return view
+
+
+def _resolve(
+    session: Session, *, workspace_id: int, program_id: int | None, brand_id: int | None
+) -> ProgramView:
+    """The program a POS call means, by itself (one small query when its rules are cached)."""
+    found = store.program_stamp(session, _which(workspace_id, program_id, brand_id))
+    return _program(
+        session,
+        workspace_id=workspace_id,
+        program_id=program_id,
+        brand_id=brand_id,
+        found=found[0] if found else None,
+        version=found[1] if found else 0,
+        updated_at=found[2] if found else None,
+    )
+
+
+def _find(
+    session: Session, *, workspace_id: int, kind: str, value: str, code: CodeCheck | None
+) -> int:
+    """The customer an identifier names, through the customer service (normalising it,
+    following merges): a 404 or 422 naming ``customer.value`` when there is none."""
+    if code is not None:
+        return get_customer(session, workspace_id=workspace_id, customer_id=code.customer_id).id
     workspace = get_workspace(session, workspace_id)
     try:
-        return Who(find_customer(session, workspace=workspace, kind=kind, value=value), None)
+        return find_customer(session, workspace=workspace, kind=kind, value=value).id
     except TactfulError as exc:
         exc.field = f"customer.{exc.field or 'value'}"
         raise
 
 
-def customer_id_of(session: Session, *, workspace_id: int, kind: str, value: str) -> int:
+def _named(
+    session: Session, *, workspace_id: int, kind: str, value: str, at: datetime, signer: Signer
+) -> tuple[tuple[str, str] | int, CodeCheck | None]:
+    """What to look the customer up by: an app code is checked against its device first (its
+    customer is the device's); a card or phone is looked up as given, in one query with the
+    account (normal forms match at once; anything else goes through the customer service)."""
+    if kind == "code":
+        check = codes.check_code(
+            session,
+            workspace_id=workspace_id,
+            code=value,
+            at=at,
+            field="customer.value",
+            signer=signer,
+        )
+        return check.customer_id, check
+    return (kind, value), None
+
+
+def customer_id_of(
+    session: Session, *, workspace_id: int, kind: str, value: str, signer: Signer
+) -> int:
     """The customer a card, phone or app code names (a 404 or 403 naming the value if none)."""
-    return _who(
-        session, workspace_id=workspace_id, kind=kind, value=value, at=clock.now()
-    ).customer.id
+    _lookup, code = _named(
+        session, workspace_id=workspace_id, kind=kind, value=value, at=clock.now(), signer=signer
+    )
+    return _find(session, workspace_id=workspace_id, kind=kind, value=value, code=code)
 
 
 def _redeem_check(
-    session: Session, *, workspace_id: int, who: Who, redeem_code: str | None, at: datetime
+    session: Session,
+    *,
+    workspace_id: int,
+    customer_id: int,
+    named_by: CodeCheck | None,
+    redeem_code: str | None,
+    at: datetime,
+    signer: Signer,
 ) -> CodeCheck | None:
     """The redemption code presented (separately or as the identifier), checked and bound to
     the identified customer."""
@@ -102,20 +184,15 @@ def _redeem_check(
             code=redeem_code,
             at=at,
             field="redeem_code",
+            signer=signer,
             for_redemption=True,
         )
-    elif who.code is not None and who.code.kind == codes.REDEMPTION:
-        check = codes.check_code(
-            session,
-            workspace_id=workspace_id,
-            code=who.code.code,
-            at=at,
-            field="customer.value",
-            for_redemption=True,
-        )
-    if check is not None:
+    elif named_by is not None and named_by.kind == codes.REDEMPTION:
+        codes.require_redeemable(named_by, field="customer.value")
+        check = named_by
+    if check is not None and check.customer_id != customer_id:
         owner = get_customer(session, workspace_id=workspace_id, customer_id=check.customer_id)
-        if owner.id != who.customer.id:
+        if owner.id != customer_id:
             raise Forbidden(
                 "the redemption code belongs to another customer's app", field="redeem_code"
             )
@@ -158,7 +235,7 @@ def _check_redemption(
         )
 
 
-def _benefits(program: Program, tier_key: str, spend: int) -> TierBenefits:
+def _benefits(program: ProgramView, tier_key: str, spend: int) -> TierBenefits:
     return TierBenefits.model_validate(tiers.benefits(program, tier_key=tier_key, spend=spend))
 
 
@@ -180,23 +257,72 @@ def _lines_out(quote: calc.Quote) -> list[QuoteLineOut]:
 class _Snapshot:
     """An unlocked look at the customer's account (for identify and calculate)."""
 
-    account: Account | None
+    program: ProgramView
+    customer_id: int
+    first_name: str | None
+    named_by: CodeCheck | None
+    account: AccountRow | None
     tier: str
     spend: int
     spendable: int
 
 
-def _snapshot(session: Session, program: Program, customer_id: int, at: datetime) -> _Snapshot:
-    rules = program_rules(program)
-    account = store.account_for(session, program.id, customer_id)
+def _snapshot(
+    session: Session,
+    *,
+    workspace_id: int,
+    program_id: int | None,
+    brand_id: int | None,
+    kind: str,
+    value: str,
+    at: datetime,
+    signer: Signer,
+) -> _Snapshot:
+    """Program, customer, account, spendable points and rolling spend: one query when the
+    identifier is in its normal form and the program's rules are cached."""
+    lookup, code = _named(
+        session, workspace_id=workspace_id, kind=kind, value=value, at=at, signer=signer
+    )
+    since = calc.spend_window_start(at)
+
+    def read(customer: tuple[str, str] | int) -> store.PosAccount:
+        which = _which(workspace_id, program_id, brand_id, customer)
+        return store.pos_account(session, which, at=at, since=since)
+
+    found = read(lookup)
+    program = _program(
+        session,
+        workspace_id=workspace_id,
+        program_id=program_id,
+        brand_id=brand_id,
+        found=found.program_id,
+        version=found.program_version,
+        updated_at=found.program_updated_at,
+    )
+    if found.customer_id is None:
+        found = read(_find(session, workspace_id=workspace_id, kind=kind, value=value, code=code))
+    assert found.customer_id is not None
+    account, spendable, spend = found.account, found.spendable, found.spend
     if account is not None and account.status == MERGED and account.merged_into_id is not None:
-        account = session.get(Account, account.merged_into_id)
+        account = store.account_row(session, account.merged_into_id)
+        assert account is not None
+        spendable = spendable_now(store.open_lots(session, account.id), at)
+        spend = store.rolling_spend(session, account.id, since)
     if account is None:
         # a first confirm opens the account with its welcome bonus, which it may spend
-        return _Snapshot(None, rules.tiers[0].key, 0, rules.welcome_bonus)
-    lots = store.open_lots(session, account.id)
-    spend = tiers.rolling_spend(session, account=account, at=at)
-    return _Snapshot(account, account.tier, spend, spendable_now(lots, at))
+        return _Snapshot(
+            program,
+            found.customer_id,
+            found.first_name,
+            code,
+            None,
+            program.rules.tiers[0].key,
+            0,
+            program.rules.welcome_bonus,
+        )
+    return _Snapshot(
+        program, found.customer_id, found.first_name, code, account, account.tier, spend, spendable
+    )
 
 
 def identify(
@@ -207,24 +333,30 @@ def identify(
     program_id: int | None,
     kind: str,
     value: str,
+    signer: Signer,
 ) -> IdentifyOut:
     """Who the customer is, their tier, balance and whether they may spend right now."""
     now = clock.now()
-    program = resolve_program(
-        session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
+    snap = _snapshot(
+        session,
+        workspace_id=workspace_id,
+        program_id=program_id,
+        brand_id=brand_id,
+        kind=kind,
+        value=value,
+        at=now,
+        signer=signer,
     )
-    who = _who(session, workspace_id=workspace_id, kind=kind, value=value, at=now)
-    snap = _snapshot(session, program, who.customer.id, now)
     return IdentifyOut(
-        program_id=program.id,
+        program_id=snap.program.id,
         account_id=snap.account.id if snap.account else None,
-        customer_id=who.customer.id,
-        first_name=who.customer.first_name,
-        tier=_benefits(program, snap.tier, snap.spend),
+        customer_id=snap.customer_id,
+        first_name=snap.first_name,
+        tier=_benefits(snap.program, snap.tier, snap.spend),
         balance=snap.account.balance if snap.account else 0,
         pending=snap.account.pending if snap.account else 0,
         spendable=snap.spendable,
-        redeem_code_valid=who.code is not None and who.code.kind == codes.REDEMPTION,
+        redeem_code_valid=snap.named_by is not None and snap.named_by.kind == codes.REDEMPTION,
     )
 
 
@@ -240,18 +372,30 @@ def calculate(
     redeem_points: int,
     redeem_code: str | None,
     store_id: str,
+    signer: Signer,
 ) -> CalculateOut:
     """What the receipt would earn and may spend (writes nothing; confirm decides)."""
     now = clock.now()
-    program = resolve_program(
-        session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
+    snap = _snapshot(
+        session,
+        workspace_id=workspace_id,
+        program_id=program_id,
+        brand_id=brand_id,
+        kind=kind,
+        value=value,
+        at=now,
+        signer=signer,
     )
-    rules = program_rules(program)
-    who = _who(session, workspace_id=workspace_id, kind=kind, value=value, at=now)
+    program, rules = snap.program, snap.program.rules
     check = _redeem_check(
-        session, workspace_id=workspace_id, who=who, redeem_code=redeem_code, at=now
+        session,
+        workspace_id=workspace_id,
+        customer_id=snap.customer_id,
+        named_by=snap.named_by,
+        redeem_code=redeem_code,
+        at=now,
+        signer=signer,
     )
-    snap = _snapshot(session, program, who.customer.id, now)
     tier = calc.tier_by_key(rules, snap.tier)
     quote = calc.quote(
         rules,
@@ -266,13 +410,13 @@ def calculate(
         rules=rules,
         quote=quote,
         spendable=snap.spendable,
-        status=snap.account.status if snap.account else "active",
+        status=snap.account.status if snap.account else ACTIVE,
         status_reason=snap.account.status_reason if snap.account else None,
         check=check,
     )
     return CalculateOut(
         program_id=program.id,
-        customer_id=who.customer.id,
+        customer_id=snap.customer_id,
         total=quote.total,
         max_redeemable=quote.max_redeemable,
         redeem_points=quote.redeem_points,
@@ -306,51 +450,92 @@ def confirm(
     store_id: str,
     terminal_id: str,
     actor: str,
+    signer: Signer,
 ) -> ConfirmOut:
     """Spend and accrue for a receipt in one atomic step; a replay of the same POS
     transaction id returns the first answer and changes nothing."""
     now = clock.now()
-    program = resolve_program(
-        session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
-    )
-    rules = program_rules(program)
     key = f"pos:{pos_transaction_id}"
     fingerprint = request_fingerprint(
         [(x.line_no, x.product_id, x.category_id, x.amount) for x in lines],
         redeem_points,
         receipt_id,
     )
+    program: ProgramView | None = None
     if kind == "code":
         # the app's code may have expired since the first attempt: answer a replay first
+        program = _resolve(
+            session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
+        )
         existing = store.transaction_by_key(session, program.id, key)
         if existing is not None:
             return _replayed_confirm(session, existing, fingerprint)
-    who = _who(session, workspace_id=workspace_id, kind=kind, value=value, at=now)
-    opened = open_account(
-        session, program=program, customer_id=who.customer.id, actor=actor, at=now
+    lookup, code = _named(
+        session, workspace_id=workspace_id, kind=kind, value=value, at=now, signer=signer
     )
-    book = opened.book
-    # checked again under the account's lock: a concurrent duplicate waits, then sees ours
-    existing_id = fraud.replay_or_check_velocity(
+    # the usual case in one round trip: the customer's account, locked, and the program's
+    # version; a first purchase, an identifier not in its normal form or a merged customer
+    # take the full path
+    locked = store.lock_pos_account(
         session,
-        program=program,
+        _which(workspace_id, program.id if program else program_id, brand_id, lookup),
+    )
+    welcome = None
+    if locked is not None:
+        program = program or _program(
+            session,
+            workspace_id=workspace_id,
+            program_id=program_id,
+            brand_id=brand_id,
+            found=locked.account.program_id,
+            version=locked.program_version,
+            updated_at=locked.program_updated_at,
+        )
+        account = locked.account
+    else:
+        program = program or _resolve(
+            session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
+        )
+        customer_id = _find(session, workspace_id=workspace_id, kind=kind, value=value, code=code)
+        opened = open_account(
+            session, program=program, customer_id=customer_id, actor=actor, at=now
+        )
+        account, welcome = opened.book.account, opened.welcome
+    rules = program.rules
+    limits = rules.limits
+    # read under the account's lock: a concurrent duplicate waits, then sees ours
+    state = store.confirm_state(
+        session,
+        program_id=program.id,
         key=key,
-        account_id=book.account.id,
+        account_id=account.id,
         store_id=store_id,
         terminal_id=terminal_id,
-        at=now,
+        hour_ago=now - timedelta(hours=1),
+        minute_ago=now - timedelta(minutes=1),
+        limits=(limits.account_per_hour, limits.terminal_per_minute, limits.store_per_minute),
+        since=calc.spend_window_start(now),
+        burst_since=now - timedelta(minutes=limits.burst_minutes) if redeem_points else None,
     )
-    if existing_id is not None:
-        existing = store.transaction(session, existing_id)
+    if state.existing_id is not None:
+        existing = store.transaction(session, state.existing_id)
         assert existing is not None
         return _replayed_confirm(session, existing, fingerprint)
+    fraud.check_velocity(program=program, state=state, store_id=store_id, terminal_id=terminal_id)
     # only now (not a replay): a replayed confirm must succeed even with a used code
     check = _redeem_check(
-        session, workspace_id=workspace_id, who=who, redeem_code=redeem_code, at=now
+        session,
+        workspace_id=workspace_id,
+        customer_id=account.customer_id,
+        named_by=code,
+        redeem_code=redeem_code,
+        at=now,
+        signer=signer,
     )
+    book = book_of(session, program, account, state.lots)
     book.settle_due(at=now, actor=SYSTEM_ACTOR)
     spendable = book.spendable(now)
-    tier = calc.tier_by_key(rules, book.account.tier)
+    tier = calc.tier_by_key(rules, account.tier)
     quote = calc.quote(
         rules,
         tier=tier,
@@ -364,8 +549,8 @@ def confirm(
         rules=rules,
         quote=quote,
         spendable=spendable,
-        status=book.account.status,
-        status_reason=book.account.status_reason,
+        status=account.status,
+        status_reason=account.status_reason,
         check=check,
     )
     moves: list[Move] = []
@@ -416,25 +601,31 @@ def confirm(
             "device_id": check.device_id if check and redeem_points else None,
         },
     )
-    if opened.welcome is not None:
+    if welcome is not None:
         emit_bonus(
             session,
             program=program,
-            customer_id=who.customer.id,
-            transaction_id=opened.welcome.id,
-            points=opened.welcome.points,
+            customer_id=account.customer_id,
+            transaction_id=welcome.id,
+            points=welcome.points,
             bonus="welcome",
             at=now,
         )
-    tier_changed = tiers.upgrade_if_earned(session, program=program, account=book.account, at=now)
-    if redeem_points:
+    tier_changed = tiers.upgrade_if_earned(
+        session, program=program, account=account, at=now, spend=state.spend + quote.total
+    )
+    if redeem_points and state.redemptions is not None:
+        by_account, by_terminal = state.redemptions
         fraud.flag_bursts(
             session,
             program=program,
-            account_id=book.account.id,
+            account_id=account.id,
             store_id=store_id,
             terminal_id=terminal_id,
             at=now,
+            # counted before this redemption: this one is the next
+            by_account=by_account + 1,
+            by_terminal=by_terminal + 1,
         )
     emit_purchase(
         session,
@@ -452,17 +643,17 @@ def confirm(
     return ConfirmOut(
         transaction_id=posted.id,
         replayed=False,
-        account_id=book.account.id,
-        customer_id=book.account.customer_id,
+        account_id=account.id,
+        customer_id=account.customer_id,
         total=quote.total,
         redeemed_points=quote.redeem_points,
         redeem_value=quote.redeem_value,
         to_pay=quote.to_pay,
         accrued_points=quote.accrued_points,
         accrual_pending_until=available_at if quote.accrued_points else None,
-        balance=book.account.balance,
-        pending=book.account.pending,
-        tier=book.account.tier,
+        balance=account.balance,
+        pending=account.pending,
+        tier=account.tier,
         tier_changed=tier_changed,
         lines=_lines_out(quote),
     )
@@ -471,7 +662,7 @@ def confirm(
 def emit_purchase(
     session: Session,
     *,
-    program: Program,
+    program: ProgramView,
     book: Book,
     transaction_id: int,
     accrued: int,
@@ -501,7 +692,7 @@ def emit_purchase(
             )
         )
     if redeemed:
-        value = redeemed * program_rules(program).point_value
+        value = redeemed * program.rules.point_value
         events.append(
             (
                 f"{transaction_id}:redeemed",

@@ -21,14 +21,13 @@ from tactful.loyalty.models import (
     MERGED,
     PURCHASE,
     REFUND,
-    Account,
     LedgerLine,
     LedgerTransaction,
 )
 from tactful.loyalty.schemas import ProgramRules, RefundOut
 from tactful.loyalty.service.ledger import Book, Move, NewLot, open_book
 from tactful.loyalty.service.pos import SYSTEM_ACTOR, emit_purchase, request_fingerprint
-from tactful.loyalty.service.programs import program_rules, resolve_program
+from tactful.loyalty.service.programs import resolve_program, view_of
 
 
 @dataclass(frozen=True)
@@ -135,8 +134,11 @@ def refund(
     points come back to the lots they left, accrued points are taken back in proportion.
     Idempotent by the refund's POS transaction id (a cancel, by the purchase's)."""
     now = clock.now()
-    program = resolve_program(
-        session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
+    program = view_of(
+        session,
+        resolve_program(
+            session, workspace_id=workspace_id, program_id=program_id, brand_id=brand_id
+        ),
     )
     original = store.transaction_by_key(session, program.id, f"pos:{original_pos_transaction_id}")
     if original is None or original.kind != PURCHASE:
@@ -144,7 +146,7 @@ def refund(
             f"no confirmed purchase has the POS transaction id {original_pos_transaction_id!r}",
             field="original_pos_transaction_id",
         )
-    owner = session.get(Account, original.account_id)
+    owner = store.account_row(session, original.account_id)
     assert owner is not None
     target = owner.merged_into_id if owner.status == MERGED and owner.merged_into_id else owner.id
     book = open_book(session, program, target)
@@ -160,7 +162,7 @@ def refund(
                 "this pos_transaction_id was already used for a different refund",
                 field="pos_transaction_id",
             )
-        return _refund_out(existing, book, program_rules(program), replayed=True)
+        return _refund_out(existing, book, program.rules, replayed=True)
     before = store.reversals_of(session, original.id)
     share = _share(original, before, lines=lines, amount=amount, cancel=cancel)
     book.settle_due(at=now, actor=SYSTEM_ACTOR)
@@ -227,7 +229,7 @@ def refund(
     )
     txn = session.get(LedgerTransaction, posted.id)
     assert txn is not None
-    return _refund_out(txn, book, program_rules(program), replayed=False)
+    return _refund_out(txn, book, program.rules, replayed=False)
 
 
 def _restore_plan(

@@ -20,7 +20,7 @@ from tactful.loyalty.models import (
 )
 from tactful.loyalty.schemas import ActivityOut, ActivityPeriod, ExpiryBucket, LiabilityOut
 from tactful.loyalty.service import rules as calc
-from tactful.loyalty.service.programs import get_program, program_rules
+from tactful.loyalty.service.programs import get_program, view_of
 
 PERIODS = ("day", "week", "month")
 MAX_PERIODS = 400
@@ -71,7 +71,7 @@ def liability(
         available_points=available,
         pending_points=pending,
         outstanding_points=outstanding,
-        outstanding_value=outstanding * program_rules(program).point_value,
+        outstanding_value=outstanding * view_of(session, program).rules.point_value,
         currency=program.currency,
         expiry_profile=buckets,
     )

@@ -9,14 +9,14 @@ from sqlalchemy.orm import Session
 
 from tactful.core import domain_events
 from tactful.loyalty import store
-from tactful.loyalty.models import Account, Program
 from tactful.loyalty.schemas import TierRule
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.events import TIER_CHANGED, TIER_CHANGED_EVENT, emit
-from tactful.loyalty.service.programs import program_rules
+from tactful.loyalty.service.programs import ProgramView
+from tactful.loyalty.store import AccountRow
 
 
-def rolling_spend(session: Session, *, account: Account, at: datetime) -> int:
+def rolling_spend(session: Session, *, account: AccountRow, at: datetime) -> int:
     """Net spend of the account (and of accounts merged into it) over the last 12 months."""
     return store.rolling_spend(session, account.id, calc.spend_window_start(at))
 
@@ -24,15 +24,15 @@ def rolling_spend(session: Session, *, account: Account, at: datetime) -> int:
 def change_tier(
     session: Session,
     *,
-    program: Program,
-    account: Account,
+    program: ProgramView,
+    account: AccountRow,
     to: TierRule,
     reason: str,
     spend: int,
     at: datetime,
 ) -> None:
     """Move the account to tier ``to``: record it, emit it, and schedule its next review."""
-    rules = program_rules(program)
+    rules = program.rules
     previous = account.tier
     account.tier, account.tier_since = to.key, at
     account.tier_review_at = (
@@ -40,7 +40,16 @@ def change_tier(
         if calc.tier_rank(rules, to.key) == 0
         else calc.period_end(at, rules.tier_review_months, program.timezone)
     )
-    account.updated_at = at
+    store.update_account(
+        session,
+        account.id,
+        {
+            "tier": account.tier,
+            "tier_since": at,
+            "tier_review_at": account.tier_review_at,
+            "updated_at": at,
+        },
+    )
     store.insert_tier_change(
         session,
         {
@@ -87,13 +96,20 @@ def change_tier(
 
 
 def upgrade_if_earned(
-    session: Session, *, program: Program, account: Account, at: datetime
+    session: Session,
+    *,
+    program: ProgramView,
+    account: AccountRow,
+    at: datetime,
+    spend: int | None = None,
 ) -> bool:
-    """Upgrade at once when the rolling spend reaches a higher tier; True if it did."""
-    rules = program_rules(program)
+    """Upgrade at once when the rolling spend (read unless given) reaches a higher tier;
+    True if it did."""
+    rules = program.rules
     if calc.next_tier(rules, account.tier) is None:
         return False
-    spend = rolling_spend(session, account=account, at=at)
+    if spend is None:
+        spend = rolling_spend(session, account=account, at=at)
     target = calc.tier_for_spend(rules, spend)
     if calc.tier_rank(rules, target.key) <= calc.tier_rank(rules, account.tier):
         return False
@@ -103,12 +119,14 @@ def upgrade_if_earned(
     return True
 
 
-def review_tier(session: Session, *, program: Program, account: Account, at: datetime) -> bool:
+def review_tier(
+    session: Session, *, program: ProgramView, account: AccountRow, at: datetime
+) -> bool:
     """At the end of a review period: keep, lower (or raise) the tier to what the rolling
     spend earns; True if the tier changed."""
     if account.tier_review_at is None or account.tier_review_at > at:
         return False
-    rules = program_rules(program)
+    rules = program.rules
     spend = rolling_spend(session, account=account, at=at)
     target = calc.tier_for_spend(rules, spend)
     if target.key != account.tier:
@@ -123,12 +141,13 @@ def review_tier(session: Session, *, program: Program, account: Account, at: dat
         )
         return True
     account.tier_review_at = calc.period_end(at, rules.tier_review_months, program.timezone)
+    store.update_account(session, account.id, {"tier_review_at": account.tier_review_at})
     return False
 
 
-def benefits(program: Program, *, tier_key: str, spend: int) -> dict[str, object]:
+def benefits(program: ProgramView, *, tier_key: str, spend: int) -> dict[str, object]:
     """What a tier gives and how far the next one is."""
-    rules = program_rules(program)
+    rules = program.rules
     tier = calc.tier_by_key(rules, tier_key)
     upcoming = calc.next_tier(rules, tier.key)
     return {
