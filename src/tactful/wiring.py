@@ -37,6 +37,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("customers.unmerged", "events.apply_merge"),
     ("customers.consent_changed", "events.record_consent_change"),
     ("customers.merged", "loyalty.merge_accounts"),
+    ("customers.unmerged", "loyalty.unmerge_accounts"),
     ("events.loaded", "metrics.refresh"),
     ("customers.consent_changed", "metrics.sync_customer"),
     ("customers.contact_status_changed", "metrics.sync_customer"),

@@ -1,6 +1,6 @@
 """Loyalty jobs and monitors: pending points becoming available, expiry, tier reviews,
 birthday bonuses (one keyed job per due item), and merged customers' accounts folding into
-the survivor's."""
+the survivor's (and back out when the merge is undone)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ EXPIRE_JOB = "loyalty.expire_lot"
 REVIEW_JOB = "loyalty.review_tier"
 BIRTHDAY_JOB = "loyalty.birthday_bonus"
 MERGE_JOB = "loyalty.merge_accounts"
+UNMERGE_JOB = "loyalty.unmerge_accounts"
 
 
 @job(ACTIVATE_JOB)
@@ -48,6 +49,18 @@ def birthday_bonus(ctx: JobContext) -> None:
 def merge_accounts(ctx: JobContext) -> None:
     """A merged customer's points follow the survivor (routed from ``customers.merged``)."""
     accounts.fold_merged_customer(
+        ctx.session,
+        workspace_id=int(ctx.payload["workspace_id"]),
+        survivor_id=int(ctx.payload["survivor_id"]),
+        merged_id=int(ctx.payload["merged_id"]),
+    )
+
+
+@job(UNMERGE_JOB)
+def unmerge_accounts(ctx: JobContext) -> None:
+    """Points a merge brought to the survivor go back when the customers are separated again
+    (routed from ``customers.unmerged``)."""
+    accounts.unfold_unmerged_customer(
         ctx.session,
         workspace_id=int(ctx.payload["workspace_id"]),
         survivor_id=int(ctx.payload["survivor_id"]),
