@@ -1,10 +1,15 @@
-"""Signed-in browsers for page tests: a FastAPI TestClient carrying a real signed session
-cookie for a user of a given role, which sends the CSRF token with every form."""
+"""Page tests run against the shop of ``tests/reports/shop.py`` (plus a message the policy
+refused), built once per database backend and copied for each test, with signed-in
+browsers: a FastAPI TestClient carrying a real signed session cookie for a user of a given
+role, which sends the CSRF token with every form."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,10 +17,140 @@ import pytest
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 
-from tactful.core.runtime import Runtime
+from tactful.app import create_app
+from tactful.config import DatabaseSettings, Settings
+from tactful.core import clock
+from tactful.core.jobs.runner import Worker
+from tactful.core.runtime import Runtime, build_runtime
+from tactful.tenancy import service as tenancy
 from tactful.tenancy import users
+from tactful.testing.postgres import TempPostgres
 from tactful.web import session as web_session
 from tests.conftest import Tenant
+from tests.reports.shop import NOW, Shop, build_shop, post
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A built shop: its database (SQLite file or PostgreSQL template) and data folder."""
+
+    database: str
+    data_dir: Path
+    tenant: Tenant
+    shop: Shop
+    template_id: int  # the SMS template of the refused message
+
+
+def _build(database_url: str, data_dir: Path) -> tuple[Tenant, Shop, int]:
+    runtime = build_runtime(
+        Settings(data_dir=data_dir, database=DatabaseSettings(url=database_url))
+    )
+    try:
+        with runtime.db.scope() as session:
+            init = tenancy.initialize(session, phone_region="RU", timezone="Europe/Moscow")
+            assert init.admin_key is not None
+            tenant = Tenant(init.workspace.id, init.brand.id, init.admin_key)
+        with clock.frozen(NOW), TestClient(create_app(runtime=runtime, run_worker=False)) as c:
+            shop = build_shop(c, tenant, Worker(runtime, worker_id="shop"), runtime)
+            template = post(
+                c,
+                tenant,
+                "/v1/templates",
+                {
+                    "brand_id": tenant.brand_id,
+                    "key": "spring",
+                    "name": "Spring sale",
+                    "parts": {"sms": {"text": "Spring sale, {{ customer.first_name }}!"}},
+                },
+            )
+            refused = post(
+                c,
+                tenant,
+                "/v1/messages",
+                {
+                    "brand_id": tenant.brand_id,
+                    "customer_id": shop.vera,
+                    "template_id": template["id"],
+                    "message_class": "marketing",
+                    "steps": [{"channel": "sms"}],
+                },
+            )
+            assert (refused["outcome"], refused["reason"]) == (
+                "suppressed",
+                "no_advertising_consent",
+            )
+        return tenant, shop, int(template["id"])
+    finally:
+        runtime.close()
+
+
+_SNAPSHOTS: dict[str, Snapshot] = {}
+
+
+@pytest.fixture
+def snapshot(
+    db_backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Snapshot:
+    """The shop of this backend (built by the first test that needs it)."""
+    if db_backend not in _SNAPSHOTS:
+        folder = tmp_path_factory.mktemp(f"shop-{db_backend}")
+        if db_backend == "sqlite":
+            template: Path = request.getfixturevalue("sqlite_template")
+            database = str(folder / "tactful.sqlite3")
+            shutil.copy(template, database)
+            url = f"sqlite:///{database}"
+        else:
+            server: TempPostgres = request.getfixturevalue("pg_server")
+            database = "web_shop"
+            url = server.create_database(database, template=request.getfixturevalue("pg_template"))
+        tenant, shop, template_id = _build(url, folder / "data")
+        _SNAPSHOTS[db_backend] = Snapshot(database, folder / "data", tenant, shop, template_id)
+    return _SNAPSHOTS[db_backend]
+
+
+_clones = itertools.count(1)
+
+
+@pytest.fixture
+def db_url(
+    db_backend: str, snapshot: Snapshot, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A copy of the shop's database."""
+    if db_backend == "sqlite":
+        target = tmp_path / "db" / "tactful.sqlite3"
+        target.parent.mkdir()
+        shutil.copy(snapshot.database, target)
+        yield f"sqlite:///{target}"
+        return
+    server: TempPostgres = request.getfixturevalue("pg_server")
+    name = f"web_{next(_clones)}"
+    yield server.create_database(name, template=snapshot.database)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def settings(db_url: str, snapshot: Snapshot, tmp_path: Path) -> Settings:
+    """The shop's data folder (its DuckDB warehouse) copied for this test."""
+    shutil.copytree(snapshot.data_dir, tmp_path / "data")
+    return Settings(data_dir=tmp_path / "data", database=DatabaseSettings(url=db_url))
+
+
+@pytest.fixture
+def tenant(snapshot: Snapshot, runtime: Runtime) -> Tenant:
+    return snapshot.tenant
+
+
+@pytest.fixture
+def shop(snapshot: Snapshot) -> Shop:
+    return snapshot.shop
+
+
+@pytest.fixture(autouse=True)
+def frozen() -> Iterator[None]:
+    """Page tests look at the shop as of ``NOW``."""
+    with clock.frozen(NOW):
+        yield
+
 
 PASSWORD = "correct horse battery"
 
