@@ -4,8 +4,8 @@ Both send the same number of messages to the same local SMTP server (aiosmtpd in
 process, answering 250 and dropping the message) over the same number of reused
 connections. Ours does the whole dispatch: policy re-check, Liquid + MJML rendering with a
 master layout and a block, the text part, signed tracking links, MIME, the ``sending`` and
-``sent`` commits and the "Message Sent" events. The baseline sends messages rendered
-beforehand: the ceiling of SMTP on this machine.
+``sent`` commits and the "Message Sent" events. The baseline sends the same messages (same
+template, links and headers) rendered beforehand: the ceiling of SMTP on this machine.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-from email.message import EmailMessage
-from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +28,24 @@ from tactful.config import DatabaseSettings, Settings
 from tactful.core.jobs.models import Job
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import build_runtime
+from tactful.core.security import Signer
 from tactful.customers.contacts import normalise
 from tactful.customers.identity import ProfileRecord, resolve_profiles
 from tactful.messaging import service
+from tactful.messaging.channels.base import OutboundMessage, Sender
+from tactful.messaging.channels.email import build_email
 from tactful.messaging.models import Delivery
 from tactful.messaging.schemas import SendRequest
+from tactful.messaging.service.compiled import compile_email
+from tactful.messaging.service.rendering import renderer_for
+from tactful.messaging.service.tracking import links_for, track_html
 from tactful.policy.schemas import ChannelStep
 from tactful.tenancy import service as tenancy
 from tactful.tenancy.models import Workspace
 
 NAME = "email"
 TITLE = "e-mail dispatch (render + policy re-check + SMTP) vs a bare smtplib loop"
-BASELINE = "bare smtplib loop, pre-rendered messages, same connections"
+BASELINE = "bare smtplib loop, the same messages rendered beforehand, same connections"
 SIZES = {"small": 300, "full": 3000}
 CONCURRENCY = 4
 LISTMONK = 830  # e-mails per second per node, as Listmonk reports
@@ -60,6 +64,8 @@ FOOTER = (
     '<a href="{{ links.unsubscribe }}">Unsubscribe</a> · '
     '<a href="{{ links.preferences }}">Preferences</a>'
 )
+SUBJECT = "{{ customer.first_name }}, your cart"
+PUBLIC_URL = "http://127.0.0.1:8000"
 CART = {"event": {"items": [{"name": "Rake", "price": 990}, {"name": "Hose", "price": 1490}]}}
 
 
@@ -94,14 +100,47 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _baseline(port: int, count: int) -> float:
-    messages = []
+def _messages(count: int) -> list[tuple[str, bytes]]:
+    """The messages ours sends, rendered beforehand from the same template, with the same
+    tracking links and headers: the baseline's input."""
+    blocks = {"footer": FOOTER}
+    compiled = compile_email(
+        renderer_for(blocks), {"subject": SUBJECT, "body": BODY}, layout=LAYOUT, blocks=blocks
+    )
+    assert compiled is not None
+    signer = Signer("bench")
+    sender = Sender("news@shop.example", "Garden Shop")
+    found = []
     for n in range(count):
-        mail = EmailMessage(policy=SMTP)
-        mail["From"], mail["To"], mail["Subject"] = "news@shop.example", f"c{n}@example.com", "Hi"
-        mail.set_content("Hello, your cart is waiting.")
-        mail.add_alternative("<p>Hello, your cart is waiting.</p>\n" * 40, subtype="html")
-        messages.append(mail.as_bytes())
+        links = links_for(
+            signer, PUBLIC_URL, delivery_id=n + 1, workspace_id=1, brand_id=1, customer_id=n + 1
+        )
+        rendered = compiled.render(
+            {
+                **CART,
+                "customer": {"id": n + 1, "first_name": f"Name{n}"},
+                "brand": {"id": 1, "name": "Main brand"},
+                "links": links.as_context(),
+                "message": {"id": n + 1, "channel": "email"},
+            }
+        )
+        assert rendered.html is not None
+        message = OutboundMessage(
+            delivery_id=n + 1,
+            channel="email",
+            address=f"c{n}@example.com",
+            idempotency_key=f"tactful-{n + 1}-{n + 1}",
+            sender=sender,
+            text=rendered.text,
+            subject=rendered.subject,
+            html=track_html(rendered.html, links),
+        )
+        found.append((message.address, build_email(message, dkim_config=None)))
+    return found
+
+
+def _baseline(port: int, messages: list[tuple[str, bytes]]) -> float:
+    count = len(messages)
     connections = [smtplib.SMTP("127.0.0.1", port) for _ in range(CONCURRENCY)]
     for smtp in connections:
         smtp.ehlo()
@@ -109,7 +148,8 @@ def _baseline(port: int, count: int) -> float:
     def worker(index: int) -> None:
         smtp = connections[index]
         for n in range(index, count, CONCURRENCY):
-            smtp.sendmail("news@shop.example", [f"c{n}@example.com"], messages[n])
+            address, raw = messages[n]
+            smtp.sendmail("news@shop.example", [address], raw)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONCURRENCY)]
     with stopwatch() as elapsed:
@@ -180,7 +220,7 @@ def _ours(port: int, count: int, folder: Path) -> tuple[float, dict[str, Any]]:
             key="cart",
             name="Cart",
             layout_id=layout.id,
-            parts={"email": {"subject": "{{ customer.first_name }}, your cart", "body": BODY}},
+            parts={"email": {"subject": SUBJECT, "body": BODY}},
             actor="bench",
         )
         workspace = session.get(Workspace, ws)
@@ -232,10 +272,10 @@ def run(scale: str) -> list[BenchResult]:
     port = _free_port()
     server = _serve(port)
     try:
-        _baseline(port, 50)  # warm the server up
+        _baseline(port, _messages(50))  # warm the server up
         with tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:
             ours, extra = _ours(port, count, Path(folder))
-        baseline = _baseline(port, count)
+        baseline = _baseline(port, _messages(count))
     finally:
         server.kill()
         server.wait()

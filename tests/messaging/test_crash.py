@@ -23,7 +23,7 @@ from tactful.messaging.service.dispatch import group_size
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-COUNT = 60
+COUNT = 200
 
 
 def _delivery_id(raw: bytes) -> int:
@@ -82,6 +82,6 @@ def test_killed_dispatcher_never_sends_twice_and_loses_nothing(
     # every sent delivery arrived once; everything that arrived is sent or marked unknown
     assert sent <= set(received)
     assert set(received) <= sent | unknown
-    # only the groups in flight when the process died are unknown, never resent
-    assert 1 <= len(unknown) <= 2 * group_size(4)
+    # only the groups in flight when the process died (at most three) are unknown, never resent
+    assert 1 <= len(unknown) <= 3 * group_size(4)
     assert all(d.attempts == 1 for d in rows)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, exists, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tactful.core.dialect import copy_rows, insert_ignore, lock_rows, reserve_ids
@@ -17,6 +17,7 @@ from tactful.messaging.models import (
     PLANNED,
     QUEUED,
     SENDING,
+    SENT,
     CallTask,
     Delivery,
     DeliveryEvent,
@@ -195,6 +196,55 @@ def mark_queued(session: Session, ids: Sequence[int], now: datetime) -> None:
             .values(status=QUEUED, updated_at=now)
             .execution_options(synchronize_session=False)
         )
+
+
+def delivery_rows_for_update(session: Session, ids: Sequence[int]) -> list[Any]:
+    """Deliveries as plain rows (every column, by name), locked, in id order."""
+    table = _table(Delivery)
+    stmt: Any = select(table).where(table.c.id.in_(list(ids))).order_by(table.c.id)
+    return list(session.execute(lock_rows(session, stmt)).all())
+
+
+def _by_id(**values: Any) -> Any:
+    """An UPDATE of deliveries by id, for executemany with ``b_id`` and ``b_*`` values."""
+    table = _table(Delivery)
+    return update(table).where(table.c.id == bindparam("b_id")).values(**values)
+
+
+def mark_sending(session: Session, items: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Deliveries about to be submitted (``b_id``, ``b_address``, ``b_subject``), with one
+    statement."""
+    if items:
+        stmt = _by_id(
+            status=SENDING,
+            sending_at=now,
+            updated_at=now,
+            attempts=_table(Delivery).c.attempts + 1,
+            address=bindparam("b_address"),
+            subject=bindparam("b_subject"),
+        )
+        session.execute(stmt, list(items))
+
+
+def mark_sent(session: Session, items: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Deliveries the provider accepted (``b_id``, ``b_message_id``, ``b_cascade_at``), with
+    one statement."""
+    if items:
+        stmt = _by_id(
+            status=SENT,
+            sent_at=now,
+            updated_at=now,
+            error=None,
+            provider_message_id=bindparam("b_message_id"),
+            cascade_at=bindparam("b_cascade_at"),
+        )
+        session.execute(stmt, list(items))
+
+
+def statuses_for_update(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """The current status of deliveries, locked."""
+    stmt: Any = select(Delivery.id, Delivery.status).where(Delivery.id.in_(list(ids)))
+    return {int(i): str(s) for i, s in session.execute(lock_rows(session, stmt))}
 
 
 def deliveries_for_update(session: Session, ids: Sequence[int]) -> list[Delivery]:
@@ -437,9 +487,16 @@ def stop_cascades(session: Session, workspace_id: int, source: str) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
-def load_decisions(session: Session, ids: Sequence[int]) -> None:
-    """Load ledger rows into the session at once (before updating them one by one)."""
+def load_decisions(session: Session, ids: Sequence[int]) -> list[ContactDecision]:
+    """Load ledger rows into the session at once (before updating them one by one). The
+    session holds loaded rows only while someone refers to them: keep the list."""
+    rows: list[ContactDecision] = []
     for start in range(0, len(ids), CHUNK):
-        session.scalars(
-            select(ContactDecision).where(ContactDecision.id.in_(list(ids[start : start + CHUNK])))
-        ).all()
+        rows.extend(
+            session.scalars(
+                select(ContactDecision).where(
+                    ContactDecision.id.in_(list(ids[start : start + CHUNK]))
+                )
+            )
+        )
+    return rows

@@ -38,6 +38,8 @@ _HTTP: dict[str, type[Any]] = {
     "webhook": WebhookChannel,
 }
 
+HTTP_KINDS = frozenset(_HTTP)
+
 
 def build_channel(
     *,

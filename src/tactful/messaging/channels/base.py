@@ -14,12 +14,15 @@ import hmac
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import httpx
+import structlog
+
+log = structlog.get_logger("tactful.messaging")
 
 # What became of one submission.
 ACCEPTED: Final = "sent"
@@ -153,6 +156,30 @@ class Channel(ABC):
         """The statuses a verified callback reports."""
         return []
 
+    async def send_batch(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        concurrency: int,
+        limiter: Limiter | None,
+    ) -> list[SendResult]:
+        """Submit many messages, at most ``concurrency`` at once, each after a token from
+        ``limiter``; results in the order given. An adapter that fails unexpectedly gets an
+        uncertain result (it may have reached the provider), never an exception."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(message: OutboundMessage) -> SendResult:
+            async with gate:
+                if limiter is not None:
+                    await limiter.acquire()
+                try:
+                    return await self.send(message)
+                except Exception as exc:
+                    log.exception("messaging.adapter_failed", delivery_id=message.delivery_id)
+                    return SendResult.uncertain(f"{type(exc).__name__}: {exc}")
+
+        return list(await asyncio.gather(*(one(m) for m in messages)))
+
     async def aclose(self) -> None:
         """Release connections (called when a dispatch run ends)."""
         return
@@ -209,6 +236,16 @@ def same(a: str | None, b: str) -> bool:
     return a is not None and hmac.compare_digest(a.strip().lower(), b.lower())
 
 
+class Limiter(Protocol):
+    """Hands out one token per message, waiting when the provider's rate is used up."""
+
+    async def acquire(self) -> None:
+        """Wait for a token (in the event loop)."""
+
+    def acquire_blocking(self) -> None:
+        """Wait for a token (in a worker thread)."""
+
+
 class RateLimiter:
     """A token bucket shared by every dispatch run of one provider in this process."""
 
@@ -236,17 +273,8 @@ class RateLimiter:
             await asyncio.sleep(wait)  # a token bucket refills with time, not on an event
             wait = self._take()
 
-
-_LIMITERS: dict[tuple[int, float], RateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(provider_id: int, per_second: float | None) -> RateLimiter | None:
-    """The process-wide limiter of a provider (None: unlimited)."""
-    if not per_second:
-        return None
-    with _LIMITERS_LOCK:
-        key = (provider_id, per_second)
-        if key not in _LIMITERS:
-            _LIMITERS[key] = RateLimiter(per_second)
-        return _LIMITERS[key]
+    def acquire_blocking(self) -> None:
+        wait = self._take()
+        while wait > 0:
+            time.sleep(wait)
+            wait = self._take()

@@ -10,16 +10,15 @@ resent.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import queue
 import smtplib
 import ssl
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.header import Header
 from email.utils import formataddr, formatdate
 from typing import Any
 
@@ -29,9 +28,11 @@ from tactful.messaging.channels.base import (
     Callback,
     Capabilities,
     Channel,
+    Limiter,
     OutboundMessage,
     SendResult,
     StatusUpdate,
+    log,
 )
 from tactful.messaging.channels.generic import parse_generic_callback, verify_generic_callback
 
@@ -48,26 +49,71 @@ DKIM_HEADERS = (
 )
 
 
+def _header(name: str, value: str) -> str:
+    """One header line; non-ASCII or long values are RFC 2047 encoded and folded."""
+    clean = " ".join(value.splitlines())  # a value never starts a header of its own
+    if clean.isascii() and len(name) + len(clean) < 76:
+        return f"{name}: {clean}"
+    encoded = Header(clean, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}"
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable UTF-8 with CRLF line ends."""
+    return binascii.b2a_qp("\r\n".join(text.splitlines()).encode(), istext=True)
+
+
 def build_email(message: OutboundMessage, *, dkim_config: Mapping[str, Any] | None) -> bytes:
-    """The MIME message (text and HTML alternatives), DKIM-signed when configured."""
+    """The MIME message (text and HTML alternatives), DKIM-signed when configured.
+
+    Written out directly instead of through ``email.message.EmailMessage``, whose header and
+    content managers cost milliseconds per message (most of the dispatch time at volume);
+    the encodings are still the standard library's: quoted-printable UTF-8 bodies
+    (``binascii``), RFC 2047 headers (``email.header``) and ``formataddr``."""
     assert message.sender is not None
-    mail = EmailMessage(policy=SMTP)
-    mail["From"] = formataddr((message.sender.name or "", message.sender.address))
-    mail["To"] = message.address
-    mail["Subject"] = message.subject or ""
-    mail["Date"] = formatdate(localtime=False)
-    domain = Address(addr_spec=message.sender.address).domain
-    mail["Message-ID"] = f"<{message.idempotency_key}@{domain}>"
+    domain = message.sender.address.rpartition("@")[2]
+    lines = [
+        _header("From", formataddr((message.sender.name or "", message.sender.address))),
+        _header("To", message.address),
+        _header("Subject", message.subject or ""),
+        f"Date: {formatdate(usegmt=True)}",
+        f"Message-ID: <{message.idempotency_key}@{domain}>",
+    ]
     if message.sender.reply_to:
-        mail["Reply-To"] = message.sender.reply_to
-    for name, value in message.headers.items():
-        mail[name] = value
-    mail.set_content(message.text)
-    if message.html is not None:
-        mail.add_alternative(message.html, subtype="html")
-    raw = mail.as_bytes()
+        lines.append(_header("Reply-To", message.sender.reply_to))
+    lines.extend(_header(name, value) for name, value in message.headers.items())
+    lines.append("MIME-Version: 1.0")
+    text_headers = (
+        b'Content-Type: text/plain; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    if message.html is None:
+        head = "\r\n".join(lines).encode()
+        raw = head + b"\r\n" + text_headers + _qp(message.text) + b"\r\n"
+    else:
+        # quoted-printable never writes "=_", so the boundary cannot occur in a part
+        boundary = f"=_{message.idempotency_key}".encode()
+        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary.decode()}"')
+        raw = b"".join(
+            (
+                "\r\n".join(lines).encode(),
+                b"\r\n\r\n--",
+                boundary,
+                b"\r\n",
+                text_headers,
+                _qp(message.text),
+                b"\r\n--",
+                boundary,
+                b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
+                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+                _qp(message.html),
+                b"\r\n--",
+                boundary,
+                b"--\r\n",
+            )
+        )
     if dkim_config:
-        present = {name.lower().encode() for name in mail}
+        present = {line.partition(":")[0].lower().encode() for line in lines}
         signature = dkim.sign(
             raw,
             str(dkim_config["selector"]).encode(),
@@ -237,14 +283,55 @@ class SmtpChannel(Channel):
         return build_email(message, dkim_config=self.config.get("dkim"))
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        assert message.sender is not None
+        [result] = await self.send_batch([message], concurrency=1, limiter=None)
+        return result
+
+    async def send_batch(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        concurrency: int,
+        limiter: Limiter | None,
+    ) -> list[SendResult]:
+        """One lane per connection: each lane sends its share in one worker thread, one
+        message after another over its pooled connection."""
         pool, executor = _pool_for(self.pool_key, self.config, self.concurrency)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._send_sync, pool, message)
+        lanes = max(1, min(concurrency, self.concurrency, len(messages)))
+        shares = [list(range(n, len(messages), lanes)) for n in range(lanes)]
+        answers = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    executor, self._send_lane, pool, [messages[i] for i in share], limiter
+                )
+                for share in shares
+            )
+        )
+        results: list[SendResult] = [SendResult.uncertain("not sent")] * len(messages)
+        for share, answer in zip(shares, answers, strict=True):
+            for index, result in zip(share, answer, strict=True):
+                results[index] = result
+        return results
 
-    def _send_sync(self, pool: SmtpPool, message: OutboundMessage) -> SendResult:
-        assert message.sender is not None
-        return submit(pool, message.sender.address, message.address, self.render(message))
+    def _send_lane(
+        self, pool: SmtpPool, messages: list[OutboundMessage], limiter: Limiter | None
+    ) -> list[SendResult]:
+        results = []
+        for message in messages:
+            assert message.sender is not None
+            try:
+                raw = self.render(message)
+            except Exception as exc:  # nothing was handed over: retrying cannot help
+                results.append(SendResult.permanent(f"the message cannot be built: {exc}"))
+                continue
+            if limiter is not None:
+                limiter.acquire_blocking()
+            try:
+                results.append(submit(pool, message.sender.address, message.address, raw))
+            except Exception as exc:  # a bug here must not leave the delivery in sending
+                log.exception("messaging.smtp_failed", delivery_id=message.delivery_id)
+                results.append(SendResult.uncertain(f"{type(exc).__name__}: {exc}"))
+        return results
 
     def verify_callback(self, callback: Callback) -> bool:
         return verify_generic_callback(self.config, callback)

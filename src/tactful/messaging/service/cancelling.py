@@ -19,7 +19,8 @@ def cancel_deliveries(session: Session, *, workspace_id: int, source: str) -> in
     store.mark_cancelled(session, ids, clock.now())
     store.stop_cascades(session, workspace_id, source)
     decisions = [decision for _delivery, decision in rows]
-    store.load_decisions(session, decisions)
+    loaded = store.load_decisions(session, decisions)  # held: get() finds them
     for decision_id in decisions:
         policy.record_status(session, decision_id, CANCELLED)
+    del loaded
     return len(ids)

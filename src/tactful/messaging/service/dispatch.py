@@ -1,10 +1,16 @@
 """Dispatch: due deliveries go out in batches, one provider per batch, with async I/O.
 
-For each small group of a batch: re-check the policy, render, commit ``sending``; submit
-(concurrently, within the provider's rate limit); commit each outcome. A dispatcher that
-dies between the two commits leaves ``sending`` rows: the retry of its job (or the
-``messaging.recover`` monitor) marks them ``unknown`` and never resends them, unless the
-provider honours idempotency keys, in which case resending with the same key is safe.
+For each group of a batch: re-check the policy for the whole group at once, render, commit
+``sending``; submit (concurrently, within the provider's rate limit); commit the outcomes.
+While a group is on the wire the next one is prepared and the previous one recorded. A
+dispatcher that dies between the two commits leaves ``sending`` rows: the retry of its job
+(or the ``messaging.recover`` monitor) marks them ``unknown`` and never resends them,
+unless the provider honours idempotency keys, in which case resending with the same key is
+safe.
+
+What is the same for every recipient is done once: templates are compiled per version
+(``compiled``), senders, brands and blocks are read once per run, and the rows of a group
+are read and written with one statement each.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -25,7 +32,7 @@ from tactful.core.runtime import Runtime
 from tactful.customers import service as customers
 from tactful.customers.models import Customer
 from tactful.messaging import store
-from tactful.messaging.channels import build_channel
+from tactful.messaging.channels import HTTP_KINDS, build_channel
 from tactful.messaging.channels.base import (
     ACCEPTED,
     PERMANENT,
@@ -34,7 +41,6 @@ from tactful.messaging.channels.base import (
     OutboundMessage,
     Sender,
     SendResult,
-    limiter_for,
 )
 from tactful.messaging.models import (
     BOUNCED,
@@ -51,6 +57,7 @@ from tactful.messaging.models import (
     MessageTemplate,
     SenderIdentity,
 )
+from tactful.messaging.service.compiled import CompiledEmail, compiled_email
 from tactful.messaging.service.deliveries import (
     cascade_after,
     contact_failed,
@@ -58,19 +65,24 @@ from tactful.messaging.service.deliveries import (
     record_events,
     retry_at,
 )
-from tactful.messaging.service.templates import customer_context, layout_source, render_template
+from tactful.messaging.service.limits import limiter_for
+from tactful.messaging.service.rendering import Rendered, render_part, renderer_for
+from tactful.messaging.service.templates import customer_context, layout_source
 from tactful.messaging.service.tracking import links_for, track_html
 from tactful.policy import service as policy
 from tactful.tenancy.service import get_brand
 
 log = structlog.get_logger("tactful.messaging")
 
-# Deliveries committed as ``sending`` together. The next group is prepared while one is on
-# the wire, so a crash can leave at most two groups unknown.
-MIN_GROUP = 8
+# Deliveries committed as ``sending`` together. The next group is prepared and the previous
+# one recorded while one is on the wire, so a crash can leave at most three groups unknown.
+MIN_GROUP = 16
+GROUP_PER_CONNECTION = 16
 MAX_SEND_ATTEMPTS = 6
 STUCK_AFTER = timedelta(minutes=15)
 ONE_CLICK = "List-Unsubscribe=One-Click"
+# what a message's context holds for its recipient alone (the rest a send's recipients share)
+RECIPIENT_KEYS = frozenset({"customer", "links", "message", "items"})
 
 
 @dataclass(frozen=True)
@@ -114,13 +126,22 @@ class RunStats:
 
 @dataclass
 class _Caches:
-    """Templates, layouts, blocks and brands looked up once per run."""
+    """Templates (compiled), layouts, blocks, brands and senders looked up once per run."""
 
     templates: dict[int, MessageTemplate] = field(default_factory=dict)
     layouts: dict[int, str | None] = field(default_factory=dict)
+    compiled: dict[int, CompiledEmail | None] = field(default_factory=dict)
     blocks: dict[int, dict[str, str]] = field(default_factory=dict)
     brands: dict[int, dict[str, Any]] = field(default_factory=dict)
     senders: dict[int, Sender] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A delivery committed as ``sending`` and its rendered message."""
+
+    row: Any  # the delivery's row as read (attribute access by column name)
+    message: OutboundMessage
 
 
 def dispatch(runtime: Runtime, *, ids: Sequence[int], provider_id: int | None) -> RunStats:
@@ -143,8 +164,11 @@ def dispatch(runtime: Runtime, *, ids: Sequence[int], provider_id: int | None) -
 
 async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: RunStats) -> None:
     runtime.signer  # noqa: B018 - load the signing secret before any transaction is open
-    limits = httpx.Limits(max_connections=provider.concurrency * 2)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), limits=limits) as client:
+    client = None
+    if provider.kind in HTTP_KINDS:
+        limits = httpx.Limits(max_connections=provider.concurrency * 2)
+        client = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), limits=limits)
+    try:
         adapter = build_channel(
             provider_id=provider.id,
             kind=provider.kind,
@@ -153,24 +177,12 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
             version=provider.version,
             client=client,
         )
-        limiter = limiter_for(provider.id, provider.rate_per_second)
-        gate = asyncio.Semaphore(provider.concurrency)
+        limiter = limiter_for(runtime, provider.id, provider.rate_per_second)
         caches = _Caches()
-
-        async def submit(message: OutboundMessage) -> tuple[OutboundMessage, SendResult]:
-            async with gate:
-                if limiter is not None:
-                    await limiter.acquire()
-                try:
-                    return message, await adapter.send(message)
-                except Exception as exc:  # an adapter bug must not leave a row in sending
-                    log.exception("messaging.adapter_failed", delivery_id=message.delivery_id)
-                    return message, SendResult.uncertain(f"{type(exc).__name__}: {exc}")
-
         size = group_size(provider.concurrency)
         groups = [ids[start : start + size] for start in range(0, len(ids), size)]
 
-        def prepare(index: int) -> asyncio.Future[list[OutboundMessage]] | None:
+        def prepare(index: int) -> asyncio.Future[list[_Prepared]] | None:
             if index >= len(groups):
                 return None
             return asyncio.ensure_future(
@@ -179,20 +191,33 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
                 )
             )
 
-        # the next group is rendered while this one is on the wire
+        # While a group is on the wire, the next one is rendered and the previous one's
+        # outcomes are committed, so the provider's connections never wait for the database.
         pending = prepare(0)
+        recording: asyncio.Future[None] | None = None
         for index in range(len(groups)):
             assert pending is not None
-            messages = await pending
+            prepared = await pending
             pending = prepare(index + 1)
-            results = await asyncio.gather(*(submit(m) for m in messages))
-            await asyncio.to_thread(_record, runtime, adapter, list(results), stats)
+            results = await adapter.send_batch(
+                [p.message for p in prepared], concurrency=provider.concurrency, limiter=limiter
+            )
+            if recording is not None:
+                await recording
+            recording = asyncio.ensure_future(
+                asyncio.to_thread(_record, runtime, prepared, results, stats)
+            )
+        if recording is not None:
+            await recording
         await adapter.aclose()
+    finally:
+        if client is not None:
+            await client.aclose()
 
 
 def group_size(concurrency: int) -> int:
     """How many deliveries are in flight between two commits."""
-    return max(MIN_GROUP, concurrency * 2)
+    return max(MIN_GROUP, concurrency * GROUP_PER_CONNECTION)
 
 
 def _prepare(
@@ -202,114 +227,143 @@ def _prepare(
     ids: list[int],
     caches: _Caches,
     stats: RunStats,
-) -> list[OutboundMessage]:
+) -> list[_Prepared]:
     """Re-check, render and commit ``sending`` for a group; returns what to submit."""
     now = clock.now()
-    messages: list[OutboundMessage] = []
+    prepared: list[_Prepared] = []
     with runtime.db.scope() as session:
-        rows = store.deliveries_for_update(session, ids)
-        people = customers.customers_by_ids(
-            session,
-            workspace_id=rows[0].workspace_id if rows else 0,
-            customer_ids=[r.customer_id for r in rows],
-        )
-        for delivery in rows:
-            if delivery.status == SENDING:
+        candidates = []
+        for row in store.delivery_rows_for_update(session, ids):
+            if row.status == SENDING:
                 # left by a dispatcher that died mid-send: it may have reached the provider
                 if not adapter.capabilities.idempotency_keys:
-                    delivery.status, delivery.updated_at = UNKNOWN, now
-                    delivery.error = "the dispatcher stopped while sending; not resent"
+                    _unknown(session, row.id, now)
                     stats.unknown += 1
                     continue
                 stats.resent += 1
-            elif delivery.status != QUEUED:
+            elif row.status != QUEUED:
                 continue
-            elif delivery.expires_at is not None and delivery.expires_at < now:
-                _finish(session, delivery, EXPIRED, "expired", "expired", now)
+            elif row.expires_at is not None and row.expires_at < now:
+                _finish(session, _orm(session, row.id), EXPIRED, "expired", "expired", now)
                 continue
-            reason, address = policy.recheck(session, delivery.decision_id)
+            candidates.append(row)
+        if not candidates:
+            return prepared
+        verdicts = policy.recheck_many(session, [r.decision_id for r in candidates])
+        people = customers.customers_by_ids(
+            session,
+            workspace_id=candidates[0].workspace_id,
+            customer_ids=[r.customer_id for r in candidates],
+        )
+        sending: list[dict[str, Any]] = []
+        for row in candidates:
+            reason, address = verdicts[row.decision_id]
             if reason is not None:
-                _finish(session, delivery, SUPPRESSED, reason, "suppressed", now)
+                _finish(session, _orm(session, row.id), SUPPRESSED, reason, "suppressed", now)
                 stats.suppressed += 1
                 continue
             try:
-                message = _message(
-                    session, runtime, provider, delivery, people, address or "", caches
-                )
+                message = _message(session, runtime, provider, row, people, address, caches)
             except SQLAlchemyError:
                 raise
             except Exception as exc:  # a template that cannot render for this customer
-                _fail(session, delivery, f"rendering failed: {exc}", stats)
+                _fail(session, _orm(session, row.id), f"rendering failed: {exc}", stats)
                 continue
-            delivery.status, delivery.sending_at, delivery.updated_at = SENDING, now, now
-            delivery.attempts += 1
-            delivery.address = message.address
-            delivery.subject = (message.subject or message.title or message.text)[:500]
-            messages.append(message)
-    return messages
+            subject = (message.subject or message.title or message.text)[:500]
+            sending.append({"b_id": row.id, "b_address": message.address, "b_subject": subject})
+            prepared.append(_Prepared(row, message))
+        store.mark_sending(session, sending, now)
+    return prepared
+
+
+def _orm(session: Session, delivery_id: int) -> Delivery:
+    """The delivery as an ORM object (for the rare paths that change more than a status)."""
+    delivery = session.get(Delivery, delivery_id)
+    assert delivery is not None
+    return delivery
+
+
+def _unknown(session: Session, delivery_id: int, now: datetime) -> None:
+    delivery = _orm(session, delivery_id)
+    delivery.status, delivery.updated_at = UNKNOWN, now
+    delivery.error = "the dispatcher stopped while sending; not resent"
+
+
+def _template(session: Session, row: Any, caches: _Caches) -> MessageTemplate:
+    template = caches.templates.get(int(row.template_id or 0))
+    if template is None:
+        template = session.get(MessageTemplate, row.template_id)
+        assert template is not None
+        caches.templates[template.id] = template
+        caches.layouts[template.id] = layout_source(session, template)
+    if row.brand_id not in caches.blocks:
+        caches.blocks[row.brand_id] = store.blocks(session, row.workspace_id, row.brand_id)
+        brand = get_brand(session, workspace_id=row.workspace_id, brand_id=row.brand_id)
+        caches.brands[row.brand_id] = {"id": brand.id, "name": brand.name}
+    if template.id not in caches.compiled and "email" in template.parts:
+        blocks = caches.blocks[row.brand_id]
+        layout = caches.layouts[template.id]
+        caches.compiled[template.id] = compiled_email(
+            renderer_for(blocks),
+            (template.id, template.version, layout, tuple(sorted(blocks.items()))),
+            template.parts["email"],
+            layout=layout,
+            blocks=blocks,
+        )
+    return template
 
 
 def _message(
     session: Session,
     runtime: Runtime,
     provider: ProviderInfo,
-    delivery: Delivery,
+    row: Any,
     people: dict[int, Customer],
-    address: str,
+    address: str | None,
     caches: _Caches,
 ) -> OutboundMessage:
-    template: MessageTemplate | None = caches.templates.get(int(delivery.template_id or 0))
-    if template is None:
-        template = session.get(MessageTemplate, delivery.template_id)
-        assert template is not None
-        caches.templates[template.id] = template
-        caches.layouts[template.id] = layout_source(session, template)
-    if delivery.brand_id not in caches.blocks:
-        caches.blocks[delivery.brand_id] = store.blocks(
-            session, delivery.workspace_id, delivery.brand_id
-        )
-        brand = get_brand(session, workspace_id=delivery.workspace_id, brand_id=delivery.brand_id)
-        caches.brands[delivery.brand_id] = {"id": brand.id, "name": brand.name}
-    sender = caches.senders.get(int(delivery.sender_id or 0))
-    if sender is None and delivery.sender_id is not None:
-        row = session.get(SenderIdentity, delivery.sender_id)
-        assert row is not None
-        sender = caches.senders[row.id] = Sender(row.address, row.name, row.reply_to)
+    template = _template(session, row, caches)
+    sender = caches.senders.get(int(row.sender_id or 0))
+    if sender is None and row.sender_id is not None:
+        found = session.get(SenderIdentity, row.sender_id)
+        assert found is not None
+        sender = caches.senders[found.id] = Sender(found.address, found.name, found.reply_to)
     public_url = runtime.settings.public_url
-    links = links_for(runtime.signer, public_url, delivery)
-    customer = people.get(delivery.customer_id)
+    links = links_for(
+        runtime.signer,
+        public_url,
+        delivery_id=row.id,
+        workspace_id=row.workspace_id,
+        brand_id=row.brand_id,
+        customer_id=row.customer_id,
+    )
+    customer = people.get(row.customer_id)
+    channel = str(row.channel)
     context = {
-        **delivery.context,
+        **row.context,
         "customer": customer_context(customer) if customer else {},
-        "brand": caches.brands[delivery.brand_id],
+        "brand": caches.brands[row.brand_id],
         "links": links.as_context(),
-        "message": {"id": delivery.id, "channel": delivery.channel},
+        "message": {"id": row.id, "channel": channel},
     }
-    if delivery.bundle_key and delivery.bundle_leader_id is None:
-        items = policy.bundle_items(session, delivery.decision_id)
+    if row.bundle_key and row.bundle_leader_id is None:
+        items = policy.bundle_items(session, row.decision_id)
         if items:
             context["items"] = items
-    rendered = render_template(
-        session,
-        template,
-        str(delivery.channel),
-        context,
-        blocks=caches.blocks[delivery.brand_id],
-        layout=caches.layouts[template.id] or "",
-    )
+    rendered = _render(template, channel, context, caches)
     headers: dict[str, str] = {}
     document = rendered.html
-    if delivery.channel == "email":
-        if delivery.message_class != "transactional":
+    if channel == "email":
+        if row.message_class != "transactional":
             headers["List-Unsubscribe"] = f"<{links.unsubscribe}>"
             headers["List-Unsubscribe-Post"] = ONE_CLICK
         if document is not None:
             document = track_html(document, links)
     return OutboundMessage(
-        delivery_id=delivery.id,
-        channel=str(delivery.channel),
-        address=address or str(delivery.address),
-        idempotency_key=f"tactful-{delivery.id}-{delivery.decision_id}",
+        delivery_id=row.id,
+        channel=channel,
+        address=address or str(row.address),
+        idempotency_key=f"tactful-{row.id}-{row.decision_id}",
         sender=sender,
         text=rendered.text,
         subject=rendered.subject,
@@ -318,6 +372,26 @@ def _message(
         headers=headers,
         data=rendered.data,
         status_callback=f"{public_url}/v1/messaging/webhooks/{provider.id}",
+    )
+
+
+def _render(
+    template: MessageTemplate, channel: str, context: dict[str, Any], caches: _Caches
+) -> Rendered:
+    compiled = caches.compiled.get(template.id) if channel == "email" else None
+    if compiled is not None:
+        # recipients of one send share their context but for their own variables
+        shared = orjson.dumps(
+            {k: v for k, v in context.items() if k not in RECIPIENT_KEYS},
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return compiled.render(context, shared=shared)
+    part = template.parts.get(channel)
+    if part is None:
+        raise ValueError(f"template {template.id} has no {channel} part")
+    blocks = caches.blocks[template.brand_id]
+    return render_part(
+        renderer_for(blocks), channel, part, context, layout=caches.layouts[template.id]
     )
 
 
@@ -339,79 +413,90 @@ def _fail(session: Session, delivery: Delivery, error: str, stats: RunStats) -> 
 
 
 def _record(
-    runtime: Runtime,
-    adapter: Channel,
-    results: list[tuple[OutboundMessage, SendResult]],
-    stats: RunStats,
+    runtime: Runtime, prepared: list[_Prepared], results: list[SendResult], stats: RunStats
 ) -> None:
     """Commit what the provider answered for each submission."""
-    if not results:
+    if not prepared:
         return
     now = clock.now()
-    by_id = {m.delivery_id: (m, r) for m, r in results}
     with runtime.db.scope() as session:
-        sent_events: list[tuple[Delivery, str, Any, dict[str, Any]]] = []
+        current = store.statuses_for_update(session, [p.row.id for p in prepared])
+        # the ledger rows are read once and held, so reporting each status costs no query
+        ledger = store.load_decisions(session, [p.row.decision_id for p in prepared])
+        sent: list[dict[str, Any]] = []
+        sent_events: list[tuple[Any, str, datetime, dict[str, Any]]] = []
         call_tasks = []
-        for delivery in store.deliveries_for_update(session, list(by_id)):
-            message, result = by_id[delivery.id]
-            if delivery.status not in (SENDING, UNKNOWN):
+        for item, result in zip(prepared, results, strict=True):
+            row, message = item.row, item.message
+            if current.get(row.id) not in (SENDING, UNKNOWN):
                 continue
-            delivery.updated_at = now
             if result.outcome == ACCEPTED:
-                delivery.status, delivery.sent_at = SENT, now
-                delivery.provider_message_id = result.provider_message_id
-                delivery.error = None
-                policy.record_status(session, delivery.decision_id, "sent")
-                after = cascade_after(delivery.steps, delivery.step) if delivery.steps else None
-                if after:
-                    delivery.cascade_at = now + timedelta(seconds=after)
-                sent_events.append((delivery, SENT, now, {}))
-                if delivery.channel == "call":
-                    call_tasks.append(_call_task(delivery, message, now))
-                stats.sent += 1
-            elif result.outcome == TRANSIENT and delivery.attempts < MAX_SEND_ATTEMPTS:
-                delivery.status, delivery.error = PLANNED, result.error
-                delivery.send_at = retry_at(delivery.attempts, result.retry_after, now)
-                stats.retried += 1
-            elif result.outcome in (TRANSIENT, PERMANENT):
-                bounced = result.contact_status == "bounced"
-                delivery.error = (result.error or "")[:2000]
-                delivery.failed_at = now
-                _finish(
-                    session,
-                    delivery,
-                    BOUNCED if bounced else FAILED,
-                    "bounced" if bounced else "provider_error",
-                    "failed",
-                    now,
+                after = cascade_after(row.steps, row.step) if row.steps else None
+                sent.append(
+                    {
+                        "b_id": row.id,
+                        "b_message_id": result.provider_message_id,
+                        "b_cascade_at": now + timedelta(seconds=after) if after else None,
+                    }
                 )
-                if bounced:
-                    sent_events.append((delivery, BOUNCED, now, {"reason": result.error}))
-                if result.contact_status:
-                    contact_failed(
-                        session,
-                        delivery,
-                        result.contact_status,
-                        result.error or result.contact_status,
-                        actor=f"provider:{delivery.provider_id}",
-                    )
-                stats.failed += 1
+                policy.record_status(session, row.decision_id, "sent")
+                sent_events.append((row, SENT, now, {}))
+                if row.channel == "call":
+                    call_tasks.append(_call_task(row, message, now))
+                stats.sent += 1
             else:
-                delivery.status, delivery.error = UNKNOWN, result.error
-                stats.unknown += 1
+                _record_failure(session, _orm(session, row.id), result, stats, now)
+        store.mark_sent(session, sent, now)
         store.add_call_tasks(session, call_tasks)
         record_events(session, sent_events)
+        del ledger
 
 
-def _call_task(delivery: Delivery, message: OutboundMessage, now: Any) -> dict[str, Any]:
+def _record_failure(
+    session: Session, delivery: Delivery, result: SendResult, stats: RunStats, now: datetime
+) -> None:
+    delivery.updated_at = now
+    if result.outcome == TRANSIENT and delivery.attempts < MAX_SEND_ATTEMPTS:
+        delivery.status, delivery.error = PLANNED, result.error
+        delivery.send_at = retry_at(delivery.attempts, result.retry_after, now)
+        stats.retried += 1
+    elif result.outcome in (TRANSIENT, PERMANENT):
+        bounced = result.contact_status == "bounced"
+        delivery.error = (result.error or "")[:2000]
+        delivery.failed_at = now
+        _finish(
+            session,
+            delivery,
+            BOUNCED if bounced else FAILED,
+            "bounced" if bounced else "provider_error",
+            "failed",
+            now,
+        )
+        if bounced:
+            record_events(session, [(delivery, BOUNCED, now, {"reason": result.error})])
+        if result.contact_status:
+            contact_failed(
+                session,
+                delivery,
+                result.contact_status,
+                result.error or result.contact_status,
+                actor=f"provider:{delivery.provider_id}",
+            )
+        stats.failed += 1
+    else:
+        delivery.status, delivery.error = UNKNOWN, result.error
+        stats.unknown += 1
+
+
+def _call_task(row: Any, message: OutboundMessage, now: datetime) -> dict[str, Any]:
     return {
-        "workspace_id": delivery.workspace_id,
-        "brand_id": delivery.brand_id,
-        "customer_id": delivery.customer_id,
-        "delivery_id": delivery.id,
-        "phone": delivery.address,
+        "workspace_id": row.workspace_id,
+        "brand_id": row.brand_id,
+        "customer_id": row.customer_id,
+        "delivery_id": row.id,
+        "phone": message.address,
         "script": message.text,
-        "context": {k: v for k, v in delivery.context.items() if k != "links"},
+        "context": {k: v for k, v in row.context.items() if k != "links"},
         "status": "open",
         "outcome": None,
         "note": None,

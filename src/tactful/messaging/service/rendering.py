@@ -8,7 +8,7 @@ import html
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -62,6 +62,7 @@ TEST_WORDS = re.compile(
 )
 LIQUID_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 TAGS = re.compile(r"<[^>]+>")
+BLANK_LINES = re.compile(r"\n{3,}")
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,10 @@ def wrap_mjml(body: str) -> str:
     return f"<mjml><mj-body>{body}</mj-body></mjml>"
 
 
+def _is_web_link(href: str) -> bool:
+    return href.startswith(("http://", "https://"))
+
+
 class _TextExtractor(HTMLParser):
     """The readable text of an HTML e-mail, with links as ``label (url)``."""
 
@@ -197,8 +202,9 @@ class _TextExtractor(HTMLParser):
     )
     SKIP = frozenset({"style", "script", "head", "title"})
 
-    def __init__(self) -> None:
+    def __init__(self, is_link: Callable[[str], bool] = _is_web_link) -> None:
         super().__init__(convert_charrefs=True)
+        self.is_link = is_link
         self.out: list[str] = []
         self.skip = 0
         self.href: list[str | None] = []
@@ -223,7 +229,7 @@ class _TextExtractor(HTMLParser):
         if tag == "a" and self.href:
             href, start = self.href.pop(), self.label_start.pop()
             label = "".join(self.out[start:]).strip()
-            if href and href.startswith(("http://", "https://")) and href != label:
+            if href and self.is_link(href) and href != label:
                 self.out.append(f" ({href})" if label else href)
 
     def handle_data(self, data: str) -> None:
@@ -231,14 +237,18 @@ class _TextExtractor(HTMLParser):
             self.out.append(re.sub(r"\s+", " ", data))
 
 
-def html_to_text(document: str) -> str:
+def html_to_text(document: str, *, is_link: Callable[[str], bool] = _is_web_link) -> str:
     """A plain-text part generated from the HTML part."""
-    parser = _TextExtractor()
+    parser = _TextExtractor(is_link)
     parser.feed(document)
     parser.close()
-    lines = (line.strip() for line in "".join(parser.out).splitlines())
-    text = "\n".join(lines)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return tidy_text("".join(parser.out))
+
+
+def tidy_text(text: str) -> str:
+    """Lines without outer spaces, at most one blank line in a row."""
+    lines = (line.strip() for line in text.splitlines())
+    return BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def reads_as_test(parts: Mapping[str, Mapping[str, str]]) -> bool:
