@@ -95,6 +95,18 @@ def second_key(runtime: Runtime, tenant: Tenant) -> dict[str, str]:
     return {"Authorization": f"Bearer {plain}"}
 
 
+def sms_setup(runtime: Runtime, brand: Brand, peer: HttpPeer) -> int:
+    """An SMS provider (a real local HTTP server) and sender for the brand."""
+    peer.default = (200, {"id": "ok"})
+    return add_provider(
+        runtime,
+        brand,
+        "sms_generic",
+        "sms",
+        {"endpoint": f"{peer.url}/send", "idempotency_header": "Idempotency-Key"},
+    )
+
+
 def spec(brand: Brand, targets: Sequence[int], **kw: Any) -> dict[str, Any]:
     """The JSON body of a campaign: the brand's cart template by e-mail."""
     body: dict[str, Any] = {

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from tactful.core.warehouse import Warehouse
-from tactful.events.warehouse import RECEIPTS, canonical
+from tactful.events.warehouse import RECEIPTS, canonical, ensure_tables
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ def _ts(value: datetime) -> ibis.TimestampScalar:
 
 
 def _sales(warehouse: Warehouse, workspace_id: int, start: datetime, end: datetime) -> ibis.Table:
+    ensure_tables(warehouse)
     raw = warehouse.table(RECEIPTS)
     raw = raw.filter(
         raw.workspace_id == workspace_id,
@@ -67,8 +68,8 @@ def conversions(
         )
     )
     sales = _sales(warehouse, workspace_id, start, end)
-    joined = sales.join(members, sales.customer_id == members.customer_id)
-    per_group = joined.group_by(members.grp).aggregate(
+    joined = members.join(sales, "customer_id")
+    per_group = joined.group_by("grp").aggregate(
         buyers=joined.customer_id.nunique(),
         purchases=joined.count(),
         revenue=joined.amount.sum(),

@@ -378,6 +378,7 @@ def cancel_everything(session: Session, campaign: Campaign) -> dict[str, int]:
     deliveries = messaging.cancel_deliveries(
         session, workspace_id=campaign.workspace_id, source=source_of(campaign.id)
     )
+    session.flush()
     session.expire_all()  # the bulk updates bypassed the loaded runs and waves
     return {
         "runs": cancelled_runs,
