@@ -167,6 +167,12 @@ def optional_int(raw: str) -> int | str | None:
         return raw
 
 
+def int_or_none(raw: str) -> int | None:
+    """A typed whole number, or None for anything else."""
+    value = optional_int(raw)
+    return value if isinstance(value, int) else None
+
+
 def split_list(raw: str) -> list[str]:
     """Items typed one per line or separated by commas."""
     return [item.strip() for item in re.split(r"[,\n]", raw) if item.strip()]
