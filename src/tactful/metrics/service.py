@@ -288,7 +288,7 @@ def refresh_metrics(
 def rebuild_metrics(runtime: Runtime, session: Session, *, workspace_id: int) -> SyncOutcome:
     """Recompute every customer's stored metrics (windows move daily; this catches up)."""
     warehouse = runtime.warehouse
-    now = clock.now()
+    now = clock.now().replace(second=0, microsecond=0)  # as of the minute, like refreshes
     rows = wh.compute_metrics(warehouse, workspace_id=workspace_id, now=now)
     wh.replace_rows(warehouse, wh.METRICS, workspace_id=workspace_id, customer_ids=None, rows=rows)
     table = warehouse.table(wh.METRICS)

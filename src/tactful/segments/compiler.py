@@ -61,7 +61,7 @@ class Compiled:
 
 
 class Compiler:
-    """Compiles definitions of one workspace at one moment."""
+    """Compiles definitions of one workspace at one moment (one compilation per instance)."""
 
     def __init__(
         self,
