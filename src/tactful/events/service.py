@@ -3,6 +3,8 @@ data (stores, products) and the customer timeline's events and purchases."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +15,6 @@ import orjson
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
-from tactful.core.dialect import insert_ignore
 from tactful.core.jobs.queue import enqueue_coalesced
 from tactful.core.runtime import Runtime
 from tactful.customers.service import TimelineItem
@@ -117,27 +118,50 @@ def record_customer_events(
         }
         for e in events
     ]
-    stmt = insert_ignore(session, InboxEvent, rows[0], conflict=["workspace_id", "message_id"])
-    inserted = len(session.execute(stmt.returning(InboxEvent.seq), rows).all())
-    store.note_catalog(
+    inserted = store.insert_new_events(session, rows)
+    _note_names(session, workspace_id, {e.name for e in events}, now)
+    if inserted:
+        enqueue_coalesced(session, LOAD_JOB, key=LOAD_JOB)
+    return inserted
+
+
+# Event names this process found already in the catalog, by (database, workspace, name),
+# with when: noting them again is skipped for a while, which spares hot paths (a POS confirm
+# records two events) a statement per call. Only names found present are kept, so a name
+# whose first note is rolled back is noted again by the next call.
+_CATALOGUED: dict[tuple[str, int, str], float] = {}
+_CATALOGUED_FOR = 600.0  # seconds
+
+
+def _note_names(session: Session, workspace_id: int, names: set[str], now: datetime) -> None:
+    database = str(session.get_bind().engine.url)
+    fresh = time.monotonic() - _CATALOGUED_FOR
+    unknown = sorted(
+        n for n in names if _CATALOGUED.get((database, workspace_id, n), -math.inf) < fresh
+    )
+    if not unknown:
+        return
+    added = store.note_catalog_names(
         session,
         [
             {
                 "workspace_id": workspace_id,
                 "type": TRACK,
-                "name": e.name,
+                "name": name,
                 "property": "",
                 "value_type": "",
                 "example": None,
                 "first_seen_at": now,
                 "last_seen_at": now,
             }
-            for e in {ev.name: ev for ev in events}.values()
+            for name in unknown
         ],
     )
-    if inserted:
-        enqueue_coalesced(session, LOAD_JOB, key=LOAD_JOB)
-    return inserted
+    if len(_CATALOGUED) > 10_000:
+        _CATALOGUED.clear()
+    seen = time.monotonic()
+    for name in set(unknown) - added:
+        _CATALOGUED[(database, workspace_id, name)] = seen
 
 
 def record_consent_change(session: Session, payload: dict[str, Any]) -> None:

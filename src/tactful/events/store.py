@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import JSON, Insert, delete, func, select, update
+from sqlalchemy import JSON, Insert, bindparam, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tactful.core.dialect import insert_ignore, lock_rows
@@ -134,6 +134,49 @@ def note_catalog(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                 conflict=["workspace_id", "type", "name", "property"],
             )
         )
+
+
+# INSERT … ON CONFLICT DO NOTHING … RETURNING statements by (dialect, table, columns), built
+# once: on hot paths (a POS confirm records its events) building and caching them per call
+# cost more than running them.
+_PREBUILT: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _insert_new(
+    session: Session,
+    model: type[EventCatalog] | type[InboxEvent],
+    rows: Sequence[dict[str, Any]],
+    conflict: list[str],
+    returning: Any,
+) -> list[Any]:
+    """Insert rows of one shape, skipping conflicts (one statement, whatever the number of
+    rows); ``returning`` of the rows that were new."""
+    columns = tuple(rows[0])
+    key = (session.get_bind().dialect.name, model.__tablename__, columns)
+    stmt = _PREBUILT.get(key)
+    if stmt is None:
+        values: dict[str, Any] = {name: bindparam(name) for name in columns}
+        stmt = insert_ignore(session, model, values, conflict=conflict).returning(returning)
+        _PREBUILT[key] = stmt
+    return list(session.connection().execute(stmt, list(rows)).scalars())
+
+
+def insert_new_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert inbox rows of one shape; a repeated message id is skipped. How many were new."""
+    if not rows:
+        return 0
+    return len(
+        _insert_new(session, InboxEvent, rows, ["workspace_id", "message_id"], InboxEvent.seq)
+    )
+
+
+def note_catalog_names(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Add unseen (event, property) pairs of one shape to the catalog; the names of the rows
+    that were new."""
+    if not rows:
+        return set()
+    conflict = ["workspace_id", "type", "name", "property"]
+    return set(_insert_new(session, EventCatalog, rows, conflict, EventCatalog.name))
 
 
 def store_ids(session: Session, workspace_id: int) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,9 @@ def enqueue(
     return inserted
 
 
+_PENDING = select(Job.status, Job.rerun).where(Job.key == bindparam("key"))
+
+
 def enqueue_coalesced(
     session: Session,
     name: str,
@@ -95,7 +98,9 @@ def enqueue_coalesced(
     At most one job per key is ever pending: a request while it is queued does nothing; while
     it runs, it runs once more afterwards; once done (or dead), it is queued again.
     """
-    pending = session.execute(select(Job.status, Job.rerun).where(Job.key == key)).first()
+    # a plain Core read on the session's connection: this check runs on hot paths (every
+    # event a POS confirm records), where the ORM's per-statement work cost more than the read
+    pending = session.connection().execute(_PENDING, {"key": key}).first()
     if pending is not None and (
         pending.status == QUEUED or (pending.status == RUNNING and pending.rerun)
     ):
