@@ -86,7 +86,8 @@ def open_secret(signer: Signer, ref: str, stored: str) -> str:
     except (InvalidTag, ValueError, binascii.Error) as exc:
         raise ConfigError(
             f"the secret of app installation {ref} cannot be decrypted: the installation's "
-            "secret key (TACTFUL_SECURITY_SECRET_KEY) changed since it was enrolled",
+            "secret key (TACTFUL_SECURITY_SECRET_KEY) changed since it was enrolled, or the "
+            "stored secret was altered; enrol the app again",
             field="TACTFUL_SECURITY_SECRET_KEY",
         ) from exc
     return plain.decode()
