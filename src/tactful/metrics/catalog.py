@@ -308,5 +308,3 @@ DEFAULTS: dict[str, int | str] = {**dict.fromkeys(ZERO_DEFAULT, 0), "lifecycle_s
 METRICS: tuple[MetricSpec, ...] = tuple(
     replace(spec, default=DEFAULTS.get(spec.name)) for spec in _SPECS
 )
-BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
-DERIVED = frozenset(spec.name for spec in METRICS if spec.derived)

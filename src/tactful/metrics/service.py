@@ -30,7 +30,7 @@ from tactful.customers.models import Customer
 from tactful.events.warehouse import CUSTOMER_ALIASES
 from tactful.metrics import store
 from tactful.metrics import warehouse as wh
-from tactful.metrics.catalog import BY_NAME, METRICS, MetricSpec
+from tactful.metrics.catalog import METRICS, MetricSpec
 from tactful.metrics.models import MetricsState
 from tactful.tenancy import service as tenancy
 
@@ -402,8 +402,3 @@ def customer_metrics(runtime: Runtime, *, workspace_id: int, customer_id: int) -
             values[spec.name] = clock.ensure_utc(value) if isinstance(value, datetime) else value
     values["computed_at"] = clock.ensure_utc(row["computed_at"])
     return values
-
-
-def spec(name: str) -> MetricSpec | None:
-    """A metric by name."""
-    return BY_NAME.get(name)
