@@ -7,10 +7,10 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from tactful.core.errors import TactfulError
-from tactful.web.pages import auth, customers, home, segments
+from tactful.web.pages import auth, customers, home, message_templates, segments
 from tactful.web.ui import HERE, NotSignedIn, csrf_protect, render, to_login
 
-PAGES = (home.router, customers.router, segments.router)
+PAGES = (home.router, customers.router, segments.router, message_templates.router)
 
 
 def mount(app: FastAPI) -> None:
