@@ -185,6 +185,35 @@ class Page:
             return str(chosen["value"]) if chosen else ""
         return str(found.get("value", ""))
 
+    def form(self, selector: str = "main form[method=post]") -> dict[str, Any]:
+        """The fields a browser would submit from a form as it stands (without the token)."""
+        found = self.html.select_one(selector)
+        assert found is not None, f"no form {selector}"
+        data: dict[str, Any] = {}
+
+        def add(name: str, value: str) -> None:
+            if name in data:
+                previous = data[name]
+                data[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                data[name] = value
+
+        for element in found.select("input[name], textarea[name], select[name]"):
+            name = str(element["name"])
+            if element.name == "textarea":
+                add(name, element.get_text())
+            elif element.name == "select":
+                chosen = element.select_one("option[selected]") or element.select_one("option")
+                if chosen is not None:
+                    add(name, str(chosen.get("value", chosen.get_text())))
+            elif element.get("type") in ("checkbox", "radio"):
+                if element.has_attr("checked"):
+                    add(name, str(element.get("value", "on")))
+            elif element.get("type") not in ("submit", "button"):
+                add(name, str(element.get("value", "")))
+        data.pop("csrf", None)
+        return data
+
     def error(self, name: str) -> str:
         return self.text(f"em.error[data-field='{name}']")
 

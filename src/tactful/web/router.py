@@ -7,10 +7,16 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from tactful.core.errors import TactfulError
-from tactful.web.pages import auth, customers, home, message_templates, segments
+from tactful.web.pages import auth, customers, home, message_templates, policy, segments
 from tactful.web.ui import HERE, NotSignedIn, csrf_protect, render, to_login
 
-PAGES = (home.router, customers.router, segments.router, message_templates.router)
+PAGES = (
+    home.router,
+    customers.router,
+    segments.router,
+    message_templates.router,
+    policy.router,
+)
 
 
 def mount(app: FastAPI) -> None:
