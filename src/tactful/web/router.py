@@ -7,7 +7,15 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from tactful.core.errors import TactfulError
-from tactful.web.pages import auth, customers, home, message_templates, policy, segments
+from tactful.web.pages import (
+    auth,
+    customers,
+    home,
+    loyalty,
+    message_templates,
+    policy,
+    segments,
+)
 from tactful.web.ui import HERE, NotSignedIn, csrf_protect, render, to_login
 
 PAGES = (
@@ -16,6 +24,7 @@ PAGES = (
     segments.router,
     message_templates.router,
     policy.router,
+    loyalty.router,
 )
 
 

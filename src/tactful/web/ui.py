@@ -83,6 +83,10 @@ class Viewer:
     def navigation(self) -> list[tuple[str, str]]:
         return [(label, path) for label, path, permission in NAVIGATION if self.can(permission)]
 
+    @property
+    def brand_options(self) -> list[tuple[int, str]]:
+        return [(b.id, b.name) for b in self.brands]
+
     def brand(self, brand_id: int | None) -> Brand:
         """A brand of the workspace (the first when none is asked for or it is unknown)."""
         found = next((b for b in self.brands if b.id == brand_id), None)
