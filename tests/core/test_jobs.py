@@ -236,8 +236,9 @@ def test_three_worker_processes_share_2000_jobs_without_repeats(
 
 
 def _record_jobs(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Job.status, func.count()).where(Job.name == "testing.record")
-                           .group_by(Job.status)).all()
+    rows = session.execute(
+        select(Job.status, func.count()).where(Job.name == "testing.record").group_by(Job.status)
+    ).all()
     return {status: int(count) for status, count in rows}
 
 

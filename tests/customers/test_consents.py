@@ -152,42 +152,90 @@ def test_reachability_follows_contacts_and_consents(
     from tactful.customers import service
 
     cid = _customer(client, tenant, worker)
-    client.post("/v1/identify", headers=tenant.headers, json={
-        "userId": "c-1", "traits": {"phone": "+79120000077"},
-        "context": {"device": {"id": "dev-1", "token": "fcm-token-1"}}})
+    client.post(
+        "/v1/identify",
+        headers=tenant.headers,
+        json={
+            "userId": "c-1",
+            "traits": {"phone": "+79120000077"},
+            "context": {"device": {"id": "dev-1", "token": "fcm-token-1"}},
+        },
+    )
     worker.drain()
 
     def reach(message_class: str, topic: str | None = None) -> tuple[dict[str, str], set[str]]:
         with runtime.db.scope(readonly=True) as session:
-            found = service.reachability(session, workspace_id=tenant.workspace_id,
-                                         brand_id=tenant.brand_id, customer_ids=[cid],
-                                         message_class=message_class, topic=topic)[cid]
+            found = service.reachability(
+                session,
+                workspace_id=tenant.workspace_id,
+                brand_id=tenant.brand_id,
+                customer_ids=[cid],
+                message_class=message_class,
+                topic=topic,
+            )[cid]
         return found.addresses, set(found.channels)
 
     addresses, channels = reach("transactional")
-    assert addresses == {"email": "olga@example.com", "sms": "+79120000077",
-                         "viber": "+79120000077", "call": "+79120000077",
-                         "push": "fcm-token-1"}
+    assert addresses == {
+        "email": "olga@example.com",
+        "sms": "+79120000077",
+        "viber": "+79120000077",
+        "call": "+79120000077",
+        "push": "fcm-token-1",
+    }
     assert channels == {"email", "sms", "viber", "call", "push"}
     assert reach("marketing")[1] == set()  # no consent yet
-    client.put(f"/v1/customers/{cid}/consents", headers=tenant.headers, json={
-        "source": "form", "changes": [
-            {"kind": "personal_data", "status": "granted"},
-            {"kind": "advertising", "channel": "email", "status": "granted",
-             "brand_id": tenant.brand_id},
-            {"kind": "advertising", "channel": "push", "status": "granted",
-             "brand_id": tenant.brand_id}]})
+    client.put(
+        f"/v1/customers/{cid}/consents",
+        headers=tenant.headers,
+        json={
+            "source": "form",
+            "changes": [
+                {"kind": "personal_data", "status": "granted"},
+                {
+                    "kind": "advertising",
+                    "channel": "email",
+                    "status": "granted",
+                    "brand_id": tenant.brand_id,
+                },
+                {
+                    "kind": "advertising",
+                    "channel": "push",
+                    "status": "granted",
+                    "brand_id": tenant.brand_id,
+                },
+            ],
+        },
+    )
     assert reach("marketing")[1] == {"email", "push"}
     assert reach("marketing", "promotions")[1] == {"email", "push"}
-    client.put(f"/v1/customers/{cid}/consents", headers=tenant.headers, json={
-        "source": "link", "changes": [{"kind": "topic", "topic": "promotions",
-                                       "status": "revoked", "brand_id": tenant.brand_id}]})
+    client.put(
+        f"/v1/customers/{cid}/consents",
+        headers=tenant.headers,
+        json={
+            "source": "link",
+            "changes": [
+                {
+                    "kind": "topic",
+                    "topic": "promotions",
+                    "status": "revoked",
+                    "brand_id": tenant.brand_id,
+                }
+            ],
+        },
+    )
     assert reach("marketing", "promotions")[1] == set()
     assert reach("service", "promotions")[1] == set()
     assert reach("marketing", "new_arrivals")[1] == {"email", "push"}
     with runtime.db.scope() as session:
-        service.set_contact_status(session, workspace_id=tenant.workspace_id, kind="email",
-                                   value="olga@example.com", status="bounced",
-                                   reason="550 mailbox unavailable", actor="test")
+        service.set_contact_status(
+            session,
+            workspace_id=tenant.workspace_id,
+            kind="email",
+            value="olga@example.com",
+            status="bounced",
+            reason="550 mailbox unavailable",
+            actor="test",
+        )
     assert reach("marketing")[1] == {"push"}
     assert "email" not in reach("transactional")[0]
