@@ -229,3 +229,14 @@ class CallTask(Base):
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     completed_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class RateBucket(Base):
+    """A provider's token bucket shared by every worker process (PostgreSQL): ``tokens``
+    left at ``stamp``; it refills at the provider's rate up to its burst."""
+
+    __tablename__ = "message_rate_buckets"
+
+    provider_id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
+    tokens: Mapped[float]
+    stamp: Mapped[datetime]

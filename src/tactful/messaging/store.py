@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from tactful.core.dialect import copy_rows, insert_ignore, lock_rows, reserve_ids
@@ -23,6 +23,7 @@ from tactful.messaging.models import (
     DeliveryEvent,
     MessageProvider,
     MessageTemplate,
+    RateBucket,
     SenderIdentity,
 )
 from tactful.policy.models import ContactDecision, DecisionBatch
@@ -500,3 +501,42 @@ def load_decisions(session: Session, ids: Sequence[int]) -> list[ContactDecision
             )
         )
     return rows
+
+
+# Take up to :want whole tokens from a provider's bucket after refilling it for the time
+# that passed (PostgreSQL; one statement, the row lock orders concurrent takers).
+TAKE_TOKENS = text(
+    """
+    WITH current AS (
+        SELECT provider_id,
+               LEAST(:capacity, tokens + GREATEST(0, EXTRACT(EPOCH FROM
+                     statement_timestamp() - stamp)) * :rate) AS available
+        FROM message_rate_buckets WHERE provider_id = :provider FOR UPDATE
+    )
+    UPDATE message_rate_buckets AS bucket
+    SET tokens = current.available - LEAST(:want, FLOOR(current.available)),
+        stamp = statement_timestamp()
+    FROM current WHERE bucket.provider_id = current.provider_id
+    RETURNING LEAST(:want, FLOOR(current.available)) AS taken, current.available
+    """
+)
+
+
+def take_tokens(
+    session: Session, provider_id: int, *, want: int, rate: float, capacity: float
+) -> tuple[int, float]:
+    """``(taken, available before)`` from a provider's shared token bucket (created full).
+    PostgreSQL only."""
+    session.execute(
+        insert_ignore(
+            session,
+            RateBucket,
+            {"provider_id": provider_id, "tokens": capacity, "stamp": func.statement_timestamp()},
+            conflict=["provider_id"],
+        )
+    )
+    row = session.execute(
+        TAKE_TOKENS,
+        {"provider": provider_id, "want": want, "rate": rate, "capacity": capacity},
+    ).one()
+    return int(row.taken), float(row.available)

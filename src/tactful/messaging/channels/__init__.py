@@ -22,7 +22,7 @@ PROVIDER_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smtp": ("email", ("host", "port")),
     "sms_generic": ("sms", ("endpoint",)),
     "twilio": ("sms", ("account_sid", "auth_token")),
-    "fcm": ("push", ("project_id", "access_token")),
+    "fcm": ("push", ("project_id",)),  # and access_token or service_account
     "viber": ("viber", ("auth_token",)),
     "telegram": ("telegram", ("bot_token",)),
     "webhook": ("webhook", ("url",)),

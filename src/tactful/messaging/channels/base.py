@@ -14,7 +14,7 @@ import hmac
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
@@ -247,34 +247,45 @@ class Limiter(Protocol):
 
 
 class RateLimiter:
-    """A token bucket shared by every dispatch run of one provider in this process."""
+    """A token bucket of one provider in this process (``clock`` and ``sleep`` are
+    injectable so tests need no real time)."""
 
-    def __init__(self, per_second: float, burst: float | None = None) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = per_second
         self.capacity = max(1.0, burst if burst is not None else per_second)
+        self._clock, self._sleep = clock, sleep
         self._tokens = self.capacity
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = threading.Lock()
 
-    def _take(self) -> float:
-        """Take a token, or say how long to wait for one."""
+    def try_take(self) -> float:
+        """Take a token: 0 when one was taken, else the seconds to wait for one."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
-            if self._tokens >= 1:
-                self._tokens -= 1
+            # a token refilled up to float rounding counts as whole: waiting for the last
+            # 1e-16 of one would never end (the clock cannot advance by so little)
+            if self._tokens >= 1 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1)
                 return 0.0
             return (1 - self._tokens) / self.rate
 
     async def acquire(self) -> None:
-        wait = self._take()
+        wait = self.try_take()
         while wait > 0:
             await asyncio.sleep(wait)  # a token bucket refills with time, not on an event
-            wait = self._take()
+            wait = self.try_take()
 
     def acquire_blocking(self) -> None:
-        wait = self._take()
+        wait = self.try_take()
         while wait > 0:
-            time.sleep(wait)
-            wait = self._take()
+            self._sleep(wait)
+            wait = self.try_take()

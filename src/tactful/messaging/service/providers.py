@@ -10,6 +10,7 @@ from tactful.core import clock
 from tactful.core.errors import Conflict, NotFound, ValidationFailed
 from tactful.messaging import store
 from tactful.messaging.channels import PROVIDER_KINDS
+from tactful.messaging.channels.push import service_account
 from tactful.messaging.models import MessageProvider, SenderIdentity
 from tactful.tenancy.service import get_brand, record_audit
 
@@ -47,6 +48,8 @@ def create_provider(
         raise ValidationFailed(
             f"a {kind} provider needs {', '.join(missing)}", field=f"config.{missing[0]}"
         )
+    if kind == "fcm":
+        _check_fcm(config)
     if any(p.name == name for p in store.providers(session, workspace_id)):
         raise Conflict(f"a provider {name!r} already exists", field="name")
     now = clock.now()
@@ -76,6 +79,26 @@ def create_provider(
         details={"kind": kind, "name": name, "config": masked(config)},
     )
     return row
+
+
+def _check_fcm(config: dict[str, Any]) -> None:
+    if config.get("access_token"):
+        return
+    try:
+        account = service_account(config)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"service_account is not JSON: {exc}", field="config.service_account"
+        ) from exc
+    if account is None:
+        raise ValidationFailed(
+            "an fcm provider needs access_token or service_account", field="config.service_account"
+        )
+    missing = [k for k in ("client_email", "private_key") if not account.get(k)]
+    if missing:
+        raise ValidationFailed(
+            f"the service account has no {', '.join(missing)}", field="config.service_account"
+        )
 
 
 def list_providers(session: Session, *, workspace_id: int) -> list[MessageProvider]:
