@@ -57,7 +57,7 @@ def test_velocity_limits_refuse_and_write_nothing(
     assert terminal.json()["errors"] == [
         {
             "field": "terminal_id",
-            "reason": "terminal T1 made 2 purchases in the last minute (limit 2)",
+            "reason": "terminal T1 made 2 purchases this minute (limit 2)",
         }
     ]
     assert ledger_state(runtime) == before

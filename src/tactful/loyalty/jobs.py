@@ -78,6 +78,12 @@ def due_lots(ctx: MonitorContext) -> None:
     enqueue_many(ctx.session, EXPIRE_JOB, ((f"{EXPIRE_JOB}:{i}", {"lot_id": i}) for i in expiring))
 
 
+@monitor("loyalty.prune_rate_counters", every=timedelta(hours=1))
+def prune_rate_counters(ctx: MonitorContext) -> None:
+    """Velocity counters are needed for their window only (an hour at most)."""
+    accounts.prune_rate_counters(ctx.session, now=ctx.now)
+
+
 @monitor("loyalty.tier_reviews", every=timedelta(minutes=15))
 def tier_reviews(ctx: MonitorContext) -> None:
     """One keyed job per account whose tier review period has ended."""

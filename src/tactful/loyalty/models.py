@@ -319,6 +319,24 @@ class FailedAttempts(Base):
     failures: Mapped[int] = mapped_column(default=0)
 
 
+class RateCounter(Base):
+    """Confirms of one card, terminal or store (``subject``: ``a<account id>``, ``t<terminal>``,
+    ``s<store>``) in one fixed window: what velocity limits are checked against, in one
+    indexed row instead of a count over every recent transaction."""
+
+    __tablename__ = "loyalty_rate_counters"
+    __table_args__ = (
+        UniqueConstraint("program_id", "subject", "window_start"),
+        Index("ix_loyalty_rate_counters_window", "window_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    program_id: Mapped[int] = mapped_column(BigInt)
+    subject: Mapped[str] = mapped_column(String(80))
+    window_start: Mapped[datetime]
+    count: Mapped[int] = mapped_column(default=0)
+
+
 class FraudFlag(Base):
     """An anomaly worth a person's look (a redemption burst), raised once per window."""
 

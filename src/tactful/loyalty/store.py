@@ -17,6 +17,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     extract,
     func,
     insert,
@@ -37,7 +38,6 @@ from tactful.loyalty.models import (
     LINE_REDEMPTION,
     MERGED,
     PENDING,
-    PURCHASE,
     TRANSFER_IN,
     Account,
     Device,
@@ -49,6 +49,7 @@ from tactful.loyalty.models import (
     LedgerTransaction,
     Lot,
     Program,
+    RateCounter,
     TierChange,
 )
 from tactful.tenancy.models import Workspace
@@ -622,9 +623,6 @@ class ConfirmState:
 
     lots: list[LotRow]
     existing_id: int | None  # the transaction already written under the key (a replay)
-    account_last_hour: int
-    terminal_last_minute: int
-    store_last_minute: int
     spend: int  # rolling spend before this purchase
     redemptions: tuple[int, int] | None  # of the account and of the terminal, when asked
 
@@ -632,27 +630,11 @@ class ConfirmState:
 @functools.cache
 def _confirm_state_stmt(with_bursts: bool) -> Any:
     t = LedgerTransaction
-    stamp = t.created_at.type
-
-    def bounded(limit: str, *where: ColumnElement[bool]) -> Any:
-        recent = (
-            select(t.id)
-            .where(t.program_id == bindparam("program_id"), t.kind == PURCHASE, *where)
-            .limit(bindparam(limit, type_=BigInteger))
-            .subquery()
-        )
-        return select(func.count()).select_from(recent).scalar_subquery()
-
-    hour_ago = bindparam("hour_ago", type_=stamp)
-    minute_ago = bindparam("minute_ago", type_=stamp)
     columns: list[Any] = [
         select(t.id)
         .where(t.program_id == bindparam("program_id"), t.idempotency_key == bindparam("key"))
         .scalar_subquery()
         .label("existing"),
-        bounded("lim_a", t.account_id == bindparam("account_id"), t.created_at > hour_ago),
-        bounded("lim_t", t.terminal_id == bindparam("terminal_id"), t.created_at > minute_ago),
-        bounded("lim_s", t.store_id == bindparam("store_id"), t.created_at > minute_ago),
         _rolling_spend(bindparam("account_id")).label("spend"),
     ]
     if with_bursts:
@@ -672,46 +654,116 @@ def confirm_state(
     program_id: int,
     key: str,
     account_id: int,
-    store_id: str,
     terminal_id: str,
-    hour_ago: datetime,
-    minute_ago: datetime,
-    limits: tuple[int, int, int],
     since: datetime,
-    burst_since: datetime | None,
+    bursts: tuple[datetime, int, int] | None,
 ) -> ConfirmState:
     """The account's open lots (earliest expiry first), the transaction already written under
-    ``key``, the confirms of the account in the last hour and of the terminal and store in the
-    last minute (each counted only up to its limit, so a busy store costs at most ``limit``
-    index entries), the rolling spend since ``since`` and, with ``burst_since``, the
-    redemptions of the account and the terminal since then."""
+    ``key``, the rolling spend since ``since`` and, with ``bursts`` (since when, and the
+    account's and the terminal's thresholds), the redemptions of the account and of the
+    terminal since then, each counted only up to its threshold."""
     params: dict[str, Any] = {
         "program_id": program_id,
         "key": key,
         "account_id": account_id,
-        "terminal_id": terminal_id,
-        "store_id": store_id,
-        "hour_ago": hour_ago,
-        "minute_ago": minute_ago,
-        "lim_a": limits[0],
-        "lim_t": limits[1],
-        "lim_s": limits[2],
         "since": since,
     }
-    if burst_since is not None:
-        params["burst_since"] = burst_since
-    rows = _conn(session).execute(_confirm_state_stmt(burst_since is not None), params).all()
+    if bursts is not None:
+        params.update(
+            terminal_id=terminal_id,
+            burst_since=bursts[0],
+            lim_ra=bursts[1],
+            lim_rt=bursts[2],
+        )
+    rows = _conn(session).execute(_confirm_state_stmt(bursts is not None), params).all()
     first = rows[0]
-    offset = 7 if burst_since is not None else 5
+    offset = 4 if bursts is not None else 2
     return ConfirmState(
         lots=[LotRow(*row[offset:]) for row in rows if row[offset] is not None],
         existing_id=first[0],
-        account_last_hour=int(first[1]),
-        terminal_last_minute=int(first[2]),
-        store_last_minute=int(first[3]),
-        spend=int(first[4]),
-        redemptions=(int(first[5]), int(first[6])) if burst_since is not None else None,
+        spend=int(first[1]),
+        redemptions=(int(first[2]), int(first[3])) if bursts is not None else None,
     )
+
+
+# -- velocity counters ---------------------------------------------------------------------------
+
+_PREBUILT: dict[tuple[str, str], Any] = {}
+
+
+def _prebuilt(session: Session, name: str, build: Any) -> Any:
+    """A statement that depends on the dialect, built once per dialect."""
+    key = (session.get_bind().dialect.name, name)
+    found = _PREBUILT.get(key)
+    if found is None:
+        found = _PREBUILT[key] = build()
+    return found
+
+
+def bump_rate_counters(
+    session: Session, *, program_id: int, windows: Sequence[tuple[str, datetime]]
+) -> dict[str, int]:
+    """Add one to the counter of each ``(subject, window start)``; the counts after it. The
+    rows are locked in id order until the transaction ends (concurrent confirms of one store
+    queue on its row only from here to their commit)."""
+    counter = RateCounter
+    template = {
+        "program_id": bindparam("program_id"),
+        "subject": bindparam("subject"),
+        "window_start": bindparam("window_start", type_=counter.window_start.type),
+        "count": bindparam("count"),
+    }
+    create = _prebuilt(
+        session,
+        "rate_counters.create",
+        lambda: insert_ignore(
+            session, counter, template, conflict=["program_id", "subject", "window_start"]
+        ),
+    )
+    rows = [
+        {"program_id": program_id, "subject": subject, "window_start": start, "count": 0}
+        for subject, start in windows
+    ]
+    conn = _conn(session)
+    conn.execute(create, rows)
+
+    def bump() -> Any:
+        matching = (
+            select(counter.id)
+            .where(
+                counter.program_id == bindparam("b_program_id"),
+                or_(
+                    *(
+                        and_(
+                            counter.subject == bindparam(f"s{i}"),
+                            counter.window_start
+                            == bindparam(f"w{i}", type_=counter.window_start.type),
+                        )
+                        for i in range(len(windows))
+                    )
+                ),
+            )
+            .order_by(counter.id)
+        )
+        return (
+            update(counter)
+            .where(counter.id.in_(lock_rows(session, matching).scalar_subquery()))
+            .values(count=counter.count + 1)
+            .returning(counter.subject, counter.count)
+            .execution_options(synchronize_session=False)
+        )
+
+    params: dict[str, Any] = {"b_program_id": program_id}
+    for i, (subject, start) in enumerate(windows):
+        params[f"s{i}"], params[f"w{i}"] = subject, start
+    stmt = _prebuilt(session, f"rate_counters.bump.{len(windows)}", bump)
+    return {str(subject): int(count) for subject, count in conn.execute(stmt, params)}
+
+
+def prune_rate_counters(session: Session, before: datetime) -> int:
+    """Forget counters of windows that started before ``before``."""
+    result = _conn(session).execute(delete(RateCounter).where(RateCounter.window_start < before))
+    return int(getattr(result, "rowcount", 0))
 
 
 def transaction(session: Session, transaction_id: int) -> LedgerTransaction | None:
@@ -719,14 +771,15 @@ def transaction(session: Session, transaction_id: int) -> LedgerTransaction | No
 
 
 def _redemption_counts() -> tuple[Any, Any]:
-    """Transactions that spent points since ``burst_since``: of the account ``account_id``,
-    and at the terminal ``terminal_id`` (two labelled scalar subqueries)."""
+    """Transactions that spent points since ``burst_since``: of the account ``account_id`` up
+    to ``lim_ra``, and at the terminal ``terminal_id`` up to ``lim_rt`` (two labelled scalar
+    subqueries; bounded, so a busy terminal costs at most its threshold in index entries)."""
     t, line = LedgerTransaction, LedgerLine
 
-    def count(*where: ColumnElement[bool]) -> Any:
-        return (
-            select(func.count(func.distinct(line.transaction_id)))
-            .select_from(line)
+    def count(limit: str, *where: ColumnElement[bool]) -> Any:
+        spent = (
+            select(line.transaction_id)
+            .distinct()
             .join(t, t.id == line.transaction_id)
             .where(
                 line.program_id == bindparam("program_id"),
@@ -735,12 +788,14 @@ def _redemption_counts() -> tuple[Any, Any]:
                 line.created_at > bindparam("burst_since", type_=line.created_at.type),
                 *where,
             )
-            .scalar_subquery()
+            .limit(bindparam(limit, type_=BigInteger))
+            .subquery()
         )
+        return select(func.count()).select_from(spent).scalar_subquery()
 
     return (
-        count(line.account_id == bindparam("account_id")).label("ra"),
-        count(t.terminal_id == bindparam("terminal_id")).label("rt"),
+        count("lim_ra", line.account_id == bindparam("account_id")).label("ra"),
+        count("lim_rt", t.terminal_id == bindparam("terminal_id")).label("rt"),
     )
 
 

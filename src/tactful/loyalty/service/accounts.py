@@ -130,6 +130,11 @@ def expire_lot(session: Session, *, lot_id: int) -> bool:
     return book.expire(lot_id, at=clock.now(), actor=SYSTEM_ACTOR) is not None
 
 
+def prune_rate_counters(session: Session, *, now: datetime) -> int:
+    """Forget velocity counters of windows over for more than an hour."""
+    return store.prune_rate_counters(session, now - timedelta(hours=2))
+
+
 def due_tier_reviews(
     session: Session, *, now: datetime, limit: int = 1000
 ) -> list[tuple[int, datetime]]:

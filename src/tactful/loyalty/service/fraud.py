@@ -30,27 +30,40 @@ from tactful.loyalty.service.programs import ProgramView, get_program, view_of
 from tactful.tenancy.service import record_audit
 
 
-def check_velocity(
-    *, program: ProgramView, state: store.ConfirmState, store_id: str, terminal_id: str
+def count_confirm(
+    session: Session,
+    *,
+    program: ProgramView,
+    account_id: int,
+    store_id: str,
+    terminal_id: str,
+    at: datetime,
 ) -> None:
-    """Refuse (429) a confirm past the card's, terminal's or store's rate, as counted under
-    the account's lock (a replay never gets here)."""
+    """Count a confirm against its card's clock hour and its terminal's and store's clock
+    minute, and refuse it (429) past a limit. Called last: the refusal rolls the confirm's
+    writes back, and the store's counter row stays locked only until the commit."""
     limits = program.rules.limits
-    if state.account_last_hour >= limits.account_per_hour:
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    minute = at.replace(second=0, microsecond=0)
+    card, till, shop = f"a{account_id}", f"t{terminal_id}", f"s{store_id}"
+    counts = store.bump_rate_counters(
+        session, program_id=program.id, windows=[(card, hour), (till, minute), (shop, minute)]
+    )
+    if counts[card] > limits.account_per_hour:
         raise TooManyRequests(
-            f"this card made {state.account_last_hour} purchases in the last hour "
+            f"this card made {counts[card] - 1} purchases this hour "
             f"(limit {limits.account_per_hour}); try again later",
             field="customer",
         )
-    if state.terminal_last_minute >= limits.terminal_per_minute:
+    if counts[till] > limits.terminal_per_minute:
         raise TooManyRequests(
-            f"terminal {terminal_id} made {state.terminal_last_minute} purchases in the last "
-            f"minute (limit {limits.terminal_per_minute})",
+            f"terminal {terminal_id} made {counts[till] - 1} purchases this minute "
+            f"(limit {limits.terminal_per_minute})",
             field="terminal_id",
         )
-    if state.store_last_minute >= limits.store_per_minute:
+    if counts[shop] > limits.store_per_minute:
         raise TooManyRequests(
-            f"store {store_id} made {state.store_last_minute} purchases in the last minute "
+            f"store {store_id} made {counts[shop] - 1} purchases this minute "
             f"(limit {limits.store_per_minute})",
             field="store_id",
         )

@@ -509,19 +509,20 @@ def confirm(
         program_id=program.id,
         key=key,
         account_id=account.id,
-        store_id=store_id,
         terminal_id=terminal_id,
-        hour_ago=now - timedelta(hours=1),
-        minute_ago=now - timedelta(minutes=1),
-        limits=(limits.account_per_hour, limits.terminal_per_minute, limits.store_per_minute),
         since=calc.spend_window_start(now),
-        burst_since=now - timedelta(minutes=limits.burst_minutes) if redeem_points else None,
+        bursts=(
+            now - timedelta(minutes=limits.burst_minutes),
+            limits.burst_redemptions,
+            limits.terminal_burst_redemptions,
+        )
+        if redeem_points
+        else None,
     )
     if state.existing_id is not None:
         existing = store.transaction(session, state.existing_id)
         assert existing is not None
         return _replayed_confirm(session, existing, fingerprint)
-    fraud.check_velocity(program=program, state=state, store_id=store_id, terminal_id=terminal_id)
     # only now (not a replay): a replayed confirm must succeed even with a used code
     check = _redeem_check(
         session,
@@ -638,6 +639,15 @@ def confirm(
         receipt_id=receipt_id,
         pos_transaction_id=pos_transaction_id,
         store_id=store_id,
+        at=now,
+    )
+    # last, so the store's counter row is held only until the commit (a refusal rolls back)
+    fraud.count_confirm(
+        session,
+        program=program,
+        account_id=account.id,
+        store_id=store_id,
+        terminal_id=terminal_id,
         at=now,
     )
     return ConfirmOut(
