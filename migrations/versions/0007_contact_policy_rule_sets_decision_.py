@@ -1,7 +1,7 @@
 """contact policy: rule sets, decision batches, the ledger; planning indexes
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-22 18:32:48.124639
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import tactful.core.types
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Campaigns: campaigns, runs, waves, recipients and plan checkpoints
 
 Revision ID: 0008
-Revises: 0002
+Revises: 0007
 Create Date: 2026-11-22 19:20:38.642474
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import tactful.core.types
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

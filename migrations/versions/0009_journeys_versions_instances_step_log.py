@@ -1,7 +1,7 @@
 """journeys versions instances step log
 
 Revision ID: 0009
-Revises: 0002
+Revises: 0008
 Create Date: 2026-11-22 19:23:17.318714
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import tactful.core.types
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """users and roles: people who sign in to the web UI, with roles per brand or workspace
 
 Revision ID: 0010
-Revises: 0002
+Revises: 0009
 Create Date: 2026-11-22 19:30:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import tactful.core.types
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
