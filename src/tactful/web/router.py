@@ -15,6 +15,7 @@ from tactful.web.pages import (
     message_templates,
     policy,
     segments,
+    settings,
 )
 from tactful.web.ui import HERE, NotSignedIn, csrf_protect, render, to_login
 
@@ -25,6 +26,7 @@ PAGES = (
     message_templates.router,
     policy.router,
     loyalty.router,
+    settings.router,
 )
 
 
