@@ -153,9 +153,10 @@ def _fields(decisions: list[Any]) -> list[tuple[Any, ...]]:
         st.tuples(
             st.integers(0, CUSTOMERS - 1),
             st.one_of(st.integers(-8 * 24, 48), st.integers(-6, 30)),
-            st.sampled_from(["email", "sms"]),
+            st.sampled_from(["email", "sms", "push"]),
             st.sampled_from(["marketing", "marketing", "service"]),
-            st.sampled_from(["scheduled", "sent", "sent", "failed"]),
+            # read and ignored messages teach the best channel
+            st.sampled_from(["scheduled", "sent", "sent", "read", "delivered", "failed"]),
         ),
         min_size=20,
         max_size=80,

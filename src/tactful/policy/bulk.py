@@ -34,7 +34,7 @@ from tactful.customers.models import (
     Identity,
 )
 from tactful.customers.service import brand_scope, topic_subscribed_by_default
-from tactful.policy import store
+from tactful.policy import channels, store
 from tactful.policy.gate import (
     EXCLUSIVE_WINDOW,
     HISTORY_WINDOW,
@@ -55,6 +55,7 @@ from tactful.policy.schemas import (
     COUNTED,
     SCHEDULED,
     SUPPRESSED,
+    ChannelStep,
     Decision,
     Intent,
     SendWindows,
@@ -429,9 +430,9 @@ def decide_audience(
     klass = first.message_class
     steps = first.steps
     chosen = np.full(n, -1, dtype=np.int64)
-    for index, step in enumerate(steps):
-        free = chosen < 0
-        chosen[free & allowed(step.channel, klass)] = index
+    reachable = [allowed(step.channel, klass) for step in steps]
+    for index in range(len(steps)):
+        chosen[(chosen < 0) & reachable[index]] = index
     status = np.full(n, SCHEDULED, dtype=object)
     reason = np.full(n, "ok", dtype=object)
     rule = np.full(n, None, dtype=object)
@@ -517,6 +518,8 @@ def decide_audience(
         suppress(held, "held_out", f"exclusive_group:{first.exclusive_group}")
     if first.source in rules.held_out_sources:
         suppress(np.ones(n, dtype=bool), "held_out", f"held_out_source:{first.source}")
+    if rules.use_best_channel and not first.is_test and len(steps) > 1:
+        chosen = _best_steps(session, workspace.id, cids, chosen, steps, reachable, now)
     # -- placement ------------------------------------------------------------------------
     channel_of = np.array([steps[c].channel if c >= 0 else None for c in chosen], dtype=object)
     tags = frozenset(first.tags) | ({first.topic} if first.topic else frozenset())
@@ -579,6 +582,48 @@ def decide_audience(
         send_at=send_at,
         cost=cost,
     )
+
+
+def _best_steps(
+    session: Session,
+    workspace_id: int,
+    cids: np.ndarray,
+    chosen: np.ndarray,
+    steps: Sequence[ChannelStep],
+    reachable: list[np.ndarray],
+    now: int,
+) -> np.ndarray:
+    """``chosen`` with each customer's best reachable step (``channels.best_index``)."""
+    code = case(*((ContactDecision.channel == c, i) for i, c in enumerate(CHANNELS)), else_=-1)
+    since = datetime.fromtimestamp(now, UTC) - channels.WINDOW
+    rows = _ints(
+        session,
+        store.engagement_query(workspace_id, since, code),
+        cids,
+        ContactDecision.customer_id,
+    )
+    if not len(rows):
+        return chosen
+    n = len(cids)
+    order = np.argsort(cids, kind="stable")
+    where = np.clip(np.searchsorted(cids[order], rows[:, 0]), 0, n - 1)
+    mine = cids[order][where] == rows[:, 0]
+    pos, rows = order[where[mine]], rows[mine]
+    sent = np.zeros((len(steps), n), dtype=np.int64)
+    reads = np.zeros((len(steps), n), dtype=np.int64)
+    for index, step in enumerate(steps):
+        on = rows[:, 1] == (CHANNELS.index(step.channel) if step.channel in CHANNELS else -2)
+        sent[index, pos[on]] = rows[on, 2]
+        reads[index, pos[on]] = rows[on, 3]
+    rates = channels.read_rate(sent, reads)
+    best = chosen.copy()
+    has = chosen >= 0
+    best_rate = np.where(has, rates[np.clip(chosen, 0, None), np.arange(n)], -np.inf)
+    for index in range(len(steps)):
+        better = has & reachable[index] & (rates[index] > best_rate)
+        best[better] = index
+        best_rate[better] = rates[index][better]
+    return best
 
 
 def _valid_zone(name: str) -> bool:

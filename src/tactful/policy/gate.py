@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tactful.core import clock
 from tactful.customers import service as customers
-from tactful.policy import store
+from tactful.policy import channels, store
 from tactful.policy.models import ContactDecision, DecisionBatch
 from tactful.policy.placement import Booked, from_seconds, place, to_seconds, zone_or
 from tactful.policy.rules import EffectiveRules, effective
@@ -105,6 +105,8 @@ class Workspace:
     dedupe: set[tuple[int, str]] = field(default_factory=set)
     # (customer, bundle key) -> (a stored leader's id, or a leader row of this batch; time)
     bundles: dict[tuple[int, str], tuple[Any, int]] = field(default_factory=dict)
+    # customer -> channel -> (sent, read), for the best channel
+    engagement: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
 
 def load_history(session: Session, ws: Workspace, customer_ids: Sequence[int]) -> None:
@@ -122,6 +124,9 @@ def load_history(session: Session, ws: Workspace, customer_ids: Sequence[int]) -
                 exclusive_group=row.exclusive_group,
             )
         )
+    ws.engagement.update(
+        store.engagement(session, ws.id, customer_ids, from_seconds(ws.now) - channels.WINDOW)
+    )
 
 
 def rules_for(session: Session, ws: Workspace, brand_id: int) -> EffectiveRules:
@@ -212,6 +217,9 @@ def decide_one(
                     ws.dedupe.add((cid, intent.dedupe_key))
                 return row
     step = candidates[0]
+    if rules.use_best_channel and not fallback and not intent.is_test:
+        best = channels.best_index([s.channel for s in candidates], ws.engagement.get(cid))
+        step = candidates[best]
     tags = frozenset(intent.tags) | ({intent.topic} if intent.topic else frozenset())
     tz = zone_or(profile.timezone, ws.timezone)
     moment: int | None

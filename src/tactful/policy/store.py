@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
-from tactful.policy.schemas import BUNDLED, COUNTED, SCHEDULED
+from tactful.policy.schemas import BUNDLED, COUNTED, DELIVERED, READ, SCHEDULED, SENT
 
 CHUNK = 900
 
@@ -127,6 +127,47 @@ def history(session: Session, customer_ids: Sequence[int], since: datetime) -> l
         for r in rows
         if r.send_at is not None
     ]
+
+
+# messages that went out, for the best channel's read rates
+WENT_OUT = (SENT, DELIVERED, READ)
+
+
+def engagement_query(workspace_id: int, since: datetime, channel: Any = None) -> Any:
+    """``(customer, channel, sent, read)`` over the ledger since ``since`` (one workspace;
+    ``channel`` replaces the channel column, e.g. by a code); callers narrow it to their
+    customers."""
+    return (
+        select(
+            ContactDecision.customer_id,
+            ContactDecision.channel if channel is None else channel,
+            func.count(),
+            func.sum(case((ContactDecision.status == READ, 1), else_=0)),
+        )
+        .where(
+            ContactDecision.workspace_id == workspace_id,
+            ContactDecision.status.in_(WENT_OUT),
+            ContactDecision.channel.is_not(None),
+            ContactDecision.send_at >= since,
+        )
+        .group_by(ContactDecision.customer_id, ContactDecision.channel)
+    )
+
+
+def engagement(
+    session: Session, workspace_id: int, customer_ids: Sequence[int], since: datetime
+) -> dict[int, dict[str, tuple[int, int]]]:
+    """Per customer and channel: messages sent since ``since`` and how many were read."""
+    found: dict[int, dict[str, tuple[int, int]]] = {}
+    ids = list(dict.fromkeys(customer_ids))
+    query = engagement_query(workspace_id, since)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        for cid, channel, sent, reads in session.execute(
+            query.where(ContactDecision.customer_id.in_(chunk))
+        ):
+            found.setdefault(cid, {})[channel] = (int(sent), int(reads or 0))
+    return found
 
 
 def active_dedupe_keys(
