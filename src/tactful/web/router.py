@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from tactful.core.errors import TactfulError
 from tactful.web.pages import (
     auth,
+    campaigns,
     customers,
     home,
     loyalty,
@@ -26,6 +27,7 @@ PAGES = (
     message_templates.router,
     policy.router,
     loyalty.router,
+    campaigns.router,
     settings.router,
 )
 

@@ -1,0 +1,523 @@
+"""Campaigns: the list with statuses; a draft defined in a form (brand, target and excluded
+segments, template and cascade, schedule now, at a time or at a local time, control group,
+throttling) with wrong values kept next to their field; the draft's audience and cost before
+the launch is confirmed; approval by a second person; cancellation; live progress while it
+sends; and the report (messages by status, target against control conversions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from tactful.campaigns import service as campaigns
+from tactful.campaigns.models import (
+    AWAITING_APPROVAL,
+    DRAFT,
+    FINAL,
+    SCHEDULED,
+    SENDING,
+    Campaign,
+)
+from tactful.campaigns.schemas import CampaignIn
+from tactful.core.api import RuntimeDep, SessionDep, api_router
+from tactful.core.errors import TactfulError, ValidationFailed
+from tactful.messaging import service as messaging
+from tactful.segments import service as segments
+from tactful.web.ui import (
+    FormDep,
+    Viewer,
+    ViewerDep,
+    attempt,
+    errors_of,
+    int_or_none,
+    optional_int,
+    parse,
+    redirect,
+    render,
+    split_list,
+    text,
+    values,
+)
+
+router = api_router()
+SCHEDULE_KINDS = (
+    ("now", "As soon as it is launched (and approved)"),
+    ("at", "At a time (the workspace's time zone)"),
+    ("local_time", "On a day at a time in each customer's own time zone"),
+)
+FIELDS = (
+    "name",
+    "brand_id",
+    "template_id",
+    "channels",
+    "message_class",
+    "topic",
+    "schedule_kind",
+    "schedule_at",
+    "local_date",
+    "local_time",
+    "control_percent",
+    "throttle_per_minute",
+    "expires_after_hours",
+    "description",
+)
+POLLED = (SCHEDULED, SENDING)
+# messages by status in the report's chart, in the order a message goes
+MESSAGE_STATUSES = (
+    ("waiting", "waiting"),
+    ("sent", "sent"),
+    ("delivered", "delivered"),
+    ("opened", "opened"),
+    ("clicked", "clicked"),
+    ("failed", "failed"),
+    ("unknown", "unknown"),
+    ("cancelled", "cancelled"),
+    ("suppressed_at_send", "stopped at send"),
+)
+
+
+def _blank(viewer: Viewer) -> dict[str, Any]:
+    return {
+        **dict.fromkeys(FIELDS, ""),
+        "brand_id": str(viewer.brand(None).id),
+        "channels": "email",
+        "message_class": "marketing",
+        "schedule_kind": "now",
+        "control_percent": "10",
+        "expires_after_hours": "48",
+        "target_segment_ids": [],
+        "exclusion_segment_ids": [],
+        "requires_approval": True,
+    }
+
+
+def _typed(form: dict[str, Any]) -> dict[str, Any]:
+    """What was typed, to show again."""
+    found: dict[str, Any] = {name: text(form, name) for name in FIELDS}
+    found["target_segment_ids"] = values(form, "target_segment_ids")
+    found["exclusion_segment_ids"] = values(form, "exclusion_segment_ids")
+    found["requires_approval"] = bool(text(form, "requires_approval"))
+    return found
+
+
+def _moment(raw: str, timezone: str) -> datetime:
+    """``2026-03-05T10:00`` (what a datetime-local input sends) in the workspace's zone."""
+    try:
+        moment = datetime.fromisoformat(raw.replace(" ", "T"))
+    except ValueError as exc:
+        raise ValidationFailed("use YYYY-MM-DD HH:MM", field="schedule_at") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(timezone))
+    return moment
+
+
+def _percent(raw: str) -> float:
+    try:
+        value = float(raw.replace(",", ".") or "0")
+    except ValueError as exc:
+        raise ValidationFailed("a percentage from 0 to 50", field="control_percent") from exc
+    if not 0 <= value <= 50:
+        raise ValidationFailed("a percentage from 0 to 50", field="control_percent")
+    return round(value / 100, 6)
+
+
+def _schedule(typed: dict[str, Any], timezone: str) -> dict[str, Any]:
+    kind = typed["schedule_kind"] or "now"
+    if kind == "at":
+        if not typed["schedule_at"]:
+            raise ValidationFailed("when should it be sent?", field="schedule_at")
+        return {"kind": "at", "at": _moment(typed["schedule_at"], timezone)}
+    if kind == "local_time":
+        return {"kind": "local_time", "date": typed["local_date"], "time": typed["local_time"]}
+    return {"kind": kind}
+
+
+def _ids(raw: list[str]) -> list[int | str]:
+    return [v for v in (optional_int(r) for r in raw) if v is not None]
+
+
+def spec_from(typed: dict[str, Any], timezone: str) -> CampaignIn:
+    """The campaign a form describes, or a 422 naming the form's fields."""
+    data: dict[str, Any] = {
+        "brand_id": optional_int(typed["brand_id"]),
+        "name": typed["name"],
+        "description": typed["description"] or None,
+        "template_id": optional_int(typed["template_id"]),
+        "message_class": typed["message_class"] or "marketing",
+        "topic": typed["topic"] or None,
+        "steps": [{"channel": c} for c in split_list(typed["channels"])],
+        "target_segment_ids": _ids(typed["target_segment_ids"]),
+        "exclusion_segment_ids": _ids(typed["exclusion_segment_ids"]),
+        "control_share": _percent(typed["control_percent"]),
+        "schedule": _schedule(typed, timezone),
+        "requires_approval": typed["requires_approval"],
+    }
+    for name in ("throttle_per_minute", "expires_after_hours"):
+        value = optional_int(typed[name])
+        if value is not None:
+            data[name] = value
+    return parse(CampaignIn, data)
+
+
+def form_field(path: str) -> str:
+    """The form field a service or schema error names (``steps.0.channel`` → channels)."""
+    parts = path.split(".")
+    head = parts[0]
+    if head == "steps":
+        return "channels"
+    if head == "schedule":
+        last = parts[-1] if len(parts) > 1 else ""
+        return {"at": "schedule_at", "date": "local_date", "time": "local_time"}.get(
+            last, "schedule_kind"
+        )
+    if head == "control_share":
+        return "control_percent"
+    if head in ("target_segment_ids", "exclusion_segment_ids"):
+        return head
+    return head if head in FIELDS else "_"
+
+
+def _form_errors(exc: TactfulError) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, reason in errors_of(exc).items():
+        found.setdefault(form_field(name) if name != "_" else "_", reason)
+    return found
+
+
+def _options(session: SessionDep, viewer: Viewer) -> dict[str, Any]:
+    names = {b.id: b.name for b in viewer.brands}
+    templates = [
+        (t.id, f"{t.name} ({names.get(t.brand_id, t.brand_id)}: {', '.join(sorted(t.parts))})")
+        for t in messaging.list_templates(session, workspace_id=viewer.workspace_id, kind="message")
+    ]
+    saved = segments.list_segments(session, workspace_id=viewer.workspace_id)
+    return {
+        "template_options": [("", "— choose —"), *templates],
+        "segment_options": [(s.id, s.name) for s in saved],
+        "schedule_kinds": SCHEDULE_KINDS,
+    }
+
+
+def _form(
+    request: Request,
+    session: SessionDep,
+    viewer: Viewer,
+    *,
+    values_: dict[str, Any],
+    errors: dict[str, str],
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "campaign_form.html",
+        viewer,
+        status=status,
+        values=values_,
+        errors=errors,
+        **_options(session, viewer),
+    )
+
+
+def _campaign(session: SessionDep, viewer: Viewer, campaign_id: int) -> Campaign:
+    return campaigns.get_campaign(
+        session, workspace_id=viewer.workspace_id, campaign_id=campaign_id
+    )
+
+
+@router.get("/campaigns", include_in_schema=False)
+def campaign_list(
+    request: Request, session: SessionDep, viewer: ViewerDep, status: str = ""
+) -> Response:
+    viewer.demand("campaigns.edit")
+    rows = campaigns.list_campaigns(
+        session, workspace_id=viewer.workspace_id, status=status or None
+    )
+    return render(
+        request,
+        "campaigns.html",
+        viewer,
+        campaigns=rows,
+        next_runs=campaigns.next_run_at(session, rows),
+        brands={b.id: b.name for b in viewer.brands},
+        shown=status,
+    )
+
+
+@router.get("/campaigns/new", include_in_schema=False)
+def campaign_new(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    viewer.demand("campaigns.edit")
+    return _form(request, session, viewer, values_=_blank(viewer), errors={})
+
+
+@router.post("/campaigns", include_in_schema=False)
+def campaign_create(
+    request: Request, session: SessionDep, viewer: ViewerDep, form: FormDep
+) -> Response:
+    """Create a draft; a wrong value is shown next to its field, as typed."""
+    viewer.demand("campaigns.edit")
+    typed = _typed(form)
+    try:
+        brand_id = int_or_none(typed["brand_id"])
+        viewer.demand("campaigns.edit", brand_id=brand_id)
+        spec = spec_from(typed, viewer.workspace.timezone)
+        with attempt(session):
+            created = campaigns.create_campaign(
+                session, workspace_id=viewer.workspace_id, spec=spec, actor=viewer.actor
+            )
+    except TactfulError as exc:
+        if exc.status_code == 403:
+            raise
+        return _form(
+            request,
+            session,
+            viewer,
+            values_=typed,
+            errors=_form_errors(exc),
+            status=exc.status_code,
+        )
+    return redirect(f"/campaigns/{created.id}?saved=1")
+
+
+def _page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: Viewer,
+    campaign: Campaign,
+    *,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+    notice: str | None = None,
+) -> Response:
+    estimate = None
+    if campaign.status == DRAFT:
+        estimate = campaigns.estimate(
+            runtime, session, workspace_id=viewer.workspace_id, campaign_id=campaign.id
+        )
+    report = None
+    if campaign.runs_started or campaign.status in (SENDING, *FINAL):
+        report = _report(runtime, session, viewer, campaign)
+    segment_names = {
+        s.id: s.name for s in segments.list_segments(session, workspace_id=viewer.workspace_id)
+    }
+    template = next(
+        (
+            t
+            for t in messaging.list_templates(
+                session, workspace_id=viewer.workspace_id, kind="message"
+            )
+            if t.id == campaign.template_id
+        ),
+        None,
+    )
+    return render(
+        request,
+        "campaign.html",
+        viewer,
+        status=status,
+        campaign=campaign,
+        brand=viewer.brand(campaign.brand_id),
+        message_template=template,
+        segment_names=segment_names,
+        estimate=estimate,
+        report=report,
+        progress=_progress(session, viewer, campaign),
+        errors=errors or {},
+        notice=notice,
+        can_launch=viewer.can("campaigns.launch", campaign.brand_id),
+        can_approve=viewer.can("campaigns.approve", campaign.brand_id)
+        and campaign.launched_by != viewer.actor,
+        awaiting=AWAITING_APPROVAL,
+        draft=DRAFT,
+        final=FINAL,
+    )
+
+
+def _progress(session: SessionDep, viewer: Viewer, campaign: Campaign) -> dict[str, Any]:
+    runs = campaigns.list_runs(session, workspace_id=viewer.workspace_id, campaign_id=campaign.id)
+    return {
+        "runs": runs,
+        "polling": campaign.status in POLLED,
+        "next_run": campaigns.next_run_at(session, [campaign]).get(campaign.id),
+    }
+
+
+def _report(
+    runtime: RuntimeDep, session: SessionDep, viewer: Viewer, campaign: Campaign
+) -> dict[str, Any]:
+    figures = campaigns.stats(
+        runtime, session, workspace_id=viewer.workspace_id, campaign_id=campaign.id
+    )
+    by_status = [(label, int(figures.get(key) or 0)) for key, label in MESSAGE_STATUSES]
+    target, control = figures["converted"], figures["control_converted"]
+    conversion = [
+        ("target", round(target["conversion_rate"] * 100, 1)),
+        ("control", round(control["conversion_rate"] * 100, 1)),
+    ]
+    uplift = None
+    if control["customers"]:
+        uplift = round((target["conversion_rate"] - control["conversion_rate"]) * 100, 1)
+    return {
+        "figures": figures,
+        "by_status": by_status,
+        "conversion": conversion,
+        "uplift": uplift,
+        "suppressed": sorted(figures["suppressed_by_reason"].items()),
+    }
+
+
+@router.get("/campaigns/{campaign_id}", include_in_schema=False)
+def campaign_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: ViewerDep,
+    campaign_id: int,
+    saved: int = 0,
+) -> Response:
+    viewer.demand("campaigns.edit")
+    campaign = _campaign(session, viewer, campaign_id)
+    notice = {1: "The draft is saved.", 2: "Done."}.get(saved)
+    return _page(request, runtime, session, viewer, campaign, notice=notice)
+
+
+@router.get("/campaigns/{campaign_id}/progress", include_in_schema=False)
+def campaign_progress(
+    request: Request, runtime: RuntimeDep, session: SessionDep, viewer: ViewerDep, campaign_id: int
+) -> Response:
+    """The live fragment htmx polls while a campaign is scheduled or sending."""
+    viewer.demand("campaigns.edit")
+    campaign = _campaign(session, viewer, campaign_id)
+    report = _report(runtime, session, viewer, campaign) if campaign.runs_started else None
+    response = render(
+        request,
+        "campaign_progress.html",
+        viewer,
+        campaign=campaign,
+        progress=_progress(session, viewer, campaign),
+        report=report,
+    )
+    if campaign.status not in POLLED:
+        # the run has ended: reload once so the page shows the report and its actions
+        response.headers["HX-Refresh"] = "true"
+    return response
+
+
+def _act(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: Viewer,
+    campaign_id: int,
+    form: dict[str, Any],
+    action: str,
+) -> Response:
+    campaign = _campaign(session, viewer, campaign_id)
+    permission = "campaigns.approve" if action in ("approve", "reject") else "campaigns.launch"
+    viewer.demand(permission, campaign.brand_id)
+    comment = text(form, "comment") or None
+    try:
+        with attempt(session):
+            if action == "launch":
+                if not text(form, "confirm"):
+                    raise ValidationFailed("tick the box to confirm the audience", field="confirm")
+                expected = int_or_none(text(form, "expected_recipients"))
+                if expected is None:
+                    raise ValidationFailed("the confirmed size is missing", field="confirm")
+                campaigns.launch(
+                    session,
+                    workspace_id=viewer.workspace_id,
+                    campaign_id=campaign_id,
+                    expected_recipients=expected,
+                    tolerance=0.05,
+                    actor=viewer.actor,
+                )
+            elif action == "approve":
+                campaigns.approve(
+                    session,
+                    workspace_id=viewer.workspace_id,
+                    campaign_id=campaign_id,
+                    actor=viewer.actor,
+                    comment=comment,
+                )
+            elif action == "reject":
+                campaigns.reject(
+                    session,
+                    workspace_id=viewer.workspace_id,
+                    campaign_id=campaign_id,
+                    actor=viewer.actor,
+                    comment=comment,
+                )
+            else:
+                campaigns.cancel(
+                    session,
+                    workspace_id=viewer.workspace_id,
+                    campaign_id=campaign_id,
+                    actor=viewer.actor,
+                )
+    except TactfulError as exc:
+        if exc.status_code == 403:
+            raise
+        session.refresh(campaign)
+        errors = errors_of(exc)
+        if "confirm" not in errors:
+            errors = {"_": exc.message}
+        return _page(
+            request, runtime, session, viewer, campaign, errors=errors, status=exc.status_code
+        )
+    return redirect(f"/campaigns/{campaign_id}?saved=2")
+
+
+@router.post("/campaigns/{campaign_id}/launch", include_in_schema=False)
+def campaign_launch(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: ViewerDep,
+    form: FormDep,
+    campaign_id: int,
+) -> Response:
+    """Launch a draft for the audience size the marketer saw and confirmed."""
+    return _act(request, runtime, session, viewer, campaign_id, form, "launch")
+
+
+@router.post("/campaigns/{campaign_id}/approve", include_in_schema=False)
+def campaign_approve(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: ViewerDep,
+    form: FormDep,
+    campaign_id: int,
+) -> Response:
+    """Approve a launched campaign (someone other than who launched it)."""
+    return _act(request, runtime, session, viewer, campaign_id, form, "approve")
+
+
+@router.post("/campaigns/{campaign_id}/reject", include_in_schema=False)
+def campaign_reject(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: ViewerDep,
+    form: FormDep,
+    campaign_id: int,
+) -> Response:
+    return _act(request, runtime, session, viewer, campaign_id, form, "reject")
+
+
+@router.post("/campaigns/{campaign_id}/cancel", include_in_schema=False)
+def campaign_cancel(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    viewer: ViewerDep,
+    form: FormDep,
+    campaign_id: int,
+) -> Response:
+    """Stop every run, wave and delivery not sent yet."""
+    return _act(request, runtime, session, viewer, campaign_id, form, "cancel")
