@@ -9,10 +9,11 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import structlog
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -65,9 +66,28 @@ class TransactionalRoute(APIRoute):
         return handler
 
 
-def api_router(*, prefix: str = "", tags: list[str] | None = None) -> APIRouter:
-    """A router whose routes are transactional."""
-    return APIRouter(prefix=prefix, tags=list(tags or []), route_class=TransactionalRoute)
+# Declares the API key in the OpenAPI schema (the Authorize button of /docs); the key is
+# read by ``presented_key``, which also takes HTTP Basic and X-API-Key.
+API_KEY_SCHEME = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="tk_…",
+    description="An API key issued by `tactful init`, the settings page or "
+    "POST /v1/api-keys, with the scope the route needs (ingest, pos or admin).",
+    auto_error=False,
+)
+
+
+def api_router(
+    *, prefix: str = "", tags: list[str] | None = None, keyed: bool = False
+) -> APIRouter:
+    """A router whose routes are transactional (``keyed``: every route reads the API key
+    itself, and the OpenAPI schema says so)."""
+    return APIRouter(
+        prefix=prefix,
+        tags=list(tags or []),
+        route_class=TransactionalRoute,
+        dependencies=[Security(API_KEY_SCHEME)] if keyed else [],
+    )
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -104,7 +124,11 @@ def presented_key(request: Request) -> str | None:
 def require_scope(scope: str) -> Any:
     """A dependency that authenticates the caller and checks one scope."""
 
-    def dependency(request: Request, session: SessionDep) -> Principal:
+    def dependency(
+        request: Request,
+        session: SessionDep,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY_SCHEME)],
+    ) -> Principal:
         key = presented_key(request)
         if not key:
             raise Unauthorized(

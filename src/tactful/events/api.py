@@ -39,7 +39,7 @@ from tactful.events.schemas import (
     PurchaseBatch,
 )
 
-router = api_router(prefix="/v1", tags=["ingestion"])
+router = api_router(prefix="/v1", tags=["ingestion"], keyed=True)
 Admin = Annotated[Principal, require_scope("admin")]
 
 SEGMENT_DOC = (
