@@ -12,6 +12,7 @@ from tactful.web.pages import (
     campaigns,
     customers,
     home,
+    journeys,
     loyalty,
     message_templates,
     policy,
@@ -28,6 +29,7 @@ PAGES = (
     policy.router,
     loyalty.router,
     campaigns.router,
+    journeys.router,
     settings.router,
 )
 
