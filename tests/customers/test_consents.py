@@ -182,8 +182,9 @@ def test_reachability_follows_contacts_and_consents(
         "viber": "+79120000077",
         "call": "+79120000077",
         "push": "fcm-token-1",
+        "webhook": "",  # the brand's outgoing webhook needs no contact of the customer
     }
-    assert channels == {"email", "sms", "viber", "call", "push"}
+    assert channels == {"email", "sms", "viber", "call", "push", "webhook"}
     assert reach("marketing")[1] == set()  # no consent yet
     client.put(
         f"/v1/customers/{cid}/consents",
