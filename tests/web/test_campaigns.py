@@ -29,13 +29,20 @@ def campaigns_count(runtime: Runtime) -> int:
         return int(session.scalar(select(func.count()).select_from(Campaign)) or 0)
 
 
-def make_segment(runtime: Runtime, tenant: Tenant, name: str, members: list[int]) -> int:
+BUYERS = {"all": [{"type": "metric", "metric": "receipts_count", "operator": "gte", "value": 1}]}
+
+
+def make_segment(
+    runtime: Runtime, tenant: Tenant, name: str, members: list[int], definition: Any = EVERYONE
+) -> int:
+    """A segment whose materialised members are ``members`` (its definition is what the live
+    estimate evaluates)."""
     with runtime.db.scope() as session:
         segment = segments.create_segment(
             session,
             workspace_id=tenant.workspace_id,
             name=name,
-            definition=EVERYONE,
+            definition=definition,
             actor="test",
         )
         add_members(session, segment.id, members)
@@ -131,7 +138,39 @@ def test_wrong_values_stay_next_to_their_field_and_nothing_is_stored(
         422,
         {"target_segment_ids": "segment 999 does not exist"},
     )
+    bad_time = marketer.post(
+        "/campaigns",
+        draft_form(
+            tenant, brand.template_id, segment, schedule_kind="at", schedule_at="tomorrow at ten"
+        ),
+    )
+    assert (bad_time.status, bad_time.errors()) == (422, {"schedule_at": "use YYYY-MM-DD HH:MM"})
+    assert bad_time.value("schedule_at") == "tomorrow at ten"
     assert campaigns_count(runtime) == 0
+
+    at = marketer.post(
+        "/campaigns",
+        draft_form(
+            tenant,
+            brand.template_id,
+            segment,
+            schedule_kind="at",
+            schedule_at="2026-03-05T10:00",
+            control_percent="12.5",
+        ),
+    )
+    assert at.status == 303
+    campaign_id = int(at.response.headers["location"].split("/")[2].split("?")[0])
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.get(Campaign, campaign_id)
+        assert stored is not None
+        assert (stored.schedule, stored.control_share) == (
+            {"kind": "at", "at": "2026-03-05T10:00:00+03:00"},
+            0.125,
+        )
+    page = marketer.get(f"/campaigns/{campaign_id}")
+    assert page.text("[data-def='schedule']") == "at 2026-03-05 10:00 (Europe/Moscow)"
+    assert page.text("[data-def='control']") == "12.5 %"
 
 
 def test_a_draft_launched_approved_and_sent_to_smtp_reaches_done_with_its_report(
@@ -147,7 +186,8 @@ def test_a_draft_launched_approved_and_sent_to_smtp_reaches_done_with_its_report
     # the other backend's test (same ids) would still point at its stopped server
     close_pools()
     brand = email_setup(runtime, tenant, port)
-    segment = make_segment(runtime, tenant, "Buyers", [shop.anna, shop.boris, shop.vera])
+    buyers = [shop.anna, shop.boris, shop.vera]
+    segment = make_segment(runtime, tenant, "Buyers", buyers, BUYERS)
     excluded = make_segment(runtime, tenant, "Vera", [shop.vera])
     marketer = sign_in("marketer")
     saved = marketer.post(
@@ -174,6 +214,10 @@ def test_a_draft_launched_approved_and_sent_to_smtp_reaches_done_with_its_report
         for k in ("audience", "excluded", "targeted", "control")
     } == {"audience": "2", "excluded": "1", "targeted": "2", "control": "0"}
     assert page.text("[data-confirm-size]") == "2"
+    # the live definitions: Anna and Boris are reachable by e-mail at the brand's price
+    assert page.text("[data-estimate='reached']") == "2"
+    assert page.text("[data-estimate='cost']") == "0.20 RUB"
+    assert page.has("svg[data-chart='cascade'] rect")
 
     unconfirmed = marketer.post(
         f"/campaigns/{campaign_id}/launch", page.form("[data-form='launch']")
@@ -262,6 +306,15 @@ def test_roles_without_campaigns_are_refused_and_a_marketer_cancels(
         "draft",
         "now",
     ]
+    admin = sign_in("admin")
+    launch_form = admin.get(f"/campaigns/{campaign_id}").form("[data-form='launch']")
+    launched = admin.post(f"/campaigns/{campaign_id}/launch", {**launch_form, "confirm": "yes"})
+    assert launched.status == 303
+    own = admin.get(f"/campaigns/{campaign_id}")
+    assert own.text("[data-campaign-status]") == "awaiting_approval"
+    assert not own.has("[data-action='approve']")  # not by whoever launched it
+    assert admin.post(f"/campaigns/{campaign_id}/approve", {}).status == 403
+    assert own.has("[data-action='cancel']")
     cancelled = marketer.post(f"/campaigns/{campaign_id}/cancel", {})
     assert cancelled.status == 303
     page = marketer.get(f"/campaigns/{campaign_id}")
