@@ -79,14 +79,16 @@ def mark_seen(session: Session, *, seen: Mapping[int, datetime]) -> None:
         return
     table = Customer.__table__
     assert isinstance(table, Table)
-    session.connection().execute(
+    store.execute_many(
+        session,
         table.update()
         .where(
             table.c.id == bindparam("customer"),
-            or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < bindparam("at")),
+            or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < bindparam("seen")),
         )
-        .values(last_seen_at=bindparam("at")),
-        [{"customer": c, "at": at} for c, at in seen.items()],
+        .values(last_seen_at=bindparam("seen")),
+        [{"customer": c, "seen": at} for c, at in seen.items()],
+        {"customer": table.c.id.type, "seen": table.c.last_seen_at.type},
     )
 
 

@@ -71,6 +71,8 @@ class Resolution:
     changed: list[bool] = field(default_factory=list)
     merges: list[tuple[int, int]] = field(default_factory=list)
     custom_attributes: dict[str, Any] = field(default_factory=dict)
+    # ids of the customers this resolution created
+    created_ids: list[int] = field(default_factory=list)
 
 
 def source_priority(workspace: Workspace) -> list[str]:
@@ -278,6 +280,7 @@ def resolve_profiles(
     return Resolution(
         customer_ids=[final(c) for c in assigned],
         created=len(real_ids),
+        created_ids=real_ids,
         changed=changed,
         merges=[(final(s), m) for s, m, _ in batch.merges],
         custom_attributes=custom,

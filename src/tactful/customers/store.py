@@ -6,9 +6,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, literal_column, or_, select, tuple_, update
+import orjson
+from sqlalchemy import JSON, func, insert, literal_column, or_, select, tuple_, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, ColumnClause
+from sqlalchemy.types import TypeEngine
 
 from tactful.core.db import is_sqlite
 from tactful.core.dialect import bulk_insert_chunk_size
@@ -110,15 +113,36 @@ def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any
     if not rows:
         return
     table = model.__table__
+    execute_many(session, table.insert(), rows, {c.key: c.type for c in table.columns})
+
+
+def execute_many(
+    session: Session,
+    statement: ClauseElement,
+    rows: Sequence[dict[str, Any]],
+    types: dict[str, TypeEngine[Any]],
+) -> None:
+    """Execute a statement for many rows (all with the same keys) in one driver executemany,
+    each bind processed by the type named in ``types`` (JSON by orjson)."""
     dialect = session.get_bind().dialect
     names = list(rows[0])
-    compiled = table.insert().compile(dialect=dialect, column_keys=names)
+    compiled = statement.compile(dialect=dialect, column_keys=names)
+    assert isinstance(compiled, SQLCompiler)
     order = list(compiled.positiontup or []) if compiled.positional else names
     columns = []
     for name in order:
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         values = [row[name] for row in rows]
-        columns.append(values if process is None else list(map(process, values)))
+        column_type = types[name]
+        if isinstance(column_type, JSON):  # orjson: a tenth of json.dumps's cost
+            columns.append([None if v is None else orjson.dumps(v).decode() for v in values])
+            continue
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        if process is None:
+            columns.append(values)
+            continue
+        # rows of a batch mostly share values (the same time, the same source): once each
+        processed = {value: process(value) for value in set(values)}
+        columns.append([processed[value] for value in values])
     params: list[Any] = list(zip(*columns, strict=True))
     if not compiled.positional:
         params = [dict(zip(order, values, strict=True)) for values in params]

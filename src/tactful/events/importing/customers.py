@@ -109,7 +109,8 @@ def run(ctx: ImportContext) -> Counts:
     sql = f"SELECT {columns}{extras} FROM src ORDER BY line"  # noqa: S608
     con.execute("CREATE TABLE outcomes (line BIGINT, changed BOOLEAN)")
     con.execute(
-        "CREATE TABLE stated (line BIGINT, customer_id BIGINT, field VARCHAR, given BOOLEAN)"
+        "CREATE TABLE stated (line BIGINT, customer_id BIGINT, field VARCHAR, given BOOLEAN, "
+        "created BOOLEAN)"
     )
     done = 0
     ctx.progress("customers", 0, source.total)
@@ -261,8 +262,9 @@ def _store(ctx: ImportContext, rows: list[_Row]) -> None:
         {"line": [r.line for r in rows], "changed": resolution.changed},
         {"line": pa.int64(), "changed": pa.bool_()},
     )
+    created = set(resolution.created_ids)
     stated = [
-        (row.line, customer_id, name, given)
+        (row.line, customer_id, name, given, customer_id in created)
         for row, customer_id in zip(rows, resolution.customer_ids, strict=True)
         for name, given in row.consents
     ]
@@ -274,8 +276,15 @@ def _store(ctx: ImportContext, rows: list[_Row]) -> None:
             "customer_id": [v[1] for v in stated],
             "field": [v[2] for v in stated],
             "given": [v[3] for v in stated],
+            "created": [v[4] for v in stated],
         },
-        {"line": pa.int64(), "customer_id": pa.int64(), "field": pa.string(), "given": pa.bool_()},
+        {
+            "line": pa.int64(),
+            "customer_id": pa.int64(),
+            "field": pa.string(),
+            "given": pa.bool_(),
+            "created": pa.bool_(),
+        },
     )
 
 
@@ -304,9 +313,11 @@ def _apply_consents(ctx: ImportContext) -> None:
     """Apply the consents the file states: where rows of one customer disagree, the last row
     wins, so importing the file again changes nothing."""
     con = ctx.con
+    # A refusal changes nothing for a customer this import created (they had no consent).
     con.execute(
-        "CREATE TABLE final_stated AS SELECT * FROM stated QUALIFY row_number() OVER "
-        "(PARTITION BY customer_id, field ORDER BY line DESC) = 1"
+        "CREATE TABLE final_stated AS SELECT * FROM (SELECT * FROM stated QUALIFY "
+        "row_number() OVER (PARTITION BY customer_id, field ORDER BY line DESC) = 1) "
+        "WHERE given OR NOT created"
     )
     total = int(con.execute("SELECT count(*) FROM final_stated").fetchone()[0])
     con.execute("CREATE TABLE consent_lines (line BIGINT)")
