@@ -24,9 +24,9 @@ FEATURES = (
     "events",
     "policy",
     "loyalty",
+    "messaging",
     "metrics",
     "segments",
-    "messaging",
     "campaigns",
     "journeys",
 )
