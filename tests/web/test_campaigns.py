@@ -324,3 +324,70 @@ def test_roles_without_campaigns_are_refused_and_a_marketer_cancels(
     again = marketer.post(f"/campaigns/{campaign_id}/cancel", {})
     assert (again.status, again.text(".error.banner")) == (409, "the campaign is already cancelled")
     assert marketer.get("/campaigns", status="draft").has("[data-empty='campaigns']")
+
+
+def test_a_rejected_campaign_returns_to_draft_and_is_edited(
+    tenant: Tenant, shop: Shop, sign_in: SignIn, runtime: Runtime, smtp: tuple[SmtpSink, int]
+) -> None:
+    brand = email_setup(runtime, tenant, smtp[1])
+    segment = make_segment(runtime, tenant, "Buyers", [shop.anna, shop.boris], BUYERS)
+    marketer = sign_in("marketer")
+    saved = marketer.post("/campaigns", draft_form(tenant, brand.template_id, segment))
+    campaign_id = int(saved.response.headers["location"].split("/")[2].split("?")[0])
+    launch_form = marketer.get(f"/campaigns/{campaign_id}").form("[data-form='launch']")
+    assert (
+        marketer.post(f"/campaigns/{campaign_id}/launch", {**launch_form, "confirm": "yes"}).status
+        == 303
+    )
+    owner = sign_in("owner")
+    rejected = owner.post(f"/campaigns/{campaign_id}/reject", {"comment": "too broad"})
+    assert rejected.status == 303
+    page = marketer.get(f"/campaigns/{campaign_id}")
+    assert page.text("[data-campaign-status]") == "draft"
+    assert page.text("[data-last-error]") == f"rejected by user:{owner.user_id}: too broad"
+
+    edit = marketer.get(f"/campaigns/{campaign_id}/edit")
+    form = edit.form()
+    assert (form["name"], form["channels"], form["control_percent"], form["topic"]) == (
+        "Spring sale",
+        "email",
+        "0",
+        "promotions",
+    )
+    assert form["target_segment_ids"] == str(segment)
+    wrong = marketer.post(
+        f"/campaigns/{campaign_id}/edit", {**form, "throttle_per_minute": "fast", "name": "Spring"}
+    )
+    assert wrong.status == 422
+    assert wrong.errors() == {
+        "throttle_per_minute": "Input should be a valid integer, unable to parse string as an "
+        "integer"
+    }
+    assert (wrong.value("throttle_per_minute"), wrong.value("name")) == ("fast", "Spring")
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.get(Campaign, campaign_id)
+        assert stored is not None
+        assert (stored.name, stored.throttle_per_minute) == ("Spring sale", None)
+
+    good = marketer.post(
+        f"/campaigns/{campaign_id}/edit",
+        {
+            **form,
+            "name": "Spring sale, narrower",
+            "control_percent": "5",
+            "throttle_per_minute": "60",
+        },
+    )
+    assert good.status == 303
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.get(Campaign, campaign_id)
+        assert stored is not None
+        assert (stored.name, stored.control_share, stored.throttle_per_minute, stored.status) == (
+            "Spring sale, narrower",
+            0.05,
+            60,
+            "draft",
+        )
+    page = marketer.get(f"/campaigns/{campaign_id}")
+    assert page.text("h1").startswith("Spring sale, narrower")
+    assert page.text("[data-def='control']") == "5.0 %"

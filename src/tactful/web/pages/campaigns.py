@@ -22,7 +22,7 @@ from tactful.campaigns.models import (
     SENDING,
     Campaign,
 )
-from tactful.campaigns.schemas import CampaignIn
+from tactful.campaigns.schemas import CampaignIn, CampaignPatch
 from tactful.core.api import RuntimeDep, SessionDep, api_router
 from tactful.core.errors import TactfulError, ValidationFailed
 from tactful.messaging import service as messaging
@@ -140,8 +140,12 @@ def _ids(raw: list[str]) -> list[int | str]:
     return [v for v in (optional_int(r) for r in raw) if v is not None]
 
 
-def spec_from(typed: dict[str, Any], timezone: str) -> CampaignIn:
-    """The campaign a form describes, or a 422 naming the form's fields."""
+def spec_from(
+    typed: dict[str, Any], timezone: str, current_steps: list[Any] | None = None
+) -> CampaignIn:
+    """The campaign a form describes, or a 422 naming the form's fields (a channel already
+    in the cascade keeps its time-out)."""
+    known = {str(step["channel"]): step for step in current_steps or []}
     data: dict[str, Any] = {
         "brand_id": optional_int(typed["brand_id"]),
         "name": typed["name"],
@@ -149,7 +153,7 @@ def spec_from(typed: dict[str, Any], timezone: str) -> CampaignIn:
         "template_id": optional_int(typed["template_id"]),
         "message_class": typed["message_class"] or "marketing",
         "topic": typed["topic"] or None,
-        "steps": [{"channel": c} for c in split_list(typed["channels"])],
+        "steps": [known.get(c, {"channel": c}) for c in split_list(typed["channels"])],
         "target_segment_ids": _ids(typed["target_segment_ids"]),
         "exclusion_segment_ids": _ids(typed["exclusion_segment_ids"]),
         "control_share": _percent(typed["control_percent"]),
@@ -210,6 +214,7 @@ def _form(
     values_: dict[str, Any],
     errors: dict[str, str],
     status: int = 200,
+    campaign: Campaign | None = None,
 ) -> Response:
     return render(
         request,
@@ -218,6 +223,7 @@ def _form(
         status=status,
         values=values_,
         errors=errors,
+        campaign=campaign,
         **_options(session, viewer),
     )
 
@@ -280,6 +286,105 @@ def campaign_create(
             status=exc.status_code,
         )
     return redirect(f"/campaigns/{created.id}?saved=1")
+
+
+# the fields of a definition the form edits (goal, checkpoints and context stay as they are)
+EDITED = (
+    "name",
+    "description",
+    "template_id",
+    "message_class",
+    "topic",
+    "steps",
+    "target_segment_ids",
+    "exclusion_segment_ids",
+    "control_share",
+    "schedule",
+    "throttle_per_minute",
+    "expires_after_hours",
+    "requires_approval",
+)
+
+
+def values_of(campaign: Campaign, timezone: str) -> dict[str, Any]:
+    """The form's fields for a stored campaign."""
+    schedule = campaign.schedule
+    at = ""
+    if schedule.get("kind") == "at":
+        moment = datetime.fromisoformat(str(schedule["at"]).replace("Z", "+00:00"))
+        at = moment.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%dT%H:%M")
+    return {
+        "name": campaign.name,
+        "brand_id": str(campaign.brand_id),
+        "description": campaign.description or "",
+        "template_id": str(campaign.template_id),
+        "channels": ", ".join(str(s["channel"]) for s in campaign.steps),
+        "message_class": campaign.message_class,
+        "topic": campaign.topic or "",
+        "schedule_kind": schedule.get("kind", "now"),
+        "schedule_at": at,
+        "local_date": str(schedule.get("date", "")),
+        "local_time": str(schedule.get("time", "")),
+        "control_percent": f"{campaign.control_share * 100:g}",
+        "throttle_per_minute": str(campaign.throttle_per_minute or ""),
+        "expires_after_hours": str(campaign.expires_after_hours),
+        "target_segment_ids": [str(i) for i in campaign.target_segment_ids],
+        "exclusion_segment_ids": [str(i) for i in campaign.exclusion_segment_ids],
+        "requires_approval": campaign.requires_approval,
+    }
+
+
+@router.get("/campaigns/{campaign_id}/edit", include_in_schema=False)
+def campaign_edit(
+    request: Request, session: SessionDep, viewer: ViewerDep, campaign_id: int
+) -> Response:
+    viewer.demand("campaigns.edit")
+    campaign = _campaign(session, viewer, campaign_id)
+    viewer.demand("campaigns.edit", campaign.brand_id)
+    return _form(
+        request,
+        session,
+        viewer,
+        values_=values_of(campaign, viewer.workspace.timezone),
+        errors={},
+        campaign=campaign,
+    )
+
+
+@router.post("/campaigns/{campaign_id}/edit", include_in_schema=False)
+def campaign_update(
+    request: Request, session: SessionDep, viewer: ViewerDep, form: FormDep, campaign_id: int
+) -> Response:
+    """Change a draft; a wrong value is shown next to its field, as typed."""
+    viewer.demand("campaigns.edit")
+    campaign = _campaign(session, viewer, campaign_id)
+    viewer.demand("campaigns.edit", campaign.brand_id)
+    typed = {**_typed(form), "brand_id": str(campaign.brand_id)}
+    try:
+        spec = spec_from(typed, viewer.workspace.timezone, list(campaign.steps))
+        patch = CampaignPatch.model_validate(spec.model_dump(include=set(EDITED)))
+        with attempt(session):
+            campaigns.update_campaign(
+                session,
+                workspace_id=viewer.workspace_id,
+                campaign_id=campaign.id,
+                patch=patch,
+                actor=viewer.actor,
+            )
+    except TactfulError as exc:
+        if exc.status_code == 403:
+            raise
+        session.refresh(campaign)
+        return _form(
+            request,
+            session,
+            viewer,
+            values_=typed,
+            errors=_form_errors(exc),
+            status=exc.status_code,
+            campaign=campaign,
+        )
+    return redirect(f"/campaigns/{campaign.id}?saved=1")
 
 
 def _page(
