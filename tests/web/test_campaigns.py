@@ -15,6 +15,7 @@ from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.messaging.channels.email import close_pools
 from tactful.segments import service as segments
+from tactful.tenancy import service as tenancy
 from tests.campaigns.conftest import EVERYONE, SmtpSink, add_members, email_setup, tick
 from tests.messaging.conftest import smtp
 
@@ -296,6 +297,14 @@ def test_roles_without_campaigns_are_refused_and_a_marketer_cancels(
         launch = {"expected_recipients": "1", "confirm": "yes"}
         assert browser.post(f"/campaigns/{campaign_id}/launch", launch).status == 403
         assert browser.post(f"/campaigns/{campaign_id}/cancel", {}).status == 403
+    with runtime.db.scope() as session:
+        other = tenancy.create_brand(
+            session, workspace_id=tenant.workspace_id, slug="outlet", name="Outlet"
+        ).id
+    outsider = sign_in("marketer", brand_id=other)
+    assert outsider.get("/campaigns").has("[data-empty='campaigns']")
+    assert outsider.get(f"/campaigns/{campaign_id}").status == 403
+    assert outsider.post(f"/campaigns/{campaign_id}/cancel", {}).status == 403
     assert campaigns_count(runtime) == 1
     assert marketer.get(f"/campaigns/{campaign_id}").text("[data-campaign-status]") == "draft"
 

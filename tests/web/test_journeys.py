@@ -14,6 +14,7 @@ from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.journeys import service as journeys
 from tactful.journeys.models import Journey
+from tactful.tenancy import service as tenancy
 from tests.conftest import Tenant
 from tests.journeys.conftest import run_jobs
 from tests.reports.shop import Shop
@@ -195,6 +196,14 @@ def test_roles_without_journeys_are_refused(
         assert (
             browser.post(f"/journeys/{journey_id}/steps/remind", {"template_id": ""}).status == 403
         )
+    with runtime.db.scope() as session:
+        other = tenancy.create_brand(
+            session, workspace_id=tenant.workspace_id, slug="outlet", name="Outlet"
+        ).id
+    outsider = sign_in("marketer", brand_id=other)
+    assert outsider.get("/journeys").has("[data-empty='journeys']")
+    assert outsider.get(f"/journeys/{journey_id}").status == 403
+    assert outsider.post(f"/journeys/{journey_id}/stop").status == 403
     assert journeys_count(runtime) == 1
     assert draft_of(runtime, tenant, journey_id) == before
     marketer = sign_in("marketer")

@@ -229,9 +229,12 @@ def _form(
 
 
 def _campaign(session: SessionDep, viewer: Viewer, campaign_id: int) -> Campaign:
-    return campaigns.get_campaign(
+    """A campaign of a brand the viewer works for (403 for another brand's)."""
+    campaign = campaigns.get_campaign(
         session, workspace_id=viewer.workspace_id, campaign_id=campaign_id
     )
+    viewer.demand("campaigns.edit", campaign.brand_id)
+    return campaign
 
 
 @router.get("/campaigns", include_in_schema=False)
@@ -239,9 +242,13 @@ def campaign_list(
     request: Request, session: SessionDep, viewer: ViewerDep, status: str = ""
 ) -> Response:
     viewer.demand("campaigns.edit")
-    rows = campaigns.list_campaigns(
-        session, workspace_id=viewer.workspace_id, status=status or None
-    )
+    rows = [
+        c
+        for c in campaigns.list_campaigns(
+            session, workspace_id=viewer.workspace_id, status=status or None
+        )
+        if viewer.can("campaigns.edit", c.brand_id)
+    ]
     return render(
         request,
         "campaigns.html",

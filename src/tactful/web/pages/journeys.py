@@ -46,7 +46,10 @@ ACTIONS = {"pause": journeys.pause, "resume": journeys.resume}
 
 
 def _journey(session: SessionDep, viewer: Viewer, journey_id: int) -> Journey:
-    return journeys.get_journey(session, workspace_id=viewer.workspace_id, journey_id=journey_id)
+    """A journey of a brand the viewer works for (403 for another brand's)."""
+    journey = journeys.get_journey(session, workspace_id=viewer.workspace_id, journey_id=journey_id)
+    viewer.demand("journeys.edit", journey.brand_id)
+    return journey
 
 
 def levels(graph: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -163,7 +166,11 @@ def _list(
         "journeys.html",
         viewer,
         status=status,
-        journeys=journeys.list_journeys(session, workspace_id=viewer.workspace_id),
+        journeys=[
+            j
+            for j in journeys.list_journeys(session, workspace_id=viewer.workspace_id)
+            if viewer.can("journeys.edit", j.brand_id)
+        ],
         scenarios=list(journeys.SCENARIOS.values()),
         brands={b.id: b.name for b in viewer.brands},
         values=values_,
