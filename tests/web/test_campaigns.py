@@ -13,9 +13,11 @@ from sqlalchemy import func, select
 from tactful.campaigns.models import Campaign
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
+from tactful.customers import service as customers
 from tactful.messaging.channels.email import close_pools
 from tactful.segments import service as segments
 from tactful.tenancy import service as tenancy
+from tactful.tenancy.service import get_workspace
 from tests.campaigns.conftest import EVERYONE, SmtpSink, add_members, email_setup, tick
 from tests.messaging.conftest import smtp
 
@@ -400,3 +402,43 @@ def test_a_rejected_campaign_returns_to_draft_and_is_edited(
     page = marketer.get(f"/campaigns/{campaign_id}")
     assert page.text("h1").startswith("Spring sale, narrower")
     assert page.text("[data-def='control']") == "5.0 %"
+
+
+def test_a_test_send_goes_to_test_customers_only(
+    tenant: Tenant,
+    shop: Shop,
+    sign_in: SignIn,
+    runtime: Runtime,
+    smtp: tuple[SmtpSink, int],
+    worker: Worker,
+) -> None:
+    sink, port = smtp
+    close_pools()
+    brand = email_setup(runtime, tenant, port)
+    segment = make_segment(runtime, tenant, "Buyers", [shop.anna, shop.boris], BUYERS)
+    marketer = sign_in("marketer")
+    saved = marketer.post("/campaigns", draft_form(tenant, brand.template_id, segment))
+    campaign_id = int(saved.response.headers["location"].split("/")[2].split("?")[0])
+    assert marketer.get(f"/campaigns/{campaign_id}").has("[data-action='test-send']")
+    nobody = marketer.post(f"/campaigns/{campaign_id}/test-send", htmx=True)
+    assert nobody.text("[data-field='test-send']") == "the workspace has no test customers"
+    with runtime.db.scope() as session:
+        customers.update_profile(
+            session,
+            workspace=get_workspace(session, tenant.workspace_id),
+            customer_id=shop.boris,
+            traits={"is_test": True},
+            source="test",
+            actor="test",
+        )
+    sent = marketer.post(f"/campaigns/{campaign_id}/test-send", htmx=True)
+    assert sent.texts(f"[data-test-customer='{shop.boris}'] td") == [
+        str(shop.boris),
+        "scheduled",
+        "email",
+        "ok",
+    ]
+    tick(worker)
+    assert [rcpt for _f, rcpt, _b in sink.messages] == [["boris@example.com"]]
+    assert marketer.get(f"/campaigns/{campaign_id}").text("[data-campaign-status]") == "draft"
+    assert sign_in("analyst").post(f"/campaigns/{campaign_id}/test-send").status == 403

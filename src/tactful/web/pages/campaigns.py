@@ -633,3 +633,24 @@ def campaign_cancel(
 ) -> Response:
     """Stop every run, wave and delivery not sent yet."""
     return _act(request, runtime, session, viewer, campaign_id, form, "cancel")
+
+
+@router.post("/campaigns/{campaign_id}/test-send", include_in_schema=False)
+def campaign_test_send(
+    request: Request, session: SessionDep, viewer: ViewerDep, campaign_id: int
+) -> Response:
+    """Send the campaign's message to the workspace's test customers only (a fragment)."""
+    viewer.demand("campaigns.edit")
+    campaign = _campaign(session, viewer, campaign_id)
+    try:
+        with attempt(session):
+            outcomes = campaigns.test_send(
+                session,
+                workspace_id=viewer.workspace_id,
+                campaign_id=campaign.id,
+                customer_ids=None,
+                actor=viewer.actor,
+            )
+    except TactfulError as exc:
+        return render(request, "campaign_test_send.html", viewer, outcomes=[], failure=exc.message)
+    return render(request, "campaign_test_send.html", viewer, outcomes=outcomes, failure=None)
