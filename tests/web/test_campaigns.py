@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from tactful.campaigns import service as campaigns
 from tactful.campaigns.models import Campaign
+from tactful.campaigns.schemas import CampaignIn
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.customers import service as customers
@@ -442,3 +444,43 @@ def test_a_test_send_goes_to_test_customers_only(
     assert [rcpt for _f, rcpt, _b in sink.messages] == [["boris@example.com"]]
     assert marketer.get(f"/campaigns/{campaign_id}").text("[data-campaign-status]") == "draft"
     assert sign_in("analyst").post(f"/campaigns/{campaign_id}/test-send").status == 403
+
+
+def test_editing_keeps_what_the_form_does_not_show(
+    tenant: Tenant, shop: Shop, sign_in: SignIn, runtime: Runtime, smtp: tuple[SmtpSink, int]
+) -> None:
+    brand = email_setup(runtime, tenant, smtp[1])
+    segment = make_segment(runtime, tenant, "Buyers", [shop.anna], BUYERS)
+    recurring = {"kind": "recurring", "frequency": "weekly", "weekdays": ["mon"], "time": "10:00"}
+    with runtime.db.scope() as session:
+        campaign_id = campaigns.create_campaign(
+            session,
+            workspace_id=tenant.workspace_id,
+            spec=CampaignIn.model_validate(
+                {
+                    "brand_id": tenant.brand_id,
+                    "name": "Weekly",
+                    "template_id": brand.template_id,
+                    "steps": [{"channel": "email", "timeout_seconds": 3600}],
+                    "target_segment_ids": [segment],
+                    "schedule": recurring,
+                    "goal": {"kind": "buyers", "attribution_days": 3},
+                }
+            ),
+            actor="test",
+        ).id
+    marketer = sign_in("marketer")
+    page = marketer.get(f"/campaigns/{campaign_id}")
+    assert page.text("[data-def='schedule']") == "weekly at 10:00"
+    form = marketer.get(f"/campaigns/{campaign_id}/edit").form()
+    assert form["schedule_kind"] == "recurring"
+    saved = marketer.post(f"/campaigns/{campaign_id}/edit", {**form, "name": "Weekly news"})
+    assert saved.status == 303
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.get(Campaign, campaign_id)
+        assert stored is not None
+        assert stored.name == "Weekly news"
+        assert stored.schedule["kind"] == "recurring"
+        assert (stored.schedule["weekdays"], stored.schedule["time"]) == (["mon"], "10:00")
+        assert stored.steps[0]["timeout_seconds"] == 3600
+        assert stored.goal == {"kind": "buyers", "attribution_days": 3}

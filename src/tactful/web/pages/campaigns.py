@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from tactful.campaigns import service as campaigns
 from tactful.campaigns.models import (
     AWAITING_APPROVAL,
+    DONE,
     DRAFT,
     FINAL,
     SCHEDULED,
@@ -125,8 +126,12 @@ def _percent(raw: str) -> float:
     return round(value / 100, 6)
 
 
-def _schedule(typed: dict[str, Any], timezone: str) -> dict[str, Any]:
+def _schedule(
+    typed: dict[str, Any], timezone: str, current: dict[str, Any] | None
+) -> dict[str, Any]:
     kind = typed["schedule_kind"] or "now"
+    if kind == "recurring" and current is not None and current.get("kind") == "recurring":
+        return current  # the form does not edit a recurring schedule: it is kept
     if kind == "at":
         if not typed["schedule_at"]:
             raise ValidationFailed("when should it be sent?", field="schedule_at")
@@ -140,12 +145,10 @@ def _ids(raw: list[str]) -> list[int | str]:
     return [v for v in (optional_int(r) for r in raw) if v is not None]
 
 
-def spec_from(
-    typed: dict[str, Any], timezone: str, current_steps: list[Any] | None = None
-) -> CampaignIn:
-    """The campaign a form describes, or a 422 naming the form's fields (a channel already
-    in the cascade keeps its time-out)."""
-    known = {str(step["channel"]): step for step in current_steps or []}
+def spec_from(typed: dict[str, Any], timezone: str, current: Campaign | None = None) -> CampaignIn:
+    """The campaign a form describes, or a 422 naming the form's fields (editing, a channel
+    already in the cascade keeps its time-out and a recurring schedule is kept)."""
+    known = {str(step["channel"]): step for step in (current.steps if current else [])}
     data: dict[str, Any] = {
         "brand_id": optional_int(typed["brand_id"]),
         "name": typed["name"],
@@ -157,7 +160,7 @@ def spec_from(
         "target_segment_ids": _ids(typed["target_segment_ids"]),
         "exclusion_segment_ids": _ids(typed["exclusion_segment_ids"]),
         "control_share": _percent(typed["control_percent"]),
-        "schedule": _schedule(typed, timezone),
+        "schedule": _schedule(typed, timezone, current.schedule if current else None),
         "requires_approval": typed["requires_approval"],
     }
     for name in ("throttle_per_minute", "expires_after_hours"):
@@ -202,7 +205,6 @@ def _options(session: SessionDep, viewer: Viewer) -> dict[str, Any]:
     return {
         "template_options": [("", "— choose —"), *templates],
         "segment_options": [(s.id, s.name) for s in saved],
-        "schedule_kinds": SCHEDULE_KINDS,
     }
 
 
@@ -225,6 +227,14 @@ def _form(
         errors=errors,
         campaign=campaign,
         **_options(session, viewer),
+        schedule_kinds=[
+            *SCHEDULE_KINDS,
+            *(
+                [("recurring", "Keep the recurring schedule")]
+                if campaign is not None and campaign.schedule.get("kind") == "recurring"
+                else []
+            ),
+        ],
     )
 
 
@@ -368,7 +378,7 @@ def campaign_update(
     viewer.demand("campaigns.edit", campaign.brand_id)
     typed = {**_typed(form), "brand_id": str(campaign.brand_id)}
     try:
-        spec = spec_from(typed, viewer.workspace.timezone, list(campaign.steps))
+        spec = spec_from(typed, viewer.workspace.timezone, campaign)
         patch = CampaignPatch.model_validate(spec.model_dump(include=set(EDITED)))
         with attempt(session):
             campaigns.update_campaign(
@@ -411,7 +421,7 @@ def _page(
             runtime, session, workspace_id=viewer.workspace_id, campaign_id=campaign.id
         )
     report = None
-    if campaign.runs_started or campaign.status in (SENDING, *FINAL):
+    if campaign.runs_started or campaign.status in (SENDING, DONE):
         report = _report(runtime, session, viewer, campaign)
     segment_names = {
         s.id: s.name for s in segments.list_segments(session, workspace_id=viewer.workspace_id)
