@@ -214,3 +214,22 @@ def test_roles_without_journeys_are_refused(
         "'post_purchase_cross_sell', 'signup_confirmation_call', 'welcome_series', 'win_back']",
     )
     assert journeys_count(runtime) == 1
+
+
+def test_every_scenario_is_drawn_with_every_step(
+    tenant: Tenant, shop: Shop, sign_in: SignIn, runtime: Runtime
+) -> None:
+    admin = sign_in("admin")
+    for key in sorted(journeys.SCENARIOS):
+        created = admin.post("/journeys", {"scenario": key, "brand_id": str(tenant.brand_id)})
+        assert created.status == 303, key
+        journey_id = int(created.response.headers["location"].split("/")[2].split("?")[0])
+        page = admin.get(f"/journeys/{journey_id}")
+        assert page.status == 200, key
+        draft = draft_of(runtime, tenant, journey_id)
+        keys = [s["key"] for s in draft["steps"]]  # type: ignore[attr-defined]
+        assert sorted(b["data-step"] for b in page.html.select("[data-step]")) == sorted(keys)
+        for step in keys:
+            assert admin.get(f"/journeys/{journey_id}/steps/{step}").status == 200, (key, step)
+        assert admin.post(f"/journeys/{journey_id}/publish").status == 303, key
+    assert journeys_count(runtime) == len(journeys.SCENARIOS)
