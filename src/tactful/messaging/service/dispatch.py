@@ -16,7 +16,9 @@ are read and written with one statement each.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,8 +160,21 @@ def dispatch(runtime: Runtime, *, ids: Sequence[int], provider_id: int | None) -
                 if delivery.status in (QUEUED, SENDING):
                     _fail(session, delivery, "the provider was removed or disabled", stats)
         return stats
-    asyncio.run(_run(runtime, provider, list(ids), stats))
+    _run_to_end(_run(runtime, provider, list(ids), stats))
     return stats
+
+
+def _run_to_end(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on its own event loop, also when this thread already runs one (a
+    caller inside async code): then on a thread of its own, in the caller's context."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(context.run, asyncio.run, coroutine).result()
 
 
 async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: RunStats) -> None:
