@@ -18,12 +18,18 @@ CHUNK = 900
 
 def state(session: Session, workspace_id: int, *, lock: bool = False) -> MetricsState:
     """The workspace's state row (created on first use)."""
+    stmt = select(MetricsState).where(MetricsState.workspace_id == workspace_id)
+    if not lock:
+        # a read (the dashboard's freshness) writes nothing once the row exists: on SQLite a
+        # write here would wait for, or fail against, a worker's sync holding the lock
+        found = session.scalars(stmt).one_or_none()
+        if found is not None:
+            return found
     session.execute(
         insert_ignore(
             session, MetricsState, {"workspace_id": workspace_id}, conflict=["workspace_id"]
         )
     )
-    stmt = select(MetricsState).where(MetricsState.workspace_id == workspace_id)
     if lock:
         stmt = lock_rows(session, stmt)
     row = session.scalars(stmt).one()
