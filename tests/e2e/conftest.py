@@ -4,12 +4,13 @@ under ``artifacts/screenshots/<test>/``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from tactful import wiring
 from tactful.config import Settings
 from tactful.core.migrate import upgrade
-from tactful.core.runtime import build_runtime
+from tactful.core.runtime import Runtime, build_runtime
 from tactful.tenancy import service as tenancy
 from tactful.testing.postgres import free_port
 
@@ -50,14 +51,21 @@ class Server:
         )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("e2e") / "data"
+# Called with the migrated, initialised runtime before the server starts (to load data).
+Prepare = Callable[[Runtime], None]
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, prepare: Prepare | None = None) -> Iterator[Server]:
+    """A real ``tactful serve`` on a free port over a fresh data folder (optionally filled by
+    ``prepare`` first), stopped afterwards."""
     wiring.install()
     runtime = build_runtime(Settings(data_dir=data_dir))
     upgrade(runtime.db.engine)
     with runtime.db.scope() as session:
         init = tenancy.initialize(session, phone_region="RU", timezone="Europe/Moscow")
+    if prepare is not None:
+        prepare(runtime)
     runtime.close()
     assert init.owner_password
     assert init.admin_key
@@ -71,21 +79,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tactful", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError((data_dir / "server.log").read_text())
+        yield Server(url, data_dir, init.owner_email, init.owner_password, init.admin_key)
+    finally:
+        process.terminate()
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise RuntimeError((data_dir / "server.log").read_text())
-    yield Server(url, data_dir, init.owner_email, init.owner_password, init.admin_key)
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(tmp_path_factory.mktemp("e2e") / "data") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
