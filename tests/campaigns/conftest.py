@@ -11,12 +11,14 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from tactful.campaigns import models
+from tactful.core.dialect import copy_rows
 from tactful.core.jobs import queue
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
+from tactful.customers.models import Customer, Identity
 from tactful.events.warehouse import RECEIPTS, SCHEMAS, ensure_tables
 from tactful.messaging import service as messaging
 from tactful.messaging.models import Delivery
@@ -187,6 +189,54 @@ def recipients(runtime: Runtime, campaign_id: int) -> list[models.CampaignRecipi
                 .order_by(models.CampaignRecipient.run_id, models.CampaignRecipient.customer_id)
             )
         )
+
+
+def bulk_customers(
+    session: Any, workspace_id: int, count: int, *, no_phone_every: int = 0
+) -> list[int]:
+    """``count`` customers (fresh ids) with a phone, except every ``no_phone_every``-th,
+    written in bulk; enough for service messages by SMS."""
+    stamp = AT if session.get_bind().dialect.name == "postgresql" else AT.replace(tzinfo=None)
+    first = int(session.scalar(select(func.coalesce(func.max(Customer.id), 0)))) + 1
+    ids = list(range(first, first + count))
+    copy_rows(
+        session,
+        Customer.__table__,  # type: ignore[arg-type]
+        (
+            "id",
+            "workspace_id",
+            "anonymous",
+            "timezone",
+            "is_test",
+            "attributes",
+            "attribute_sources",
+            "created_at",
+            "updated_at",
+        ),
+        [(i, workspace_id, False, "Europe/Moscow", False, "{}", "{}", stamp, stamp) for i in ids],
+    )
+    copy_rows(
+        session,
+        Identity.__table__,  # type: ignore[arg-type]
+        (
+            "workspace_id",
+            "customer_id",
+            "kind",
+            "namespace",
+            "value",
+            "valid",
+            "status",
+            "created_at",
+        ),
+        [
+            (workspace_id, i, "phone", "", f"+7950{i:07d}", True, "ok", stamp)
+            for n, i in enumerate(ids)
+            if not no_phone_every or n % no_phone_every
+        ],
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT setval('customers_id_seq', (SELECT max(id) FROM customers))"))
+    return ids
 
 
 def add_receipts(
