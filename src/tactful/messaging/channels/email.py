@@ -248,6 +248,9 @@ _POOLS_LOCK = threading.Lock()
 
 
 def _pool_for(key: str, config: Mapping[str, Any], concurrency: int) -> tuple[SmtpPool, Any]:
+    # the server is part of the key: providers of two databases in one process (tests, a
+    # restored copy) may share an id and version but never a pool
+    key = f"{key}@{config.get('host')}:{config.get('port')}"
     with _POOLS_LOCK:
         if key not in _POOLS:
             _POOLS[key] = (
