@@ -132,19 +132,23 @@ def test_segment_estimate_changes_as_a_condition_is_added(
     expect(size).to_have_text(f"{narrowed:,}")
     shots("builder-with-consent")
 
-    # a value that does not fit: the problem sits on its condition, the text stays typed
-    # (a changed select re-renders the builder with the typed value)
+    # a value that does not fit, typed: the problem sits on its condition, the text stays
     page.fill("input[name='n.0.value']", "many")
-    page.select_option("select[name='n.0.operator']", "gt")
     error = page.locator("em.error[data-field='n.0.value']")
-    expect(error).to_have_text("gt expects a number, got 'many'")
+    expect(error).to_have_text("gte expects a number, got 'many'")
     assert page.input_value("input[name='n.0.value']") == "many"
     expect(page.locator("[data-estimate='invalid']")).to_be_visible()
     shots("builder-wrong-value")
-    page.fill("input[name='n.0.value']", "1")
-    page.select_option("select[name='n.0.operator']", "gte")
+    page.fill("input[name='n.0.value']", "2")
+    twice = size_of(server, {"all": [{**buyers, "value": 2}, consent]})
+    assert twice <= narrowed
+    expect(size).to_have_text(f"{twice:,}")
     expect(error).to_have_count(0)
-    expect(size).to_have_text(f"{narrowed:,}")
+    # a changed select re-renders the builder, keeping what was typed
+    page.select_option("select[name='n.0.operator']", "gt")
+    assert page.input_value("input[name='n.0.value']") == "2"
+    over_two = size_of(server, {"all": [{**buyers, "operator": "gt", "value": 2}, consent]})
+    expect(size).to_have_text(f"{over_two:,}")
 
 
 def test_template_previews_live_for_a_customer(page: Any, chain: Chain, shots: Shots) -> None:
