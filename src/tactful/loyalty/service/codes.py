@@ -38,8 +38,8 @@ from tactful.core import clock
 from tactful.core.errors import ConfigError, Forbidden, NotFound, ValidationFailed
 from tactful.core.security import Signer
 from tactful.customers.service import get_customer
-from tactful.loyalty import store
 from tactful.loyalty.models import Device
+from tactful.loyalty.store import cards as card_store
 from tactful.tenancy.service import record_audit
 
 ACCRUAL = "A"
@@ -124,7 +124,7 @@ def enrol_device(
     secret = pyotp.random_base32()
     for _attempt in range(5):
         ref = "".join(secrets.choice(_REF_ALPHABET) for _ in range(REF_LENGTH))
-        if store.device_by_ref(session, ref) is None:
+        if card_store.device_by_ref(session, ref) is None:
             break
     else:  # 32^8 references: five collisions in a row mean something is badly wrong
         raise AssertionError("could not draw a free device reference")
@@ -177,7 +177,7 @@ def revoke_device(session: Session, *, workspace_id: int, device_id: int, actor:
 def list_devices(session: Session, *, workspace_id: int, customer_id: int) -> list[Device]:
     """A customer's enrolled app installations."""
     customer = get_customer(session, workspace_id=workspace_id, customer_id=customer_id)
-    return store.devices_of(session, customer.id)
+    return card_store.devices_of(session, customer.id)
 
 
 def make_code(secret: str, ref: str, kind: str, at: datetime) -> str:
@@ -212,7 +212,7 @@ def check_code(
     interval, length, back = SPECS[kind]
     if len(digits) != length:
         raise ValidationFailed(f"a {kind} code ends in {length} digits", field=field)
-    device = store.device_by_ref(session, ref)
+    device = card_store.device_by_ref(session, ref)
     if device is None or device.workspace_id != workspace_id or device.revoked_at is not None:
         raise Forbidden("the code is not valid (unknown or revoked app installation)", field=field)
     otp = pyotp.TOTP(open_secret(signer, ref, device.secret), digits=length, interval=interval)
@@ -239,5 +239,5 @@ def require_redeemable(check: CodeCheck, *, field: str) -> None:
 
 def consume(session: Session, check: CodeCheck, *, field: str) -> None:
     """Use a redemption code up (atomically: a concurrent second use is refused)."""
-    if not store.consume_redeem_step(session, check.device_id, check.step):
+    if not card_store.consume_redeem_step(session, check.device_id, check.step):
         raise Forbidden("the redemption code was already used", field=field)

@@ -30,7 +30,6 @@ from tactful.core.errors import (
 )
 from tactful.customers.service import get_customer
 from tactful.events.service import CustomerEvent, record_customer_events
-from tactful.loyalty import store
 from tactful.loyalty.models import (
     CARD_ACTIVATION,
     CARD_ACTIVE,
@@ -41,6 +40,7 @@ from tactful.loyalty.models import (
     GiftCardEntry,
 )
 from tactful.loyalty.service.events import GIFT_CARD_USED
+from tactful.loyalty.store import cards as card_store
 from tactful.tenancy.service import get_brand, get_workspace, record_audit
 
 NUMBER_DIGITS = 16
@@ -102,7 +102,9 @@ def issue_gift_cards(
     numbers: set[str] = set()
     while len(numbers) < count:
         wanted = {_random_digits(NUMBER_DIGITS) for _ in range(count - len(numbers))}
-        numbers |= wanted - store.gift_card_numbers_taken(session, workspace_id, sorted(wanted))
+        numbers |= wanted - card_store.gift_card_numbers_taken(
+            session, workspace_id, sorted(wanted)
+        )
     issued = []
     for number in sorted(numbers):
         pin = _random_digits(PIN_DIGITS)
@@ -173,7 +175,7 @@ def _entry(
 
 
 def _card(session: Session, workspace_id: int, number: str) -> GiftCard:
-    card = store.gift_card(session, workspace_id, number.strip(), lock=True)
+    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
     if card is None:
         raise NotFound("no gift card has this number", field="number")
     return card
@@ -192,7 +194,7 @@ def activate_gift_card(
     """Activate a card when it is sold: its amount becomes spendable (idempotent)."""
     card = _card(session, workspace_id, number)
     key = f"activate:{pos_transaction_id}"
-    existing = store.gift_card_entry(session, workspace_id, key)
+    existing = card_store.gift_card_entry(session, workspace_id, key)
     if existing is not None:
         if existing.card_id != card.id:
             raise Conflict(
@@ -233,7 +235,7 @@ def _pin_refusal(
     """None when the PIN is right and no limit is reached; else the refusal (recorded)."""
     window = _window(at)
     subjects = [("terminal", terminal_id)] + ([("card", card.number)] if card else [])
-    counts = store.failures(session, workspace_id, subjects, window)
+    counts = card_store.failures(session, workspace_id, subjects, window)
     retry_at = (window + WINDOW).isoformat(timespec="minutes")
     if counts.get(("terminal", terminal_id), 0) >= TERMINAL_FAILURES:
         return TooManyRequests(
@@ -245,13 +247,13 @@ def _pin_refusal(
             f"too many wrong PINs for this card; try again after {retry_at}", field="pin"
         )
     if card is None:
-        store.add_failure(session, workspace_id, "terminal", terminal_id, window)
+        card_store.add_failure(session, workspace_id, "terminal", terminal_id, window)
         return NotFound("no gift card has this number", field="number")
     try:
         _HASHER.verify(card.pin_hash, pin)
     except VerificationError:
-        store.add_failure(session, workspace_id, "card", card.number, window)
-        store.add_failure(session, workspace_id, "terminal", terminal_id, window)
+        card_store.add_failure(session, workspace_id, "card", card.number, window)
+        card_store.add_failure(session, workspace_id, "terminal", terminal_id, window)
         return Forbidden("the PIN is wrong", field="pin")
     return None
 
@@ -265,7 +267,7 @@ def check_balance(
     terminal_id: str,
 ) -> Outcome:
     """The card's balance, for the right PIN (wrong PINs are counted and limited)."""
-    card = store.gift_card(session, workspace_id, number.strip(), lock=True)
+    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
     refusal = _pin_refusal(
         session,
         workspace_id=workspace_id,
@@ -292,7 +294,7 @@ def redeem_gift_card(
 ) -> Outcome:
     """Pay ``amount`` from the card (idempotent by the POS transaction id)."""
     now = clock.now()
-    card = store.gift_card(session, workspace_id, number.strip(), lock=True)
+    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
     refusal = _pin_refusal(
         session,
         workspace_id=workspace_id,
@@ -304,7 +306,7 @@ def redeem_gift_card(
     if refusal is not None or card is None:
         return Outcome(card, refusal=refusal)
     key = f"redeem:{pos_transaction_id}"
-    existing = store.gift_card_entry(session, workspace_id, key)
+    existing = card_store.gift_card_entry(session, workspace_id, key)
     if existing is not None:
         if existing.card_id != card.id or existing.amount != -amount:
             raise Conflict(
@@ -368,7 +370,9 @@ def refund_gift_card(
     actor: str,
 ) -> Outcome:
     """Put money back on the card a redemption took it from (never more than was taken)."""
-    original = store.gift_card_entry(session, workspace_id, f"redeem:{original_pos_transaction_id}")
+    original = card_store.gift_card_entry(
+        session, workspace_id, f"redeem:{original_pos_transaction_id}"
+    )
     if original is None:
         raise NotFound(
             "no gift-card payment has this POS transaction id", field="original_pos_transaction_id"
@@ -377,14 +381,14 @@ def refund_gift_card(
     assert card is not None
     card = _card(session, workspace_id, card.number)
     key = f"refund:{pos_transaction_id}"
-    existing = store.gift_card_entry(session, workspace_id, key)
+    existing = card_store.gift_card_entry(session, workspace_id, key)
     if existing is not None:
         if existing.reverses_id != original.id or existing.amount != amount:
             raise Conflict(
                 "this pos_transaction_id was used for another refund", field="pos_transaction_id"
             )
         return Outcome(card, existing, replayed=True)
-    refunded = store.gift_card_refunded(session, original.id)
+    refunded = card_store.gift_card_refunded(session, original.id)
     if refunded + amount > -original.amount:
         raise ValidationFailed(
             f"refunds would total {refunded + amount}, more than the {-original.amount} paid",
@@ -407,7 +411,7 @@ def refund_gift_card(
 
 def get_gift_card(session: Session, *, workspace_id: int, number: str) -> GiftCard:
     """A card by number (admin view; no PIN needed)."""
-    card = store.gift_card(session, workspace_id, number.strip(), lock=False)
+    card = card_store.gift_card(session, workspace_id, number.strip(), lock=False)
     if card is None:
         raise NotFound("no gift card has this number", field="number")
     return card

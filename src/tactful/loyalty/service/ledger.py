@@ -36,6 +36,7 @@ from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.events import BONUS_EXPIRED, emit
 from tactful.loyalty.service.programs import ProgramView
 from tactful.loyalty.store import AccountRow, LotRow
+from tactful.loyalty.store import reports as report_store
 
 
 @dataclass(frozen=True)
@@ -442,7 +443,7 @@ def verify(session: Session, *, account_ids: Sequence[int] | None = None) -> lis
     """Accounts and lots whose caches differ from the ledger, or that went below zero
     (empty when every cached figure equals the sum of its lines)."""
     problems: list[dict[str, Any]] = []
-    for account_id, sums in store.account_sums(session, account_ids).items():
+    for account_id, sums in report_store.account_sums(session, account_ids).items():
         if (
             sums["balance"] != sums["lines_available"]
             or sums["pending"] != sums["lines_pending"]
@@ -453,7 +454,7 @@ def verify(session: Session, *, account_ids: Sequence[int] | None = None) -> lis
             or sums["min_lot_remaining"] < 0
         ):
             problems.append({"account_id": account_id, **sums})
-    problems += store.lot_mismatches(session, account_ids)
+    problems += report_store.lot_mismatches(session, account_ids)
     return problems
 
 

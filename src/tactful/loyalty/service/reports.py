@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from tactful.core import clock
 from tactful.core.errors import ValidationFailed
-from tactful.loyalty import store
 from tactful.loyalty.models import (
     LINE_ACCRUAL,
     LINE_ADJUSTMENT,
@@ -21,6 +20,7 @@ from tactful.loyalty.models import (
 from tactful.loyalty.schemas import ActivityOut, ActivityPeriod, ExpiryBucket, LiabilityOut
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.programs import get_program, view_of
+from tactful.loyalty.store import reports as report_store
 
 PERIODS = ("day", "week", "month")
 MAX_PERIODS = 400
@@ -38,8 +38,8 @@ def liability(
     zone = ZoneInfo(program.timezone)
     month_starts = calc.month_boundaries(now, months, program.timezone)
     boundaries = [now, *month_starts[1:]]
-    profile = store.expiry_profile(session, program.id, boundaries)
-    available, pending, accounts = store.liability_totals(session, program.id)
+    profile = report_store.expiry_profile(session, program.id, boundaries)
+    available, pending, accounts = report_store.liability_totals(session, program.id)
     buckets = [
         ExpiryBucket(label="overdue", starts_at=None, ends_at=now, points=profile.get(-1, 0))
     ]
@@ -101,7 +101,7 @@ def activity(
             f"more than {MAX_PERIODS} periods; choose a longer period or a shorter range",
             field="period",
         )
-    sums = store.activity(session, program.id, boundaries)
+    sums = report_store.activity(session, program.id, boundaries)
     periods = [
         ActivityPeriod(
             starts_at=boundaries[i],
