@@ -594,55 +594,34 @@ def _act(
     return redirect(f"/campaigns/{campaign_id}?saved=2")
 
 
-@router.post("/campaigns/{campaign_id}/launch", include_in_schema=False)
-def campaign_launch(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    viewer: ViewerDep,
-    form: FormDep,
-    campaign_id: int,
-) -> Response:
-    """Launch a draft for the audience size the marketer saw and confirmed."""
-    return _act(request, runtime, session, viewer, campaign_id, form, "launch")
+ACTIONS = {
+    "launch": "Launch a draft for the audience size the marketer saw and confirmed.",
+    "approve": "Approve a launched campaign (someone other than who launched it).",
+    "reject": "Send a campaign awaiting approval back to draft.",
+    "cancel": "Stop every run, wave and delivery not sent yet.",
+}
 
 
-@router.post("/campaigns/{campaign_id}/approve", include_in_schema=False)
-def campaign_approve(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    viewer: ViewerDep,
-    form: FormDep,
-    campaign_id: int,
-) -> Response:
-    """Approve a launched campaign (someone other than who launched it)."""
-    return _act(request, runtime, session, viewer, campaign_id, form, "approve")
+def _action_route(action: str, doc: str) -> None:
+    """``POST /campaigns/{id}/{action}``: one of the lifecycle actions through ``_act``."""
+
+    def route(
+        request: Request,
+        runtime: RuntimeDep,
+        session: SessionDep,
+        viewer: ViewerDep,
+        form: FormDep,
+        campaign_id: int,
+    ) -> Response:
+        return _act(request, runtime, session, viewer, campaign_id, form, action)
+
+    route.__name__ = f"campaign_{action}"
+    route.__doc__ = doc
+    router.post(f"/campaigns/{{campaign_id}}/{action}", include_in_schema=False)(route)
 
 
-@router.post("/campaigns/{campaign_id}/reject", include_in_schema=False)
-def campaign_reject(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    viewer: ViewerDep,
-    form: FormDep,
-    campaign_id: int,
-) -> Response:
-    return _act(request, runtime, session, viewer, campaign_id, form, "reject")
-
-
-@router.post("/campaigns/{campaign_id}/cancel", include_in_schema=False)
-def campaign_cancel(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    viewer: ViewerDep,
-    form: FormDep,
-    campaign_id: int,
-) -> Response:
-    """Stop every run, wave and delivery not sent yet."""
-    return _act(request, runtime, session, viewer, campaign_id, form, "cancel")
+for _action, _doc in ACTIONS.items():
+    _action_route(_action, _doc)
 
 
 @router.post("/campaigns/{campaign_id}/test-send", include_in_schema=False)
