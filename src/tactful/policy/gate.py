@@ -109,8 +109,11 @@ class Workspace:
     engagement: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
 
-def load_history(session: Session, ws: Workspace, customer_ids: Sequence[int]) -> None:
-    """Messages of these customers that went or will go out, for caps and spacing."""
+def load_history(
+    session: Session, ws: Workspace, customer_ids: Sequence[int], *, engagement: bool
+) -> None:
+    """Messages of these customers that went or will go out, for caps and spacing; with
+    ``engagement``, also what they read per channel (only a cascade has a choice to make)."""
     since = from_seconds(ws.now) - HISTORY_WINDOW
     for row in store.history(session, customer_ids, since):
         ws.booked[row.customer_id].append(
@@ -124,9 +127,9 @@ def load_history(session: Session, ws: Workspace, customer_ids: Sequence[int]) -
                 exclusive_group=row.exclusive_group,
             )
         )
-    ws.engagement.update(
-        store.engagement(session, ws.id, customer_ids, from_seconds(ws.now) - channels.WINDOW)
-    )
+    if engagement:
+        read_since = from_seconds(ws.now) - channels.WINDOW
+        ws.engagement.update(store.engagement(session, ws.id, customer_ids, read_since))
 
 
 def rules_for(session: Session, ws: Workspace, brand_id: int) -> EffectiveRules:
@@ -349,7 +352,7 @@ def decide_workspace(
             profiles[survivor.id] = survivor
             target[cid] = survivor.id
     ids = sorted({target.get(i.customer_id, i.customer_id) for i in intents})
-    load_history(session, ws, ids)
+    load_history(session, ws, ids, engagement=any(len(i.steps) > 1 for i in intents))
     pairs = [
         (target.get(i.customer_id, i.customer_id), i.dedupe_key) for i in intents if i.dedupe_key
     ]
@@ -493,7 +496,7 @@ def decide_fallback(
     ws = Workspace(id=workspace.id, timezone=workspace.timezone, now=now_s)
     cid = intent.customer_id
     profile = customers.customers_by_ids(session, workspace_id=ws.id, customer_ids=[cid]).get(cid)
-    load_history(session, ws, [cid])
+    load_history(session, ws, [cid], engagement=False)  # a fallback keeps the cascade order
 
     def reach(brand_id: int, klass: str, topic: str | None) -> dict[int, customers.Reach]:
         return customers.reachability(
