@@ -199,10 +199,38 @@ def mark_queued(session: Session, ids: Sequence[int], now: datetime) -> None:
         )
 
 
+# what dispatch reads of a delivery: enough to render, submit and report it (the ORM object
+# is loaded only for the rare paths that change more than its status)
+DISPATCH_COLUMNS = (
+    "id",
+    "workspace_id",
+    "brand_id",
+    "customer_id",
+    "decision_id",
+    "template_id",
+    "source",
+    "campaign_id",
+    "journey_id",
+    "message_class",
+    "topic",
+    "channel",
+    "sender_id",
+    "address",
+    "status",
+    "step",
+    "steps",
+    "context",
+    "expires_at",
+    "bundle_leader_id",
+    "bundle_key",
+)
+
+
 def delivery_rows_for_update(session: Session, ids: Sequence[int]) -> list[Any]:
-    """Deliveries as plain rows (every column, by name), locked, in id order."""
+    """Deliveries as plain rows (``DISPATCH_COLUMNS``, by name), locked, in id order."""
     table = _table(Delivery)
-    stmt: Any = select(table).where(table.c.id.in_(list(ids))).order_by(table.c.id)
+    columns = [table.c[name] for name in DISPATCH_COLUMNS]
+    stmt: Any = select(*columns).where(table.c.id.in_(list(ids))).order_by(table.c.id)
     return list(session.execute(lock_rows(session, stmt)).all())
 
 
@@ -228,18 +256,37 @@ def mark_sending(session: Session, items: Sequence[dict[str, Any]], now: datetim
 
 
 def mark_sent(session: Session, items: Sequence[dict[str, Any]], now: datetime) -> None:
-    """Deliveries the provider accepted (``b_id``, ``b_message_id``, ``b_cascade_at``), with
-    one statement."""
-    if items:
+    """Deliveries the provider accepted (``b_id``, ``b_message_id``, ``b_cascade_at``): what
+    they share with one statement per chunk, their own values with one more (executemany)."""
+    if not items:
+        return
+    table = _table(Delivery)
+    ids = [item["b_id"] for item in items]
+    for start in range(0, len(ids), CHUNK):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(ids[start : start + CHUNK]))
+            .values(status=SENT, sent_at=now, updated_at=now, error=None, cascade_at=None)
+        )
+    own = [i for i in items if i["b_message_id"] is not None or i["b_cascade_at"] is not None]
+    if own:
         stmt = _by_id(
-            status=SENT,
-            sent_at=now,
-            updated_at=now,
-            error=None,
             provider_message_id=bindparam("b_message_id"),
             cascade_at=bindparam("b_cascade_at"),
         )
-        session.execute(stmt, list(items))
+        session.execute(stmt, own)
+
+
+def mark_decisions(session: Session, ids: Sequence[int], status: str, now: datetime) -> None:
+    """Ledger rows whose message reached ``status`` (a policy ledger status), with one
+    statement per chunk (rows loaded in the session are not refreshed)."""
+    for start in range(0, len(ids), CHUNK):
+        session.execute(
+            update(ContactDecision)
+            .where(ContactDecision.id.in_(list(ids[start : start + CHUNK])))
+            .values(status=status, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def statuses_for_update(session: Session, ids: Sequence[int]) -> dict[int, str]:

@@ -197,33 +197,39 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
         size = group_size(provider.concurrency)
         groups = [ids[start : start + size] for start in range(0, len(ids), size)]
 
-        def prepare(index: int) -> asyncio.Future[list[_Prepared]] | None:
+        def prepare(index: int) -> list[_Prepared]:
             if index >= len(groups):
-                return None
-            return asyncio.ensure_future(
-                asyncio.to_thread(
-                    _prepare, runtime, provider, adapter, groups[index], caches, stats
-                )
-            )
+                return []
+            return _prepare(runtime, provider, adapter, groups[index], caches, stats)
 
-        # While a group is on the wire, the next one is rendered and the previous one's
-        # outcomes are committed, so the provider's connections never wait for the database.
-        pending = prepare(0)
-        recording: asyncio.Future[None] | None = None
+        def record_then_prepare(
+            done: tuple[list[_Prepared], list[SendResult]] | None, index: int
+        ) -> list[_Prepared]:
+            if done is not None:
+                _record(runtime, *done, stats)
+            return prepare(index)
+
+        # While a group is on the wire, one worker thread commits the previous group's
+        # outcomes and then prepares the next group, so the provider's connections never
+        # wait for the database. The two transactions run one after the other, never
+        # contending for locks (on SQLite the database's write lock).
+        prepared = await asyncio.to_thread(prepare, 0)
+        done: tuple[list[_Prepared], list[SendResult]] | None = None
         for index in range(len(groups)):
-            assert pending is not None
-            prepared = await pending
-            pending = prepare(index + 1)
-            results = await adapter.send_batch(
-                [p.message for p in prepared], concurrency=provider.concurrency, limiter=limiter
+            database = asyncio.ensure_future(
+                asyncio.to_thread(record_then_prepare, done, index + 1)
             )
-            if recording is not None:
-                await recording
-            recording = asyncio.ensure_future(
-                asyncio.to_thread(_record, runtime, prepared, results, stats)
-            )
-        if recording is not None:
-            await recording
+            try:
+                results = await adapter.send_batch(
+                    [p.message for p in prepared],
+                    concurrency=provider.concurrency,
+                    limiter=limiter,
+                )
+            finally:
+                following = await database
+            done, prepared = (prepared, results), following
+        if done is not None:
+            await asyncio.to_thread(_record, runtime, *done, stats)
         await adapter.aclose()
     finally:
         if client is not None:
@@ -436,11 +442,11 @@ def _record(
     now = clock.now()
     with runtime.db.scope() as session:
         current = store.statuses_for_update(session, [p.row.id for p in prepared])
-        # the ledger rows are read once and held, so reporting each status costs no query
-        ledger = store.load_decisions(session, [p.row.decision_id for p in prepared])
         sent: list[dict[str, Any]] = []
+        sent_decisions: list[int] = []
         sent_events: list[tuple[Any, str, datetime, dict[str, Any]]] = []
         call_tasks = []
+        failures: list[tuple[Any, SendResult]] = []
         for item, result in zip(prepared, results, strict=True):
             row, message = item.row, item.message
             if current.get(row.id) not in (SENDING, UNKNOWN):
@@ -454,17 +460,23 @@ def _record(
                         "b_cascade_at": now + timedelta(seconds=after) if after else None,
                     }
                 )
-                policy.record_status(session, row.decision_id, "sent")
+                sent_decisions.append(row.decision_id)
                 sent_events.append((row, SENT, now, {}))
                 if row.channel == "call":
                     call_tasks.append(_call_task(row, message, now))
                 stats.sent += 1
             else:
-                _record_failure(session, _orm(session, row.id), result, stats, now)
+                failures.append((row, result))
         store.mark_sent(session, sent, now)
+        store.mark_decisions(session, sent_decisions, "sent", now)
+        if failures:
+            # the ledger rows are read once and held, so reporting each status costs no query
+            ledger = store.load_decisions(session, [row.decision_id for row, _r in failures])
+            for row, result in failures:
+                _record_failure(session, _orm(session, row.id), result, stats, now)
+            del ledger
         store.add_call_tasks(session, call_tasks)
         record_events(session, sent_events)
-        del ledger
 
 
 def _record_failure(
