@@ -35,8 +35,9 @@ from tactful.loyalty.schemas import ProgramRules
 from tactful.loyalty.service import rules as calc
 from tactful.loyalty.service.events import BONUS_EXPIRED, emit
 from tactful.loyalty.service.programs import ProgramView
-from tactful.loyalty.store import AccountRow, LotRow
+from tactful.loyalty.store import AccountRow, LotRow, postings
 from tactful.loyalty.store import reports as report_store
+from tactful.loyalty.store.postings import LineRow, NewLotRow
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,53 @@ class Book:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> Posted:
-        """Write one ledger transaction with its lines and move the caches by the same amounts."""
+        """Write one ledger transaction with its lines and move the caches by the same amounts
+        (everything is checked first, then written together: one statement on PostgreSQL)."""
         session, account = self.session, self.account
         points = sum(m.points for m in moves)
-        transaction_id = store.insert_transaction(
+        new_lots: dict[NewLot, int] = {}  # each new lot, by its number in this posting
+        new_rows: list[NewLotRow] = []
+        for move in moves:
+            if isinstance(move.lot, NewLot) and move.lot not in new_lots:
+                credited = sum(m.points for m in moves if m.lot == move.lot)
+                if credited <= 0:
+                    raise ValueError("a new lot starts with points")
+                new_lots[move.lot] = len(new_rows)
+                new_rows.append(
+                    NewLotRow(move.lot.state, credited, move.lot.available_at, move.lot.expires_at)
+                )
+        deltas: dict[int, int] = defaultdict(int)
+        states: dict[int, str] = {}
+        lines: list[LineRow] = []
+        balance, pending = 0, 0
+        for move in moves:
+            if isinstance(move.lot, NewLot):
+                lines.append(LineRow(None, new_lots[move.lot], move.bucket, move.kind, move.points))
+            else:
+                deltas[move.lot] += move.points
+                if move.points > 0:
+                    states[move.lot] = move.bucket
+                lines.append(LineRow(move.lot, 0, move.bucket, move.kind, move.points))
+            if move.bucket == AVAILABLE:
+                balance += move.points
+            else:
+                pending += move.points
+        self._load(deltas)
+        updates = []
+        for lot_id, delta in deltas.items():
+            lot = self.lots[lot_id]
+            lot.remaining += delta
+            lot.state = states.get(lot_id, lot.state)
+            if lot.remaining < 0:
+                raise AssertionError(f"lot {lot_id} would go below zero")
+            updates.append((lot_id, lot.remaining, lot.state))
+        account.balance += balance
+        account.pending += pending
+        if account.balance < 0 or account.pending < 0:
+            raise AssertionError(f"account {account.id} would go below zero")
+        transaction_id, lot_ids = postings.write_posting(
             session,
-            {
+            transaction={
                 "workspace_id": account.workspace_id,
                 "program_id": account.program_id,
                 "account_id": account.id,
@@ -205,83 +247,24 @@ class Book:
                 "details": details or {},
                 "created_at": at,
             },
+            lots=new_rows,
+            lines=lines,
+            lot_updates=updates,
+            balance=account.balance,
+            pending=account.pending,
         )
-        new_lots: dict[NewLot, int] = {}
-        for move in moves:
-            if isinstance(move.lot, NewLot) and move.lot not in new_lots:
-                credited = sum(m.points for m in moves if m.lot == move.lot)
-                if credited <= 0:
-                    raise ValueError("a new lot starts with points")
-                lot_id = store.insert_lot(
-                    session,
-                    {
-                        "account_id": account.id,
-                        "program_id": account.program_id,
-                        "transaction_id": transaction_id,
-                        "state": move.lot.state,
-                        "points": credited,
-                        "remaining": credited,
-                        "available_at": move.lot.available_at,
-                        "expires_at": move.lot.expires_at,
-                        "created_at": at,
-                    },
-                )
-                new_lots[move.lot] = lot_id
-                self.lots[lot_id] = LotRow(
-                    lot_id,
-                    account.id,
-                    move.lot.state,
-                    credited,
-                    move.lot.available_at,
-                    move.lot.expires_at,
-                )
-        deltas: dict[int, int] = defaultdict(int)
-        states: dict[int, str] = {}
-        lines: list[dict[str, Any]] = []
-        balance, pending = 0, 0
-        for move in moves:
-            lot_id = new_lots[move.lot] if isinstance(move.lot, NewLot) else move.lot
-            if not isinstance(move.lot, NewLot):
-                deltas[lot_id] += move.points
-                if move.points > 0:
-                    states[lot_id] = move.bucket
-            if move.bucket == AVAILABLE:
-                balance += move.points
-            else:
-                pending += move.points
-            lines.append(
-                {
-                    "transaction_id": transaction_id,
-                    "account_id": account.id,
-                    "program_id": account.program_id,
-                    "lot_id": lot_id,
-                    "bucket": move.bucket,
-                    "kind": move.kind,
-                    "points": move.points,
-                    "created_at": at,
-                }
+        for new_lot, row, lot_id in zip(new_lots, new_rows, lot_ids, strict=True):
+            self.lots[lot_id] = LotRow(
+                lot_id,
+                account.id,
+                new_lot.state,
+                row.points,
+                new_lot.available_at,
+                new_lot.expires_at,
             )
-        self._load(deltas)
-        updates = []
-        for lot_id, delta in deltas.items():
-            lot = self.lots[lot_id]
-            lot.remaining += delta
-            lot.state = states.get(lot_id, lot.state)
-            if lot.remaining < 0:
-                raise AssertionError(f"lot {lot_id} would go below zero")
-            updates.append({"lot_id": lot_id, "remaining": lot.remaining, "state": lot.state})
-        store.insert_lines(session, lines)
-        store.update_lots(session, updates)
-        account.balance += balance
-        account.pending += pending
-        if account.balance < 0 or account.pending < 0:
-            raise AssertionError(f"account {account.id} would go below zero")
-        store.update_balances(
-            session, account.id, balance=account.balance, pending=account.pending, at=at
-        )
         for lot_id in [i for i, lot in self.lots.items() if lot.remaining == 0]:
             del self.lots[lot_id]
-        return Posted(transaction_id, points, new_lots)
+        return Posted(transaction_id, points, {n: lot_ids[i] for n, i in new_lots.items()})
 
     def _load(self, lot_ids: Iterable[int]) -> None:
         """Bring closed lots a posting refills (refunds) into the book."""
