@@ -438,7 +438,9 @@ def _bare(setup: Setup) -> Callable[[Op, str], None]:
 
 
 class Outcome(NamedTuple):
-    """What one process (or the HTTP load generator) sends back."""
+    """What one process (or the HTTP load generator) sends back, as a plain tuple: the
+    harness loads this module under a name pickle cannot import, and a queue's feeder thread
+    drops what it cannot pickle (the process then ends normally, having sent nothing)."""
 
     finished: float  # time.monotonic() when its last operation ended
     latencies: list[float]
@@ -509,12 +511,14 @@ def _process(
     for thread in threads:
         thread.join()
     results.put(
-        Outcome(
-            time.monotonic(),
-            latencies,
-            (warmup_errors[:2] + errors[:3]) if warmup_errors else errors[:5],
-            len(errors),
-            len(warmup_errors),
+        tuple(
+            Outcome(
+                time.monotonic(),
+                latencies,
+                (warmup_errors[:2] + errors[:3]) if warmup_errors else errors[:5],
+                len(errors),
+                len(warmup_errors),
+            )
         )
     )
 
@@ -539,25 +543,41 @@ class Run(NamedTuple):
 
 
 def _gather(
-    queue: Any, processes: list[Any], expected: int, deadline: float, what: str
+    queue: Any,
+    senders: list[Any],
+    deadline: float,
+    what: str,
+    watched: tuple[Any, ...] = (),
 ) -> list[Any]:
-    """``expected`` items from ``queue``, put there by ``processes``: an error, not a hang,
-    when one of them dies without answering or the deadline passes."""
+    """One item from each of ``senders`` (processes) through ``queue``: an error, not a hang,
+    when one of them ends without having sent it (whatever its exit code), one of ``watched``
+    (processes that must stay up meanwhile) ends, or the deadline passes."""
     got: list[Any] = []
-    while len(got) < expected:
+    while len(got) < len(senders):
         try:
             got.append(queue.get(timeout=1.0))
             continue
         except Empty:
             pass
-        dead = [p for p in processes if p.exitcode not in (None, 0)]
-        late = time.monotonic() > deadline
-        if dead or late:
-            for process in processes:
+        ended = [p for p in senders if p.exitcode is not None]
+        if len(ended) > len(got):
+            try:  # what an ended process sent may still be in the pipe
+                got.append(queue.get(timeout=5.0))
+                continue
+            except Empty:
+                pass
+        reason = None
+        if len(ended) > len(got):
+            reason = f"a process ended (exit code {ended[0].exitcode}) without its results"
+        elif down := [p for p in watched if p.exitcode is not None]:
+            reason = f"a server process ended (exit code {down[0].exitcode})"
+        elif time.monotonic() > deadline:
+            reason = "no results before the deadline"
+        if reason:
+            for process in (*senders, *watched):
                 if process.is_alive():
                     process.kill()
                     process.join(timeout=5)
-            reason = f"a process exited with {dead[0].exitcode}" if dead else "deadline passed"
             raise RuntimeError(f"bench pos, {what}: {reason}")
     return got
 
@@ -614,10 +634,10 @@ def _drive(
     for process in processes:
         process.start()
     deadline = _deadline(count)
-    _gather(ready, processes, PROCESSES, time.monotonic() + STALL, f"{label} warm-up")
+    _gather(ready, processes, time.monotonic() + STALL, f"{label} warm-up")
     start_at.value = time.monotonic() + 0.2
     start.set()
-    outcomes: list[Outcome] = _gather(results, processes, PROCESSES, deadline, label)
+    outcomes = [Outcome(*o) for o in _gather(results, processes, deadline, label)]
     for process in processes:
         process.join(timeout=STALL)
     return Run(
@@ -767,7 +787,7 @@ def _generate(
     results.put(
         (
             finished - start,
-            Outcome(finished, latencies, sample, len(errors), len(warmup_errors)),
+            tuple(Outcome(finished, latencies, sample, len(errors), len(warmup_errors))),
         )
     )
 
@@ -799,9 +819,10 @@ def _drive_http(
                 server.start()
             _wait_ready(port, servers)
             generator.start()
-            ((seconds, outcome),) = _gather(
-                results, [generator, *servers], 1, _deadline(count), label
+            ((seconds, sent),) = _gather(
+                results, [generator], _deadline(count), label, watched=tuple(servers)
             )
+            outcome = Outcome(*sent)
             generator.join(timeout=STALL)
         finally:
             for process in (generator, *servers):
