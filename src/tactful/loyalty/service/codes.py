@@ -212,7 +212,7 @@ def check_code(
     interval, length, back = SPECS[kind]
     if len(digits) != length:
         raise ValidationFailed(f"a {kind} code ends in {length} digits", field=field)
-    device = card_store.device_by_ref(session, ref)
+    device = card_store.device_key(session, ref)
     if device is None or device.workspace_id != workspace_id or device.revoked_at is not None:
         raise Forbidden("the code is not valid (unknown or revoked app installation)", field=field)
     otp = pyotp.TOTP(open_secret(signer, ref, device.secret), digits=length, interval=interval)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import (
+    Table,
     and_,
+    bindparam,
     func,
     or_,
     select,
@@ -28,19 +31,53 @@ def device_by_ref(session: Session, ref: str) -> Device | None:
     return session.scalar(select(Device).where(Device.ref == ref))
 
 
+class DeviceKey(NamedTuple):
+    """What checking a code needs of its device."""
+
+    id: int
+    workspace_id: int
+    customer_id: int
+    secret: str
+    revoked_at: datetime | None
+    last_redeem_step: int | None
+
+
+_DEVICE_KEY = select(
+    Device.id,
+    Device.workspace_id,
+    Device.customer_id,
+    Device.secret,
+    Device.revoked_at,
+    Device.last_redeem_step,
+).where(Device.ref == bindparam("ref"))
+
+
+def device_key(session: Session, ref: str) -> DeviceKey | None:
+    """The device a code names (a plain Core read: it runs twice per redeeming receipt)."""
+    row = session.connection().execute(_DEVICE_KEY, {"ref": ref}).first()
+    return None if row is None else DeviceKey(*row)
+
+
+# Core, not ORM-enabled: the ORM's annotated UPDATE is compiled again on every call
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_CONSUME = (
+    update(_DEVICES)
+    .where(
+        _DEVICES.c.id == bindparam("device_id"),
+        _DEVICES.c.revoked_at.is_(None),
+        or_(
+            _DEVICES.c.last_redeem_step.is_(None),
+            _DEVICES.c.last_redeem_step < bindparam("step"),
+        ),
+    )
+    .values(last_redeem_step=bindparam("step"))
+)
+
+
 def consume_redeem_step(session: Session, device_id: int, step: int) -> bool:
     """Mark a redemption time step used; False when it (or a later one) was used before."""
-    result = session.execute(
-        update(Device)
-        .where(
-            Device.id == device_id,
-            Device.revoked_at.is_(None),
-            or_(Device.last_redeem_step.is_(None), Device.last_redeem_step < step),
-        )
-        .values(last_redeem_step=step)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
+    result = session.connection().execute(_CONSUME, {"device_id": device_id, "step": step})
+    return bool(result.rowcount)
 
 
 def devices_of(session: Session, customer_id: int) -> list[Device]:
