@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    TextClause,
     and_,
     bindparam,
     delete,
@@ -25,10 +24,10 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -697,18 +696,25 @@ def _prebuilt(session: Session, name: str, build: Any) -> Any:
     return found
 
 
-def _bump_statement(size: int) -> TextClause:
+def _bump_statement(dialect: str, size: int) -> Any:
     """``INSERT … ON CONFLICT DO UPDATE SET count = count + 1 RETURNING subject, count`` for
-    ``size`` windows (parameters ``program_id``, ``s0``/``w0``, ``s1``/``w1``…), in the SQL
-    PostgreSQL and SQLite share: written out, as SQLAlchemy's multi-row upsert is compiled
-    again on every call (only fixed text and numbered placeholders go into it)."""
-    rows = ", ".join(f"(:program_id, :s{i}, :w{i}, 1)" for i in range(size))
-    stamp = RateCounter.window_start.type
-    return text(
-        "INSERT INTO loyalty_rate_counters (program_id, subject, window_start, count) "  # noqa: S608
-        f"VALUES {rows} ON CONFLICT (program_id, subject, window_start) "
-        "DO UPDATE SET count = loyalty_rate_counters.count + 1 RETURNING subject, count"
-    ).bindparams(*(bindparam(f"w{i}", type_=stamp) for i in range(size)))
+    ``size`` windows (parameters ``program_id``, ``s0``/``w0``, ``s1``/``w1``…)."""
+    counter = RateCounter
+    rows = [
+        {
+            "program_id": bindparam("program_id"),
+            "subject": bindparam(f"s{i}"),
+            "window_start": bindparam(f"w{i}", type_=counter.window_start.type),
+            "count": 1,
+        }
+        for i in range(size)
+    ]
+    table: Any = counter.__table__
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(rows)
+    return stmt.on_conflict_do_update(
+        index_elements=["program_id", "subject", "window_start"],
+        set_={"count": table.c.count + 1},
+    ).returning(table.c.subject, table.c.count)
 
 
 def bump_rate_counters(
@@ -719,8 +725,11 @@ def bump_rate_counters(
     concurrent confirms of one store queue on its row only from here to their commit); every
     caller locks them in the same order (by subject and window), so two never deadlock."""
     ordered = sorted(windows)
+    dialect = session.get_bind().dialect.name
     stmt = _prebuilt(
-        session, f"rate_counters.bump.{len(ordered)}", lambda: _bump_statement(len(ordered))
+        session,
+        f"rate_counters.bump.{len(ordered)}",
+        lambda: _bump_statement(dialect, len(ordered)),
     )
     params: dict[str, Any] = {"program_id": program_id}
     for i, (subject, start) in enumerate(ordered):
