@@ -27,7 +27,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -696,45 +695,64 @@ def _prebuilt(session: Session, name: str, build: Any) -> Any:
     return found
 
 
-def _bump_statement(dialect: str, size: int) -> Any:
-    """``INSERT … ON CONFLICT DO UPDATE SET count = count + 1 RETURNING subject, count`` for
-    ``size`` windows (parameters ``program_id``, ``s0``/``w0``, ``s1``/``w1``…)."""
-    counter = RateCounter
-    rows = [
-        {
-            "program_id": bindparam("program_id"),
-            "subject": bindparam(f"s{i}"),
-            "window_start": bindparam(f"w{i}", type_=counter.window_start.type),
-            "count": 1,
-        }
-        for i in range(size)
-    ]
-    table: Any = counter.__table__
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(rows)
-    return stmt.on_conflict_do_update(
-        index_elements=["program_id", "subject", "window_start"],
-        set_={"count": table.c.count + 1},
-    ).returning(table.c.subject, table.c.count)
-
-
 def bump_rate_counters(
     session: Session, *, program_id: int, windows: Sequence[tuple[str, datetime]]
 ) -> dict[str, int]:
-    """Add one to the counter of each ``(subject, window start)`` (creating it at one); the
-    counts after it, in one statement. The rows stay locked until the transaction ends (so
-    concurrent confirms of one store queue on its row only from here to their commit); every
-    caller locks them in the same order (by subject and window), so two never deadlock."""
-    ordered = sorted(windows)
-    dialect = session.get_bind().dialect.name
-    stmt = _prebuilt(
+    """Add one to the counter of each ``(subject, window start)``; the counts after it. The
+    rows are locked in id order until the transaction ends (concurrent confirms of one store
+    queue on its row only from here to their commit)."""
+    counter = RateCounter
+    template = {
+        "program_id": bindparam("program_id"),
+        "subject": bindparam("subject"),
+        "window_start": bindparam("window_start", type_=counter.window_start.type),
+        "count": bindparam("count"),
+    }
+    create = _prebuilt(
         session,
-        f"rate_counters.bump.{len(ordered)}",
-        lambda: _bump_statement(dialect, len(ordered)),
+        "rate_counters.create",
+        lambda: insert_ignore(
+            session, counter, template, conflict=["program_id", "subject", "window_start"]
+        ),
     )
-    params: dict[str, Any] = {"program_id": program_id}
-    for i, (subject, start) in enumerate(ordered):
+    rows = [
+        {"program_id": program_id, "subject": subject, "window_start": start, "count": 0}
+        for subject, start in windows
+    ]
+    conn = _conn(session)
+    conn.execute(create, rows)
+
+    def bump() -> Any:
+        matching = (
+            select(counter.id)
+            .where(
+                counter.program_id == bindparam("b_program_id"),
+                or_(
+                    *(
+                        and_(
+                            counter.subject == bindparam(f"s{i}"),
+                            counter.window_start
+                            == bindparam(f"w{i}", type_=counter.window_start.type),
+                        )
+                        for i in range(len(windows))
+                    )
+                ),
+            )
+            .order_by(counter.id)
+        )
+        return (
+            update(counter)
+            .where(counter.id.in_(lock_rows(session, matching).scalar_subquery()))
+            .values(count=counter.count + 1)
+            .returning(counter.subject, counter.count)
+            .execution_options(synchronize_session=False)
+        )
+
+    params: dict[str, Any] = {"b_program_id": program_id}
+    for i, (subject, start) in enumerate(windows):
         params[f"s{i}"], params[f"w{i}"] = subject, start
-    return {str(subject): int(count) for subject, count in _conn(session).execute(stmt, params)}
+    stmt = _prebuilt(session, f"rate_counters.bump.{len(windows)}", bump)
+    return {str(subject): int(count) for subject, count in conn.execute(stmt, params)}
 
 
 def prune_rate_counters(session: Session, before: datetime) -> int:
