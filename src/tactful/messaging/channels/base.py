@@ -68,6 +68,8 @@ class OutboundMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
     status_callback: str | None = None
+    # the submission as the adapter sends it, when built ahead (``Channel.encode``)
+    wire: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,11 @@ class Channel(ABC):
     @abstractmethod
     async def send(self, message: OutboundMessage) -> SendResult:
         """Submit one message; never raises for a provider error (the result says it)."""
+
+    def encode(self, message: OutboundMessage) -> OutboundMessage:
+        """The message with what can be built before submission built (the dispatcher
+        calls it while the previous group is on the wire); as it is by default."""
+        return message
 
     def verify_callback(self, callback: Callback) -> bool:
         """True when a status callback really comes from the provider."""

@@ -18,6 +18,7 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from email.header import Header
 from email.utils import formataddr, formatdate
 from typing import Any
@@ -195,6 +196,19 @@ class SmtpPool:
                 smtp.quit()
 
 
+def dot_stuffed(raw: bytes) -> bytes:
+    """The message as ``DATA`` carries it: a dot opening a line doubled, ended by a line
+    holding a single dot. The same bytes ``smtplib.SMTP.data`` sends, without the regular
+    expression it runs over every message."""
+    if raw.startswith(b"."):
+        raw = b"." + raw
+    if b"\n." in raw:
+        raw = raw.replace(b"\n.", b"\n..")
+    if not raw.endswith(b"\r\n"):
+        raw += b"\r\n"
+    return raw + b".\r\n"
+
+
 def submit(pool: SmtpPool, sender: str, recipient: str, raw: bytes) -> SendResult:
     """One message over a pooled connection, phase by phase."""
     for attempt in (1, 2):
@@ -209,12 +223,16 @@ def submit(pool: SmtpPool, sender: str, recipient: str, raw: bytes) -> SendResul
                     smtp.rset()
                     return _refused("RCPT TO", code, reply)
                 try:
-                    code, reply = smtp.data(raw)
+                    code, reply = smtp.docmd("data")
+                    willing = code == 354
+                    if willing:
+                        smtp.send(dot_stuffed(raw))
+                        code, reply = smtp.getreply()
                 except (smtplib.SMTPServerDisconnected, OSError) as exc:
                     raise _DataLost(str(exc)) from exc
-                except smtplib.SMTPDataError as exc:
+                if not willing:
                     smtp.rset()
-                    return _refused("DATA", exc.smtp_code, exc.smtp_error)
+                    return _refused("DATA", code, reply)
                 if code != 250:
                     return _refused("DATA", code, reply)
                 return SendResult.sent(reply.decode(errors="replace")[:200])
@@ -285,6 +303,13 @@ class SmtpChannel(Channel):
     def render(self, message: OutboundMessage) -> bytes:
         return build_email(message, dkim_config=self.config.get("dkim"))
 
+    def encode(self, message: OutboundMessage) -> OutboundMessage:
+        """The MIME message built ahead, so a connection only waits for the server."""
+        try:
+            return replace(message, wire=self.render(message))
+        except Exception:  # the lane builds it again and reports why it cannot be built
+            return message
+
     async def send(self, message: OutboundMessage) -> SendResult:
         [result] = await self.send_batch([message], concurrency=1, limiter=None)
         return result
@@ -296,45 +321,58 @@ class SmtpChannel(Channel):
         concurrency: int,
         limiter: Limiter | None,
     ) -> list[SendResult]:
-        """One lane per connection: each lane sends its share in one worker thread, one
-        message after another over its pooled connection."""
+        """One lane per connection, each in one worker thread over its pooled connection,
+        taking the next message not yet taken until none is left (a lane that meets quick
+        answers sends more)."""
         pool, executor = _pool_for(self.pool_key, self.config, self.concurrency)
         loop = asyncio.get_running_loop()
         lanes = max(1, min(concurrency, self.concurrency, len(messages)))
-        shares = [list(range(n, len(messages), lanes)) for n in range(lanes)]
-        answers = await asyncio.gather(
+        waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(messages)):
+            waiting.put(index)
+        results: list[SendResult] = [SendResult.uncertain("not sent")] * len(messages)
+        await asyncio.gather(
             *(
                 loop.run_in_executor(
-                    executor, self._send_lane, pool, [messages[i] for i in share], limiter
+                    executor, self._send_lane, pool, messages, waiting, results, limiter
                 )
-                for share in shares
+                for _ in range(lanes)
             )
         )
-        results: list[SendResult] = [SendResult.uncertain("not sent")] * len(messages)
-        for share, answer in zip(shares, answers, strict=True):
-            for index, result in zip(share, answer, strict=True):
-                results[index] = result
         return results
 
     def _send_lane(
-        self, pool: SmtpPool, messages: list[OutboundMessage], limiter: Limiter | None
-    ) -> list[SendResult]:
-        results = []
-        for message in messages:
-            assert message.sender is not None
+        self,
+        pool: SmtpPool,
+        messages: Sequence[OutboundMessage],
+        waiting: queue.SimpleQueue[int],
+        results: list[SendResult],
+        limiter: Limiter | None,
+    ) -> None:
+        while True:
+            try:
+                index = waiting.get_nowait()
+            except queue.Empty:
+                return
+            results[index] = self._send_one(pool, messages[index], limiter)
+
+    def _send_one(
+        self, pool: SmtpPool, message: OutboundMessage, limiter: Limiter | None
+    ) -> SendResult:
+        assert message.sender is not None
+        raw = message.wire
+        if raw is None:
             try:
                 raw = self.render(message)
             except Exception as exc:  # nothing was handed over: retrying cannot help
-                results.append(SendResult.permanent(f"the message cannot be built: {exc}"))
-                continue
-            if limiter is not None:
-                limiter.acquire_blocking()
-            try:
-                results.append(submit(pool, message.sender.address, message.address, raw))
-            except Exception as exc:  # a bug here must not leave the delivery in sending
-                log.exception("messaging.smtp_failed", delivery_id=message.delivery_id)
-                results.append(SendResult.uncertain(f"{type(exc).__name__}: {exc}"))
-        return results
+                return SendResult.permanent(f"the message cannot be built: {exc}")
+        if limiter is not None:
+            limiter.acquire_blocking()
+        try:
+            return submit(pool, message.sender.address, message.address, raw)
+        except Exception as exc:  # a bug here must not leave the delivery in sending
+            log.exception("messaging.smtp_failed", delivery_id=message.delivery_id)
+            return SendResult.uncertain(f"{type(exc).__name__}: {exc}")
 
     def verify_callback(self, callback: Callback) -> bool:
         return verify_generic_callback(self.config, callback)
