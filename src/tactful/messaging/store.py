@@ -241,18 +241,21 @@ def _by_id(**values: Any) -> Any:
 
 
 def mark_sending(session: Session, items: Sequence[dict[str, Any]], now: datetime) -> None:
-    """Deliveries about to be submitted (``b_id``, ``b_address``, ``b_subject``), with one
-    statement."""
-    if items:
-        stmt = _by_id(
-            status=SENDING,
-            sending_at=now,
-            updated_at=now,
-            attempts=_table(Delivery).c.attempts + 1,
-            address=bindparam("b_address"),
-            subject=bindparam("b_subject"),
+    """Deliveries about to be submitted (``b_id``, ``b_address``, ``b_subject``): what they
+    share with one statement per chunk, their own values with one more (executemany)."""
+    if not items:
+        return
+    table = _table(Delivery)
+    ids = [item["b_id"] for item in items]
+    for start in range(0, len(ids), CHUNK):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(ids[start : start + CHUNK]))
+            .values(status=SENDING, sending_at=now, updated_at=now, attempts=table.c.attempts + 1)
         )
-        session.execute(stmt, list(items))
+    session.execute(
+        _by_id(address=bindparam("b_address"), subject=bindparam("b_subject")), list(items)
+    )
 
 
 def mark_sent(session: Session, items: Sequence[dict[str, Any]], now: datetime) -> None:

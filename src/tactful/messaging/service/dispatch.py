@@ -249,7 +249,8 @@ def _prepare(
     caches: _Caches,
     stats: RunStats,
 ) -> list[_Prepared]:
-    """Re-check, render and commit ``sending`` for a group; returns what to submit."""
+    """Re-check, render and commit ``sending`` for a group; returns what to submit, built
+    for the wire as far as the adapter can (``Channel.encode``)."""
     now = clock.now()
     prepared: list[_Prepared] = []
     with runtime.db.scope() as session:
@@ -294,7 +295,8 @@ def _prepare(
             sending.append({"b_id": row.id, "b_address": message.address, "b_subject": subject})
             prepared.append(_Prepared(row, message))
         store.mark_sending(session, sending, now)
-    return prepared
+    # built once committed, so the transaction holds its locks no longer than it must
+    return [_Prepared(p.row, adapter.encode(p.message)) for p in prepared]
 
 
 def _orm(session: Session, delivery_id: int) -> Delivery:
