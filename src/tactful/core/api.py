@@ -3,11 +3,15 @@ authentication by API key, and RFC 9457 problem details."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import structlog
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +19,6 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tactful.core.auth import KeyAuthenticator, Principal
@@ -37,6 +40,26 @@ def writes(endpoint: _F) -> _F:
     return endpoint
 
 
+_ENDING_THREADS = 16
+_ending_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _ending(end: Callable[[], None]) -> None:
+    """Commit, roll back or close a request's session on threads of their own.
+
+    Requests wait for SQLite's single write lock on the shared worker threads; the request
+    holding the lock must never need one of those threads to let it go, or a burst of calls
+    deadlocks until the busy timeout. (One limiter per event loop: tests run several.)
+    """
+    loop = asyncio.get_running_loop()
+    limiter = _ending_limiters.get(loop)
+    if limiter is None:
+        limiter = _ending_limiters[loop] = anyio.CapacityLimiter(_ENDING_THREADS)
+    await anyio.to_thread.run_sync(end, limiter=limiter)
+
+
 class TransactionalRoute(APIRoute):
     """Runs each request in one database transaction committed *before* the response goes
     out, so an acknowledged call is durable. GET/HEAD routes run read-only unless marked
@@ -55,13 +78,13 @@ class TransactionalRoute(APIRoute):
             try:
                 response = await original(request)
                 if not readonly:
-                    await run_in_threadpool(session.commit)
+                    await _ending(session.commit)
                 return response
             except BaseException:
-                await run_in_threadpool(session.rollback)
+                await _ending(session.rollback)
                 raise
             finally:
-                await run_in_threadpool(session.close)
+                await _ending(session.close)
 
         return handler
 
