@@ -59,17 +59,34 @@ def insert_new_inbox_rows(
         )
     new = [r for r in rows if r["message_id"] not in known]
     if new:
-        stmt = insert_ignore(session, InboxEvent, new[0], conflict=["workspace_id", "message_id"])
-        _execute_many(session, stmt, new)
+        _execute_many(session, new)
     return {r["message_id"] for r in new}
 
 
-def _execute_many(session: Session, stmt: Insert, rows: Sequence[dict[str, Any]]) -> None:
+# the compiled insert per dialect and column set: compiling it cost a single call more than
+# the rest of its storing
+_INSERTS: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], bool]] = {}
+
+
+def _insert_sql(session: Session, names: list[str]) -> tuple[str, list[str], bool]:
+    """The SQL of the idempotent inbox insert, its parameter order and style."""
+    dialect = session.get_bind().dialect
+    key = (dialect.name, tuple(names))
+    found = _INSERTS.get(key)
+    if found is None:
+        stmt: Insert = insert_ignore(
+            session, InboxEvent, dict.fromkeys(names), conflict=["workspace_id", "message_id"]
+        )
+        compiled = stmt.compile(dialect=dialect, column_keys=names)
+        order = list(compiled.positiontup or []) if compiled.positional else names
+        found = _INSERTS[key] = (compiled.string, order, compiled.positional)
+    return found
+
+
+def _execute_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     table = InboxEvent.__table__
     dialect = session.get_bind().dialect
-    names = list(rows[0])
-    compiled = stmt.compile(dialect=dialect, column_keys=names)
-    order = list(compiled.positiontup or []) if compiled.positional else names
+    sql, order, positional = _insert_sql(session, list(rows[0]))
     columns: list[list[Any]] = []
     for name in order:
         values = [row[name] for row in rows]
@@ -80,9 +97,9 @@ def _execute_many(session: Session, stmt: Insert, rows: Sequence[dict[str, Any]]
         process = column_type.dialect_impl(dialect).bind_processor(dialect)
         columns.append(values if process is None else list(map(process, values)))
     params: list[Any] = list(zip(*columns, strict=True))
-    if not compiled.positional:
+    if not positional:
         params = [dict(zip(order, values, strict=True)) for values in params]
-    session.connection().exec_driver_sql(compiled.string, params)
+    session.connection().exec_driver_sql(sql, params)
 
 
 def mark_resolved(
