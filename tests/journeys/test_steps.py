@@ -223,8 +223,7 @@ def test_a_branch_on_a_segment_condition_retries_while_the_warehouse_fails(
         assert "branch 'city'" in (instance.last_error or "")
         assert history(runtime, instance.id) == [("pause", "waited")]
     assert deliveries(runtime) == []
-    with runtime.db.scope() as session:
-        metrics.sync_profiles(runtime, session, workspace_id=tenant.workspace_id)
+    metrics.sync_profiles(runtime, workspace_id=tenant.workspace_id)
     later(worker, timedelta(minutes=2))
     by_customer = {i.customer_id: i for i in instances(runtime, journey_id)}
     assert history(runtime, by_customer[kazan].id)[1:] == [

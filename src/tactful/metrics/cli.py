@@ -33,9 +33,9 @@ def rebuild(
         with runtime.db.scope(readonly=True) as session:
             chosen = [workspace_id] if workspace_id is not None else service.workspaces(session)
         for ws in chosen:
+            if profiles:
+                synced = service.sync_profiles(runtime, workspace_id=ws)
+                console.print(f"workspace {ws}: {synced.customers:,} profiles copied")
             with runtime.db.scope() as session:
-                if profiles:
-                    synced = service.sync_profiles(runtime, session, workspace_id=ws)
-                    console.print(f"workspace {ws}: {synced.customers:,} profiles copied")
                 outcome = service.rebuild_metrics(runtime, session, workspace_id=ws)
             console.print(f"workspace {ws}: metrics of {outcome.customers:,} customers rebuilt")

@@ -51,32 +51,33 @@ def refresh(ctx: JobContext) -> None:
     )
 
 
-@job(SYNC_CUSTOMER_JOB, max_attempts=20)
+# The profile syncs manage their own transactions (reads, then the warehouse, then a short
+# write): see service.sync_profiles.
+@job(SYNC_CUSTOMER_JOB, max_attempts=20, transactional=False)
 def sync_customer(ctx: JobContext) -> None:
     """Copy one customer's profile and reachability after a consent or contact change."""
     _recording(
         ctx,
         lambda: service.sync_profiles(
             ctx.runtime,
-            ctx.session,
             workspace_id=int(ctx.payload["workspace_id"]),
             customer_ids=[int(ctx.payload["customer_id"])],
         ),
     )
 
 
-@job(SYNC_CHANGED_JOB, max_attempts=20)
+@job(SYNC_CHANGED_JOB, max_attempts=20, transactional=False)
 def sync_changed(ctx: JobContext) -> None:
     """Copy the profiles updated since the last sync."""
     _recording(
         ctx,
         lambda: service.sync_changed_profiles(
-            ctx.runtime, ctx.session, workspace_id=int(ctx.payload["workspace_id"])
+            ctx.runtime, workspace_id=int(ctx.payload["workspace_id"])
         ),
     )
 
 
-@job(APPLY_MERGE_JOB, max_attempts=30)
+@job(APPLY_MERGE_JOB, max_attempts=30, transactional=False)
 def apply_merge(ctx: JobContext) -> None:
     """After a merge (or its undoing) reaches the warehouse, both customers' profiles and
     metrics follow."""
@@ -92,24 +93,26 @@ def apply_merge(ctx: JobContext) -> None:
 
     def work() -> None:
         service.sync_profiles(
-            ctx.runtime, ctx.session, workspace_id=workspace_id, customer_ids=[survivor, merged]
+            ctx.runtime, workspace_id=workspace_id, customer_ids=[survivor, merged]
         )
-        service.refresh_metrics(
-            ctx.runtime, ctx.session, workspace_id=workspace_id, customer_ids=[survivor, merged]
-        )
+        with ctx.runtime.db.scope() as session:
+            service.refresh_metrics(
+                ctx.runtime, session, workspace_id=workspace_id, customer_ids=[survivor, merged]
+            )
 
     _recording(ctx, work)
 
 
-@job(REBUILD_JOB, max_attempts=5)
+@job(REBUILD_JOB, max_attempts=5, transactional=False)
 def rebuild(ctx: JobContext) -> None:
     """Recompute every customer's metrics in a workspace (and resync every profile when asked)."""
     workspace_id = int(ctx.payload["workspace_id"])
 
     def work() -> None:
         if ctx.payload.get("profiles"):
-            service.sync_profiles(ctx.runtime, ctx.session, workspace_id=workspace_id)
-        service.rebuild_metrics(ctx.runtime, ctx.session, workspace_id=workspace_id)
+            service.sync_profiles(ctx.runtime, workspace_id=workspace_id)
+        with ctx.runtime.db.scope() as session:  # computed first, written at the end
+            service.rebuild_metrics(ctx.runtime, session, workspace_id=workspace_id)
 
     _recording(ctx, work)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -178,38 +178,48 @@ def _profile_tables(
 
 def sync_profiles(
     runtime: Runtime,
-    session: Session,
     *,
     workspace_id: int,
     customer_ids: Sequence[int] | None = None,
+    synced_to: datetime | None = None,
 ) -> SyncOutcome:
     """Copy profiles, custom attributes and reachability to the warehouse: of the given
-    customers (merged ones are removed), or of the whole workspace."""
+    customers (merged ones are removed), or of the whole workspace.
+
+    The profiles are read in a read-only transaction and copied outside any: on SQLite a
+    write transaction would hold up every ingestion call for the length of the copy. The sync
+    is recorded in a short transaction afterwards (with ``synced_to``, the end of the span of
+    changes it covered); a crash in between repeats a copy that replaces the same rows.
+    """
     warehouse = runtime.warehouse
     wh.ensure_metric_tables(warehouse)
-    brand_ids = [b.id for b in tenancy.list_brands(session, workspace_id=workspace_id)]
     now = clock.now()
+    with runtime.db.scope(readonly=True) as session:
+        brand_ids = [b.id for b in tenancy.list_brands(session, workspace_id=workspace_id)]
+        if customer_ids is None:
+            batches: dict[str, list[pa.Table]] = {
+                name: [] for name in (wh.PROFILES, wh.ATTRIBUTES, wh.REACH)
+            }
+            after = 0
+            while page := store.customer_ids(
+                session, workspace_id, after_id=after, limit=SYNC_CHUNK
+            ):
+                tables, _gone = _profile_tables(session, workspace_id, page, brand_ids)
+                for name, table in tables.items():
+                    batches[name].append(table)
+                after = page[-1]
+        else:
+            ids = sorted(set(customer_ids))
+            tables, gone = _profile_tables(session, workspace_id, ids, brand_ids)
     if customer_ids is None:
-        batches: dict[str, list[pa.Table]] = {
-            name: [] for name in (wh.PROFILES, wh.ATTRIBUTES, wh.REACH)
-        }
-        after, count = 0, 0
-        while page := store.customer_ids(session, workspace_id, after_id=after, limit=SYNC_CHUNK):
-            tables, _gone = _profile_tables(session, workspace_id, page, brand_ids)
-            for name, table in tables.items():
-                batches[name].append(table)
-            count += tables[wh.PROFILES].num_rows
-            after = page[-1]
         for name, parts in batches.items():
             schema = wh.SCHEMAS[name].to_pyarrow()
             rows = pa.concat_tables(parts) if parts else schema.empty_table()
             wh.replace_rows(
                 warehouse, name, workspace_id=workspace_id, customer_ids=None, rows=rows
             )
-        outcome = SyncOutcome(count)
+        outcome = SyncOutcome(sum(t.num_rows for t in batches[wh.PROFILES]))
     else:
-        ids = sorted(set(customer_ids))
-        tables, gone = _profile_tables(session, workspace_id, ids, brand_ids)
         id_array = pa.array(ids, pa.int64())
         for name, table in tables.items():
             wh.replace_rows(
@@ -224,25 +234,33 @@ def sync_profiles(
                 rows=wh.METRICS_SCHEMA.to_pyarrow().empty_table(),
             )
         outcome = SyncOutcome(tables[wh.PROFILES].num_rows, len(gone))
-    state = store.state(session, workspace_id, lock=True)
-    state.profiles_synced_at = now
-    _announce(session, workspace_id, "profiles", customer_ids, now)
+    with runtime.db.scope() as session:
+        state = store.state(session, workspace_id, lock=True)
+        state.profiles_synced_at = now
+        if synced_to is not None:
+            state.profiles_synced_to = synced_to
+        _announce(session, workspace_id, "profiles", customer_ids, now)
     return outcome
 
 
-def sync_changed_profiles(runtime: Runtime, session: Session, *, workspace_id: int) -> SyncOutcome:
+# Changes are looked for again this far before the end of the last sync: a profile updated
+# just before it, in a transaction that committed after the sync read, is not missed.
+SYNC_OVERLAP = timedelta(minutes=5)
+
+
+def sync_changed_profiles(runtime: Runtime, *, workspace_id: int) -> SyncOutcome:
     """Sync the customers updated since the last sync (all of them the first time)."""
-    state = store.state(session, workspace_id, lock=True)
     until = clock.now()
-    if state.profiles_synced_to is None:
-        outcome = sync_profiles(runtime, session, workspace_id=workspace_id)
-    else:
-        changed = store.changed_since(session, workspace_id, state.profiles_synced_to, until)
-        if not changed:
-            return SyncOutcome(0)
-        outcome = sync_profiles(runtime, session, workspace_id=workspace_id, customer_ids=changed)
-    state.profiles_synced_to = until
-    return outcome
+    with runtime.db.scope(readonly=True) as session:
+        since = store.profiles_synced_to(session, workspace_id)
+        changed = (
+            None
+            if since is None
+            else store.changed_since(session, workspace_id, since - SYNC_OVERLAP, until)
+        )
+    if changed == []:
+        return SyncOutcome(0)
+    return sync_profiles(runtime, workspace_id=workspace_id, customer_ids=changed, synced_to=until)
 
 
 # -- metrics ----------------------------------------------------------------------------------

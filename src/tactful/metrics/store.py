@@ -37,6 +37,15 @@ def state(session: Session, workspace_id: int, *, lock: bool = False) -> Metrics
     return row
 
 
+def profiles_synced_to(session: Session, workspace_id: int) -> datetime | None:
+    """Where the last sync of changed profiles ended (None: never synced), without
+    writing."""
+    value: datetime | None = session.scalar(
+        select(MetricsState.profiles_synced_to).where(MetricsState.workspace_id == workspace_id)
+    )
+    return value
+
+
 def workspace_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Workspace.id).order_by(Workspace.id)))
 
