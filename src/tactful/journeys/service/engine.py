@@ -78,6 +78,7 @@ class Run:
     resumed: dict[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
     entered_now: set[int] = field(default_factory=set)
     _graphs: dict[tuple[int, int], Graph] = field(default_factory=dict)
+    _journeys: dict[int, Journey] = field(default_factory=dict)
 
     def graph(self, journey_id: int, version: int) -> Graph:
         """A version's graph (parsed once per run; versions never change)."""
@@ -89,8 +90,10 @@ class Run:
         return found
 
     def journey(self, journey_id: int) -> Journey:
-        found = self.session.get(Journey, journey_id)
+        """A journey (looked up once per run: every instance of a batch asks for it)."""
+        found = self._journeys.get(journey_id) or self.session.get(Journey, journey_id)
         assert found is not None
+        self._journeys[journey_id] = found
         return found
 
     # -- moves ---------------------------------------------------------------------------
