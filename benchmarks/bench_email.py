@@ -11,19 +11,15 @@ template, links and headers) rendered beforehand: the ceiling of SMTP on this ma
 from __future__ import annotations
 
 import smtplib
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from tactful import wiring
-from tactful.bench import BenchResult, stopwatch
+from tactful.bench import BenchResult, free_port, smtp_sink, stopwatch
 from tactful.config import DatabaseSettings, Settings
 from tactful.core.jobs.models import Job
 from tactful.core.migrate import upgrade
@@ -67,37 +63,6 @@ FOOTER = (
 SUBJECT = "{{ customer.first_name }}, your cart"
 PUBLIC_URL = "http://127.0.0.1:8000"
 CART = {"event": {"items": [{"name": "Rake", "price": 990}, {"name": "Hose", "price": 1490}]}}
-
-
-def _serve(port: int) -> subprocess.Popen[bytes]:
-    """aiosmtpd in its own process, taking every message and dropping it."""
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            f"127.0.0.1:{port}",
-            "-c",
-            "aiosmtpd.handlers.Sink",
-        ],
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("the SMTP server did not start")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _messages(count: int) -> list[tuple[str, bytes]]:
@@ -269,8 +234,8 @@ def _ours(port: int, count: int, folder: Path) -> tuple[float, dict[str, Any]]:
 
 def run(scale: str) -> list[BenchResult]:
     count = SIZES.get(scale, SIZES["small"])
-    port = _free_port()
-    server = _serve(port)
+    port = free_port()
+    server = smtp_sink(port)
     try:
         _baseline(port, _messages(50))  # warm the server up
         with tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:

@@ -10,10 +10,7 @@ reported beside it.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,7 @@ from typing import Any
 import httpx
 
 from tactful import wiring
-from tactful.bench import BenchResult, stopwatch
+from tactful.bench import BenchResult, free_port, serve, stop, stopwatch
 from tactful.config import Settings
 from tactful.core.dialect import bulk_insert_chunk_size
 from tactful.core.migrate import upgrade
@@ -141,12 +138,6 @@ def _clients(url: str, key: str, clients: int, share: int) -> tuple[int, float]:
     return sum(a for a, _ in finished), max(at for _, at in finished) - started
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _prepare(data: Path) -> tuple[str, str]:
     """A migrated data folder with a workspace; returns an ingest key and an admin key."""
     runtime = build_runtime(Settings(data_dir=data))
@@ -177,26 +168,11 @@ def _wait(url: str, path: str, ready: Any, *, timeout: float, headers: dict[str,
     raise TimeoutError(f"{path} did not get ready within {timeout:.0f} s")
 
 
-def _serve(data: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TACTFUL_DATA_DIR": str(data),
-        "TACTFUL_LOG_LEVEL": "WARNING",
-        "TACTFUL_SERVER_PORT": str(port),
-    }
-    return subprocess.Popen(  # the real `tactful serve`, as users start it
-        [sys.executable, "-m", "tactful", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def _ours(events: int, clients: int, data: Path) -> tuple[float, float, int]:
     key, admin_key = _prepare(data)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve(data, port)
+    server = serve(data, port)
     try:
         _wait(url, "/healthz", lambda body: body["status"] == "ok", timeout=120, headers={})
         sent, ingest_seconds = _clients(url, key, clients, events // clients)
@@ -210,11 +186,7 @@ def _ours(events: int, clients: int, data: Path) -> tuple[float, float, int]:
         )
         return ingest_seconds, drain, sent
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 def _baseline(events: int, clients: int, data: Path) -> float:

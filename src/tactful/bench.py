@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import platform
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +69,65 @@ def stopwatch() -> Iterator[Callable[[], float]]:
         yield elapsed
     finally:
         finished.append(time.perf_counter())
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """Wait until ``proc`` accepts connections on ``port`` (fails if it exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError(f"{what} did not start within {timeout:.0f} s")
+
+
+def smtp_sink(port: int) -> subprocess.Popen[bytes]:
+    """aiosmtpd in its own process on ``port``, taking every message and dropping it."""
+    command = [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink"]
+    sink = subprocess.Popen([*command, "-l", f"127.0.0.1:{port}"])  # noqa: S603
+    wait_for_port(port, sink, "the SMTP server", 30)
+    return sink
+
+
+def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """The real ``tactful serve`` on a data folder (its log in ``serve.log`` there)."""
+    env = {
+        **os.environ,
+        "TACTFUL_DATA_DIR": str(data_dir),
+        "TACTFUL_LOG_LEVEL": "WARNING",
+        "TACTFUL_SERVER_PORT": str(port),
+    }
+    with (data_dir / "serve.log").open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tactful", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    wait_for_port(port, server, "tactful serve", 120)
+    return server
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Interrupt a server and wait for it (killed after a minute)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def benchmarks_dir() -> Path:
