@@ -282,18 +282,6 @@ def mark_sent(session: Session, items: Sequence[dict[str, Any]], now: datetime) 
         session.execute(stmt, own)
 
 
-def mark_decisions(session: Session, ids: Sequence[int], status: str, now: datetime) -> None:
-    """Ledger rows whose message reached ``status`` (a policy ledger status), with one
-    statement per chunk (rows loaded in the session are not refreshed)."""
-    for start in range(0, len(ids), CHUNK):
-        session.execute(
-            update(ContactDecision)
-            .where(ContactDecision.id.in_(list(ids[start : start + CHUNK])))
-            .values(status=status, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-
-
 def statuses_for_update(session: Session, ids: Sequence[int]) -> dict[int, str]:
     """The current status of deliveries, locked."""
     stmt: Any = select(Delivery.id, Delivery.status).where(Delivery.id.in_(list(ids)))

@@ -129,6 +129,13 @@ def record_status(session: Session, decision_id: int, status: str) -> ContactDec
     return row
 
 
+def record_statuses(session: Session, decision_ids: Sequence[int], status: str) -> None:
+    """:func:`record_status` for many messages at once (a dispatched group)."""
+    if status not in LEDGER_STATUSES:
+        raise ValidationFailed(f"status must be one of {list(LEDGER_STATUSES)}", field="status")
+    store.set_statuses(session, decision_ids, status, clock.now())
+
+
 def recheck(session: Session, decision_id: int) -> tuple[str | None, str | None]:
     """Just before sending: ``(reason, address)`` — a reason when consent or the contact no
     longer allows the message, else the address to use now."""

@@ -296,3 +296,15 @@ def decisions_by_ids(session: Session, ids: Sequence[int]) -> list[ContactDecisi
             )
         )
     return found
+
+
+def set_statuses(session: Session, ids: Sequence[int], status: str, now: datetime) -> None:
+    """Ledger rows whose message reached ``status``, one statement per chunk (rows already
+    loaded in the session are not refreshed)."""
+    for start in range(0, len(ids), CHUNK):
+        session.execute(
+            update(ContactDecision)
+            .where(ContactDecision.id.in_(list(ids[start : start + CHUNK])))
+            .values(status=status, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )

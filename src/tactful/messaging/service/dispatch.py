@@ -470,7 +470,7 @@ def _record(
             else:
                 failures.append((row, result))
         store.mark_sent(session, sent, now)
-        store.mark_decisions(session, sent_decisions, "sent", now)
+        policy.record_statuses(session, sent_decisions, "sent")
         if failures:
             # the ledger rows are read once and held, so reporting each status costs no query
             ledger = store.load_decisions(session, [row.decision_id for row, _r in failures])
