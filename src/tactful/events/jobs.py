@@ -17,7 +17,10 @@ from tactful.events.warehouse import apply_alias
 INBOX_RETENTION = timedelta(days=7)
 
 
-@job(RESOLVE_JOB, max_attempts=20)
+# Resolving is the head of every trigger (journeys react to resolved events): it runs with
+# the journeys' steps, ahead of sending; one coalesced job at a time, so it cannot crowd
+# anything out.
+@job(RESOLVE_JOB, max_attempts=20, priority=6)
 def resolve(ctx: JobContext) -> None:
     """Resolve a batch of inbox rows; ask for another run while rows remain."""
     outcome = resolver.resolve_pending(ctx.session)
