@@ -190,15 +190,19 @@ def due_deliveries(
     return [(int(i), None if p is None else int(p), int(a)) for i, p, a in rows]
 
 
-def mark_queued(session: Session, ids: Sequence[int], now: datetime) -> None:
-    """Planned deliveries handed to dispatch jobs."""
+def _set_all(session: Session, ids: Sequence[int], **values: Any) -> None:
+    """The same values on many deliveries, one UPDATE per chunk of ids (rows loaded in the
+    session are not refreshed)."""
+    table = _table(Delivery)
     for start in range(0, len(ids), CHUNK):
         session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(list(ids[start : start + CHUNK])))
-            .values(status=QUEUED, updated_at=now)
-            .execution_options(synchronize_session=False)
+            update(table).where(table.c.id.in_(list(ids[start : start + CHUNK]))).values(**values)
         )
+
+
+def mark_queued(session: Session, ids: Sequence[int], now: datetime) -> None:
+    """Planned deliveries handed to dispatch jobs."""
+    _set_all(session, ids, status=QUEUED, updated_at=now)
 
 
 # what dispatch reads of a delivery: enough to render, submit and report it (the ORM object
@@ -247,14 +251,15 @@ def mark_sending(session: Session, items: Sequence[dict[str, Any]], now: datetim
     share with one statement per chunk, their own values with one more (executemany)."""
     if not items:
         return
-    table = _table(Delivery)
-    ids = [item["b_id"] for item in items]
-    for start in range(0, len(ids), CHUNK):
-        session.execute(
-            update(table)
-            .where(table.c.id.in_(ids[start : start + CHUNK]))
-            .values(status=SENDING, sending_at=now, updated_at=now, attempts=table.c.attempts + 1)
-        )
+    attempts = _table(Delivery).c.attempts
+    _set_all(
+        session,
+        [item["b_id"] for item in items],
+        status=SENDING,
+        sending_at=now,
+        updated_at=now,
+        attempts=attempts + 1,
+    )
     session.execute(
         _by_id(address=bindparam("b_address"), subject=bindparam("b_subject")), list(items)
     )
@@ -265,14 +270,15 @@ def mark_sent(session: Session, items: Sequence[dict[str, Any]], now: datetime) 
     they share with one statement per chunk, their own values with one more (executemany)."""
     if not items:
         return
-    table = _table(Delivery)
-    ids = [item["b_id"] for item in items]
-    for start in range(0, len(ids), CHUNK):
-        session.execute(
-            update(table)
-            .where(table.c.id.in_(ids[start : start + CHUNK]))
-            .values(status=SENT, sent_at=now, updated_at=now, error=None, cascade_at=None)
-        )
+    _set_all(
+        session,
+        [item["b_id"] for item in items],
+        status=SENT,
+        sent_at=now,
+        updated_at=now,
+        error=None,
+        cascade_at=None,
+    )
     own = [i for i in items if i["b_message_id"] is not None or i["b_cascade_at"] is not None]
     if own:
         stmt = _by_id(
@@ -504,13 +510,7 @@ def unsent(session: Session, workspace_id: int, source: str) -> list[tuple[int, 
 
 
 def mark_cancelled(session: Session, ids: Sequence[int], now: datetime) -> None:
-    for start in range(0, len(ids), CHUNK):
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(list(ids[start : start + CHUNK])))
-            .values(status=CANCELLED, reason="cancelled", cascade_at=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    _set_all(session, ids, status=CANCELLED, reason="cancelled", cascade_at=None, updated_at=now)
 
 
 def stop_cascades(session: Session, workspace_id: int, source: str) -> int:
