@@ -9,7 +9,7 @@ from datetime import timedelta
 from tactful.core.errors import TactfulError
 from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure
 from tactful.core.jobs.queue import enqueue_coalesced
-from tactful.core.jobs.registry import job, monitor
+from tactful.core.jobs.registry import DECIDING, job, monitor
 from tactful.events import loader, resolver, service
 from tactful.events.ingest import RESOLVE_JOB
 from tactful.events.warehouse import apply_alias
@@ -17,10 +17,9 @@ from tactful.events.warehouse import apply_alias
 INBOX_RETENTION = timedelta(days=7)
 
 
-# Resolving is the head of every trigger (journeys react to resolved events): it runs with
-# the journeys' steps, ahead of sending; one coalesced job at a time, so it cannot crowd
-# anything out.
-@job(RESOLVE_JOB, max_attempts=20, priority=6)
+# the head of every trigger (journeys react to resolved events); one coalesced job at a time,
+# so it cannot crowd anything out
+@job(RESOLVE_JOB, max_attempts=20, priority=DECIDING)
 def resolve(ctx: JobContext) -> None:
     """Resolve a batch of inbox rows; ask for another run while rows remain."""
     outcome = resolver.resolve_pending(ctx.session)

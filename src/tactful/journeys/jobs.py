@@ -7,25 +7,20 @@ from datetime import timedelta
 
 from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure
 from tactful.core.jobs.queue import enqueue
-from tactful.core.jobs.registry import job, monitor
+from tactful.core.jobs.registry import DECIDING, job, monitor
 from tactful.journeys import service
 
 DATES_JOB = "journeys.scan_dates"
 DATES_EVERY = timedelta(minutes=5)
 # waits ending in one monitor run that become advance jobs (the rest wait for the next run)
 DUE_PER_RUN = 20_000
-# Moving customers on (an event let them in, their wait ended) decides their next message:
-# it runs just ahead of sending (messaging's dispatch has priority 5). A crowd whose wait
-# ends together is moved on first and its mail follows at the provider's pace; the last
-# message goes out no later than if the two took turns, and every decision is made early.
-STEP_PRIORITY = 6
 
 
 class WebhookUnanswered(Exception):
     """The receiver did not take the call this time; the job runner retries with backoff."""
 
 
-@job("journeys.on_events", max_attempts=20, priority=STEP_PRIORITY)
+@job("journeys.on_events", max_attempts=20, priority=DECIDING)
 def on_events(ctx: JobContext) -> None:
     """A resolved batch of events: entries into event-triggered journeys, awaited events,
     goals."""
@@ -65,7 +60,7 @@ def scan_dates(ctx: JobContext) -> None:
     service.scan_dates(ctx.runtime, ctx.session, journey_id=int(ctx.payload["journey_id"]))
 
 
-@job(service.ADVANCE_JOB, max_attempts=20, priority=STEP_PRIORITY)
+@job(service.ADVANCE_JOB, max_attempts=20, priority=DECIDING)
 def advance(ctx: JobContext) -> None:
     """Move a batch of customers whose wait ended (their step's effect commits with it)."""
     run = service.Run(ctx.runtime, ctx.session)

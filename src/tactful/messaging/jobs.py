@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from tactful.core.jobs.context import JobContext, MonitorContext
 from tactful.core.jobs.queue import enqueue
-from tactful.core.jobs.registry import job, monitor
+from tactful.core.jobs.registry import SENDING, job, monitor
 from tactful.messaging import service
 
 CASCADE_JOB = "messaging.cascade"
 
 
-@job(service.DISPATCH_JOB, transactional=False, max_attempts=10, priority=5)
+@job(service.DISPATCH_JOB, transactional=False, max_attempts=10, priority=SENDING)
 def dispatch(ctx: JobContext) -> None:
     """Send one batch of queued deliveries (manages its own transactions: ``sending`` is
     committed before each provider call, the outcome after)."""
@@ -30,7 +30,7 @@ def queue_due(ctx: MonitorContext) -> None:
     service.queue_due(ctx.session)
 
 
-@job(service.RELEASE_JOB, priority=5)
+@job(service.RELEASE_JOB, priority=SENDING)
 def release(ctx: JobContext) -> None:
     """Hand the due planned deliveries of an id range (a bulk send's) to dispatch jobs."""
     service.release(

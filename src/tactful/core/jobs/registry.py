@@ -38,6 +38,15 @@ JOBS: dict[str, JobSpec] = {}
 MONITORS: dict[str, MonitorSpec] = {}
 
 
+# Priorities (higher is claimed first; equal ones in order of run time). Work that decides
+# customers' next messages (resolving events, triggers, journey steps) goes ahead of sending:
+# a crowd whose wait ends together is moved on first and its mail follows at the provider's
+# pace, the last message no later than if the two took turns. Upkeep (the warehouse loader,
+# metrics, segments) keeps the default.
+DECIDING = 6
+SENDING = 5
+
+
 def job(
     name: str,
     *,
