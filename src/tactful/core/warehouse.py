@@ -68,6 +68,10 @@ class Warehouse:
         self._root: BaseBackend | None = None
         self._raw: Any = None
         self._local = threading.local()
+        # tables known to exist: ensure_table runs before every query that reads them, and
+        # asking the catalog each time cost more than compiling a segment
+        self._ensured: set[str] = set()
+        self._generation = 0  # bumped when a table is created or replaced: drops table()'s cache
 
     # -- connections ---------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class Warehouse:
                 self._root = None
                 self._raw = None
                 self._local = threading.local()
+                self._ensured.clear()
 
     def ping(self) -> None:
         self.con.execute(ibis.literal(1))
@@ -178,18 +183,32 @@ class Warehouse:
         return name in self.con.list_tables()
 
     def table(self, name: str) -> ibis.Table:
-        return self.con.table(name)
+        """The table as an Ibis expression. Looked up once per thread (asking the engine for
+        the schema costs milliseconds, a segment reads several tables) until a table is
+        created or replaced through this object."""
+        cached: dict[str, tuple[int, ibis.Table]] = self._local.__dict__.setdefault("tables", {})
+        found = cached.get(name)
+        if found is not None and found[0] == self._generation:
+            return found[1]
+        table = self.con.table(name)
+        cached[name] = (self._generation, table)
+        return table
 
     def ensure_table(self, name: str, schema: ibis.Schema) -> None:
         """Create ``name`` with ``schema`` if it does not exist."""
+        if name in self._ensured:
+            return
         with self._lock:
             if not self.has_table(name):
                 self.con.create_table(name, schema=schema)
+                self._generation += 1
+            self._ensured.add(name)
 
     def replace_table(self, name: str, data: pa.Table | ibis.Table) -> None:
         """Create or overwrite ``name`` with ``data``."""
         with self._lock:
             self.con.create_table(name, data, overwrite=True)
+            self._generation += 1
 
     def _conform(self, name: str, batch: pa.Table) -> pa.Table:
         """The batch with exactly the target table's columns and types (missing ones null)."""

@@ -366,6 +366,19 @@ def metric_specs() -> tuple[MetricSpec, ...]:
     return METRICS
 
 
+def counted_from(metric: str) -> str | None:
+    """The stored moment a whole-day metric (days since ...) counts from, if it is one."""
+    return wh.COUNTED_FROM.get(metric)
+
+
+def days_since_within(
+    stamp: ibis.TimestampValue, *, now: datetime, low: int | None, high: int | None
+) -> ibis.BooleanValue:
+    """``low <= whole days since stamp <= high`` as a range on the stamp (either bound
+    may be None)."""
+    return wh.days_since_within(stamp, now=now, low=low, high=high)
+
+
 def metrics_table(
     warehouse: Warehouse, *, workspace_id: int, now: datetime, names: Sequence[str]
 ) -> ibis.Table:

@@ -17,6 +17,8 @@ non-negative operands, and JSON properties go through :func:`json_text`.
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 import weakref
 from collections.abc import Sequence
@@ -511,6 +513,33 @@ def compute_metrics(
 
 
 # -- derived metrics (computed when read) ---------------------------------------------------
+
+# whole-day metrics counted from a stored moment (as ``with_derived`` computes them)
+COUNTED_FROM = {
+    "days_since_last_purchase": "last_purchase_at",
+    "days_since_first_purchase": "first_purchase_at",
+}
+
+
+def days_since_within(
+    stamp: ibis.TimestampValue, *, now: datetime, low: int | None, high: int | None
+) -> ibis.BooleanValue:
+    """``low <= whole days since stamp <= high`` (either bound may be open), counted as
+    ``with_derived`` counts them, written as a range on the stored moment itself, which
+    every engine filters on its min/max statistics instead of computing the days per row.
+
+    With N the whole seconds of ``now``: days = floor((N - floor_s(stamp)) / DAY), so
+    days >= low <=> stamp < N - low*DAY + 1 s, and days <= high <=> stamp >= N -
+    (high + 1)*DAY + 1 s. A missing moment stays unknown, as the days would.
+    """
+    base = now.replace(microsecond=0)
+    parts = []
+    if low is not None:
+        parts.append(stamp < _ts(base - timedelta(seconds=low * DAY - 1)))
+    if high is not None:
+        parts.append(stamp >= _ts(base - timedelta(seconds=(high + 1) * DAY - 1)))
+    assert parts, "at least one bound"
+    return functools.reduce(operator.and_, parts)
 
 
 def with_derived(metrics: ibis.Table, *, now: datetime, names: Sequence[str]) -> ibis.Table:

@@ -11,8 +11,9 @@ definition.
 from __future__ import annotations
 
 import functools
+import math
 import operator as op
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,6 +133,9 @@ class Compiler:
                     metric_names.add(leaf.metric)
         if metric_names:
             columns = {n for n in metric_names if n != "top_categories"}
+            columns.update(
+                stamp for n in metric_names if (stamp := self.source.counted_from(n)) is not None
+            )
             if "top_categories" in metric_names:
                 columns.update(TOP_CATEGORY_COLUMNS)
             table = self.source.metrics_table(
@@ -166,9 +170,10 @@ class Compiler:
         self._joins.append((key, table.rename({key: "customer_id"})))
         return key
 
-    def _history(self, name: str, window: Window | None) -> ibis.Table:
-        """A history table in a window, merged customers mapped to their survivor. The raw
-        rows are narrowed to the workspace and the window first, so only those are mapped."""
+    def _history(self, name: str, window: Window | None, columns: Sequence[str]) -> ibis.Table:
+        """A history table in a window with the columns asked for, merged customers mapped
+        to their survivor. The raw rows are narrowed to the workspace, the window and the
+        columns first, so only those are mapped (and the query stays small to compile)."""
         table = self.warehouse.table(name)
         table = table.filter(
             table.workspace_id == self.workspace_id, table.occurred_at <= _ts(self.now)
@@ -180,6 +185,7 @@ class Compiler:
             table = table.filter(table.occurred_at >= _ts(window.start))
             if window.end is not None:
                 table = table.filter(table.occurred_at < _ts(window.end))
+        table = table.select("workspace_id", "customer_id", *columns)
         mapped = canonical(self.warehouse, table)
         return mapped.filter(mapped.customer_id.notnull())
 
@@ -289,6 +295,16 @@ class Compiler:
         column = metrics[f"m_{node.metric}"]
         if info.default is not None:
             column = column.fill_null(info.default)
+        stamp = self.source.counted_from(node.metric)
+        if stamp is not None and info.default is None:
+            bounds = _day_bounds(node.operator, coerce(info.type, node.operator, node.value))
+            if bounds is not None:
+                # a range on the stored moment: no per-row day arithmetic to filter on
+                low, high = bounds
+                within = self.source.days_since_within(
+                    metrics[f"m_{stamp}"], now=self.now, low=low, high=high
+                )
+                return column, within
         return column, compare(column, info.type, node.operator, node.value, self.now)
 
     def _aggregate_condition(
@@ -301,7 +317,7 @@ class Compiler:
         return column, compare(column, "number", node.operator, node.value, self.now)
 
     def _event(self, node: EventCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
-        events = self._history(EVENTS, node.window)
+        events = self._history(EVENTS, node.window, ("name", "properties"))
         events = events.filter(events.name == node.event)
         for condition in node.where:
             text = self.source.json_text(self.warehouse, events.properties, condition.property)
@@ -332,7 +348,13 @@ class Compiler:
 
     def _purchase(self, node: PurchaseCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
         by_line = bool(node.product_ids or node.category_ids)
-        table = self._history(RECEIPT_LINES if by_line else RECEIPTS, node.window)
+        columns = ("receipt_id", "kind", "store_id", "channel", "signed_amount", "quantity")
+        if by_line:
+            table = self._history(
+                RECEIPT_LINES, node.window, (*columns, "product_id", "category_id")
+            )
+        else:
+            table = self._history(RECEIPTS, node.window, columns)
         if node.product_ids:
             table = table.filter(table.product_id.isin(node.product_ids))
         if node.category_ids:
@@ -343,7 +365,9 @@ class Compiler:
             table = table.filter(table.channel == node.channel)
         sale = table.kind == "sale"
         if node.measure == "count" and not by_line:
-            value = ibis.ifelse(sale, 1, 0).sum()  # one row per receipt: no distinct needed
+            # one row per receipt: no distinct needed; returns count nothing (zero when none)
+            table = table.filter(sale)
+            value = table.count()
         elif node.measure == "count":
             value = ibis.ifelse(sale, table.receipt_id, ibis.null("string")).nunique()
         elif node.measure == "amount":
@@ -354,7 +378,7 @@ class Compiler:
         return self._aggregate_condition(grouped, grouped.agg, node, zero=True)
 
     def _message(self, node: MessageCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
-        events = self._history(EVENTS, node.window)
+        events = self._history(EVENTS, node.window, ("name", "properties"))
         events = events.filter(events.name == MESSAGE_ACTIONS[node.action])
         for key in ("campaign_id", "journey_id", "topic", "channel"):
             wanted = getattr(node, key)
@@ -395,6 +419,30 @@ def _value_kind(value: Any, operator: str) -> str:
     return "string"
 
 
+def _day_bounds(operator: str, value: Any) -> tuple[int | None, int | None] | None:
+    """``(low, high)`` whole-day bounds equal to ``days <operator> value`` for a whole
+    number of days, or None when the operator is not a range."""
+    bounds: dict[str, Callable[[], tuple[int | None, int | None]]] = {
+        "gte": lambda: (math.ceil(value), None),
+        "gt": lambda: (math.floor(value) + 1, None),
+        "lte": lambda: (None, math.floor(value)),
+        "lt": lambda: (None, math.ceil(value) - 1),
+        "between": lambda: (math.ceil(value[0]), math.floor(value[1])),
+    }
+    if operator == "eq" and float(value).is_integer():
+        return int(value), int(value)
+    return bounds[operator]() if operator in bounds else None
+
+
+def _integral(value: Any) -> Any:
+    """Whole numbers as ints (an integer column then compares without a decimal cast)."""
+    if isinstance(value, list | tuple):
+        return type(value)(_integral(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def compare(column: Any, kind: str, operator: str, raw: Any, now: datetime) -> ibis.BooleanValue:
     """``column <operator> value`` for a value type (values were checked by validation)."""
     if operator == "is_set":
@@ -406,6 +454,8 @@ def compare(column: Any, kind: str, operator: str, raw: Any, now: datetime) -> i
             return column == ("true" if operator == "is_true" else "false")
         return column if operator == "is_true" else ~column
     value = coerce(kind, operator, raw)
+    if kind == "number" and column.type().is_integer():
+        value = _integral(value)
     if kind in ("timestamp", "date"):
         return _compare_time(column, kind, operator, value, now)
     if kind == "string" and column.type().is_string():

@@ -52,6 +52,12 @@ class MetricsSource(Protocol):
 
     def json_text(self, warehouse: Warehouse, column: ibis.Value, key: str) -> ibis.StringValue: ...
 
+    def counted_from(self, metric: str) -> str | None: ...
+
+    def days_since_within(
+        self, stamp: ibis.TimestampValue, *, now: datetime, low: int | None, high: int | None
+    ) -> ibis.BooleanValue: ...
+
 
 _SOURCES: list[MetricsSource] = []
 
