@@ -53,6 +53,7 @@ from tactful.policy.placement import (
 from tactful.policy.rules import EffectiveRules, effective
 from tactful.policy.schemas import (
     COUNTED,
+    READ,
     SCHEDULED,
     SUPPRESSED,
     ChannelStep,
@@ -459,9 +460,12 @@ def decide_audience(
             suppress(none & service_ok, "no_advertising_consent", "consent")
         suppress(none, "unsubscribed_topic", "consent")
 
-    # -- history --------------------------------------------------------------------------
+    # -- history: what caps and spacing count, and (one scan) what the best channel learns --
     since = now - int(HISTORY_WINDOW.total_seconds())
-    history = _ints(
+    best_wanted = rules.use_best_channel and not first.is_test and len(steps) > 1
+    engaged_since = now - int(channels.WINDOW.total_seconds())
+    scan_from = min(since, engaged_since) if best_wanted else since
+    ledger = _ints(
         session,
         select(
             ContactDecision.customer_id,
@@ -471,14 +475,16 @@ def decide_audience(
                 *((ContactDecision.message_class == c, i) for i, c in enumerate(CLASSES)), else_=-1
             ),
             ContactDecision.batch_id,
+            case(*((ContactDecision.status == s, i) for i, s in enumerate(COUNTED)), else_=-1),
         ).where(
             ContactDecision.workspace_id == workspace.id,
             ContactDecision.status.in_(COUNTED),
-            ContactDecision.send_at >= datetime.fromtimestamp(since, UTC),
+            ContactDecision.send_at >= datetime.fromtimestamp(scan_from, UTC),
         ),
         cids,
         ContactDecision.customer_id,
     )
+    history = ledger[ledger[:, 1] >= since]
     order = np.argsort(cids, kind="stable")
     sorted_cids = cids[order]
     where = np.clip(np.searchsorted(sorted_cids, history[:, 0]), 0, max(n - 1, 0))
@@ -518,8 +524,9 @@ def decide_audience(
         suppress(held, "held_out", f"exclusive_group:{first.exclusive_group}")
     if first.source in rules.held_out_sources:
         suppress(np.ones(n, dtype=bool), "held_out", f"held_out_source:{first.source}")
-    if rules.use_best_channel and not first.is_test and len(steps) > 1:
-        chosen = _best_steps(session, workspace.id, cids, chosen, steps, reachable, now)
+    if best_wanted:
+        engaged = _engagement(ledger[ledger[:, 1] >= engaged_since])
+        chosen = _best_steps(cids, chosen, steps, reachable, engaged)
     # -- placement ------------------------------------------------------------------------
     channel_of = np.array([steps[c].channel if c >= 0 else None for c in chosen], dtype=object)
     tags = frozenset(first.tags) | ({first.topic} if first.topic else frozenset())
@@ -584,24 +591,29 @@ def decide_audience(
     )
 
 
+def _engagement(ledger: np.ndarray) -> np.ndarray:
+    """``(customer, channel code, sent, read)`` per customer and channel from ledger rows
+    (the columns ``decide_audience`` reads) of messages that went out."""
+    went = np.isin(ledger[:, 5], [COUNTED.index(s) for s in store.WENT_OUT]) & (ledger[:, 2] >= 0)
+    rows = ledger[went]
+    if not len(rows):
+        return np.zeros((0, 4), dtype=np.int64)
+    width = len(CHANNELS)
+    keys, inverse = np.unique(rows[:, 0] * width + rows[:, 2], return_inverse=True)
+    sent = np.bincount(inverse)
+    reads = np.bincount(inverse, weights=rows[:, 5] == COUNTED.index(READ))
+    return np.column_stack([keys // width, keys % width, sent, reads]).astype(np.int64)
+
+
 def _best_steps(
-    session: Session,
-    workspace_id: int,
     cids: np.ndarray,
     chosen: np.ndarray,
     steps: Sequence[ChannelStep],
     reachable: list[np.ndarray],
-    now: int,
+    rows: np.ndarray,
 ) -> np.ndarray:
-    """``chosen`` with each customer's best reachable step (``channels.best_index``)."""
-    code = case(*((ContactDecision.channel == c, i) for i, c in enumerate(CHANNELS)), else_=-1)
-    since = datetime.fromtimestamp(now, UTC) - channels.WINDOW
-    rows = _ints(
-        session,
-        store.engagement_query(workspace_id, since, code),
-        cids,
-        ContactDecision.customer_id,
-    )
+    """``chosen`` with each customer's best reachable step (``channels.best_index``), from
+    ``rows`` of ``_engagement``."""
     if not len(rows):
         return chosen
     n = len(cids)
