@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tactful import wiring
-from tactful.bench import BenchResult, free_port, smtp_sink, stopwatch
+from tactful.bench import BenchResult, free_port, smtp_sender, smtp_sink, stopwatch
 from tactful.config import DatabaseSettings, Settings
 from tactful.core.jobs.models import Job
 from tactful.core.migrate import upgrade
@@ -137,26 +137,7 @@ def _ours(port: int, count: int, folder: Path) -> tuple[float, dict[str, Any]]:
     with runtime.db.scope() as session:
         init = tenancy.initialize(session, phone_region="RU", timezone="Europe/Moscow")
         ws, brand = init.workspace.id, init.brand.id
-        provider = service.create_provider(
-            session,
-            workspace_id=ws,
-            brand_id=brand,
-            kind="smtp",
-            name="bench",
-            config={"host": "127.0.0.1", "port": port},
-            concurrency=CONCURRENCY,
-            actor="bench",
-        )
-        service.create_sender(
-            session,
-            workspace_id=ws,
-            brand_id=brand,
-            channel="email",
-            provider_id=provider.id,
-            address="news@shop.example",
-            name="Garden Shop",
-            actor="bench",
-        )
+        smtp_sender(session, workspace_id=ws, brand_id=brand, port=port, concurrency=CONCURRENCY)
         service.save_template(
             session,
             workspace_id=ws,

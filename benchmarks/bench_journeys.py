@@ -46,7 +46,15 @@ import httpx
 from sqlalchemy import func, select
 
 from tactful import wiring
-from tactful.bench import BenchResult, free_port, serve, smtp_sink, stop, stopwatch
+from tactful.bench import (
+    BenchResult,
+    free_port,
+    serve,
+    smtp_sender,
+    smtp_sink,
+    stop,
+    stopwatch,
+)
 from tactful.config import Settings
 from tactful.core import clock
 from tactful.core.jobs.models import Job
@@ -135,26 +143,7 @@ def _workspace(runtime: Runtime, folder: Path, customers: int, smtp_port: int) -
             rules_=DEFAULT_RULES.model_copy(update={"send_windows": None}),
             actor="bench",
         )
-        provider = messaging.create_provider(
-            session,
-            workspace_id=ws,
-            brand_id=brand,
-            kind="smtp",
-            name="bench",
-            config={"host": "127.0.0.1", "port": smtp_port},
-            concurrency=4,
-            actor="bench",
-        )
-        messaging.create_sender(
-            session,
-            workspace_id=ws,
-            brand_id=brand,
-            channel="email",
-            provider_id=provider.id,
-            address="news@shop.example",
-            name="Garden Shop",
-            actor="bench",
-        )
+        smtp_sender(session, workspace_id=ws, brand_id=brand, port=smtp_port, concurrency=4)
         template, _ = messaging.save_template(
             session,
             workspace_id=ws,

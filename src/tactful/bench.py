@@ -28,6 +28,7 @@ from rich.table import Table
 
 import tactful
 from tactful.core.errors import NotFound
+from tactful.messaging import service as messaging
 
 
 @dataclass
@@ -99,6 +100,32 @@ def smtp_sink(port: int) -> subprocess.Popen[bytes]:
     sink = subprocess.Popen([*command, "-l", f"127.0.0.1:{port}"])  # noqa: S603
     wait_for_port(port, sink, "the SMTP server", 30)
     return sink
+
+
+def smtp_sender(
+    session: Any, *, workspace_id: int, brand_id: int, port: int, concurrency: int
+) -> None:
+    """A brand's e-mail sender ("Garden Shop") through an SMTP provider on a local ``port``."""
+    provider = messaging.create_provider(
+        session,
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        kind="smtp",
+        name="bench",
+        config={"host": "127.0.0.1", "port": port},
+        concurrency=concurrency,
+        actor="bench",
+    )
+    messaging.create_sender(
+        session,
+        workspace_id=workspace_id,
+        brand_id=brand_id,
+        channel="email",
+        provider_id=provider.id,
+        address="news@shop.example",
+        name="Garden Shop",
+        actor="bench",
+    )
 
 
 def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
