@@ -102,6 +102,11 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
     },
     "no_views": {"type": "event", "event": "Product Viewed", "operator": "eq", "value": 0},
     "bought_90d": {"type": "purchase", "window": {"days": 90}, "operator": "gte", "value": 1},
+    # zero fails "gte 1" (customers without rows need not be joined) but passes "lt 1"
+    "not_bought_90d": {
+        "not": {"type": "purchase", "window": {"days": 90}, "operator": "gte", "value": 1}
+    },
+    "no_purchase_90d": {"type": "purchase", "window": {"days": 90}, "operator": "lt", "value": 1},
     "bought_absolute": {
         "type": "purchase",
         "window": {"start": "2025-04-01T00:00:00Z", "end": "2025-06-01T00:00:00Z"},
@@ -154,7 +159,17 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
 }
 
 # Definitions also evaluated alone, through the member query.
-DIRECT = ("combined", "trend_down", "no_sales", "score_not_set", "tags_not_garden", "prospect")
+DIRECT = (
+    "combined",
+    "trend_down",
+    "no_sales",
+    "score_not_set",
+    "tags_not_garden",
+    "prospect",
+    "bought_90d",
+    "not_bought_90d",
+    "no_purchase_90d",
+)
 
 # Hand-checked answers for the hand-made customers (ids below 100).
 EXPECTED = {
@@ -177,6 +192,8 @@ EXPECTED = {
     "fiskars_sum": [1],
     "avg_price": [1],
     "bought_90d": [1, 4, 5, 6, 9],
+    "not_bought_90d": [2, 3, 7, 8],
+    "no_purchase_90d": [2, 3, 7, 8],
     "s2_twice": [6],
     "online_units": [5],
     "opened_campaign_7": [1],

@@ -546,13 +546,19 @@ def with_derived(metrics: ibis.Table, *, now: datetime, names: Sequence[str]) ->
     """``metrics`` plus the derived metrics asked for, relative to ``now``."""
     wanted = set(names)
     now_ts = _ts(now)
-    # whole days; both sides in whole seconds, so the floor is the same on every engine
-    since_last = ((_epoch(now_ts) - _epoch(metrics.last_purchase_at)) // DAY).cast("int64")
-    since_first = ((_epoch(now_ts) - _epoch(metrics.first_purchase_at)) // DAY).cast("int64")
+
+    def days_since(stamp: ibis.TimestampValue) -> ibis.IntegerValue:
+        # whole days; both sides in whole seconds, so the floor is the same on every engine.
+        # Built only for the metrics asked for: every expression costs compile time.
+        return ((_epoch(now_ts) - _epoch(stamp)) // DAY).cast("int64")
+
     extra: dict[str, ibis.Value] = {}
     if wanted & {"days_since_last_purchase", "overdue_ratio", "lifecycle_stage"}:
+        since_last = days_since(metrics.last_purchase_at)
         extra["days_since_last_purchase"] = since_last
-    if wanted & {"days_since_first_purchase"}:
+    if wanted & {"days_since_first_purchase", "lifecycle_stage"}:
+        since_first = days_since(metrics.first_purchase_at)
+    if "days_since_first_purchase" in wanted:
         extra["days_since_first_purchase"] = since_first
     if "overdue_ratio" in wanted:
         extra["overdue_ratio"] = ibis.ifelse(

@@ -84,12 +84,14 @@ class Compiler:
         self._values: dict[str, ibis.Value] = {}
         self._base: ibis.Table | None = None
         self._metrics: ibis.Table | None = None
+        self._profile_columns: set[str] = set()
+        self._with_values = True
 
     # -- entry points -------------------------------------------------------------------------
 
     def compile(self, definitions: dict[str, Any], *, with_values: bool = False) -> Compiled:
         """One query flagging, per customer, membership of each named definition."""
-        self._prepare(definitions)
+        self._prepare(definitions, with_values=with_values)
         base = self._profile_base()
         predicates = {
             name: self._predicate(node, "definition", 0) for name, node in definitions.items()
@@ -107,7 +109,7 @@ class Compiler:
     def members(self, definition: Any) -> ibis.Table:
         """The customer ids of one definition's members (its top-level conjuncts become
         separate filters)."""
-        self._prepare({"member": definition})
+        self._prepare({"member": definition}, with_values=False)
         base = self._profile_base()
         if isinstance(definition, AllNode):
             parts = [(f"definition.all[{i}]", child) for i, child in enumerate(definition.all)]
@@ -125,24 +127,35 @@ class Compiler:
 
     # -- building blocks ----------------------------------------------------------------------
 
-    def _prepare(self, definitions: dict[str, Any]) -> None:
+    def _prepare(self, definitions: dict[str, Any], *, with_values: bool) -> None:
+        """Collect what the conditions read, so the query carries only those columns (a
+        narrower query is also quicker to compile)."""
+        self._with_values = with_values
         metric_names: set[str] = set()
+        columns: set[str] = set()
         for node in definitions.values():
             for _path, leaf in self._leaves(node, 0):
                 if isinstance(leaf, MetricCondition):
                     metric_names.add(leaf.metric)
+                    stamp = self._day_range_stamp(leaf)
+                    if stamp is not None:
+                        columns.add(stamp)
+                    if stamp is None or with_values:
+                        columns.add(leaf.metric)
+                elif isinstance(leaf, AttributeCondition):
+                    if leaf.attribute == "age":
+                        self._profile_columns.add("birthday")
+                    elif leaf.attribute in STANDARD_ATTRIBUTES:
+                        self._profile_columns.add(leaf.attribute)
         if metric_names:
-            columns = {n for n in metric_names if n != "top_categories"}
-            columns.update(
-                stamp for n in metric_names if (stamp := self.source.counted_from(n)) is not None
-            )
+            columns.discard("top_categories")
             if "top_categories" in metric_names:
                 columns.update(TOP_CATEGORY_COLUMNS)
             table = self.source.metrics_table(
                 self.warehouse,
                 workspace_id=self.workspace_id,
                 now=self.now,
-                names=sorted(metric_names),
+                names=sorted(columns),
             )
             self._metrics = table.select(
                 m_customer_id=table.customer_id, **{f"m_{c}": table[c] for c in sorted(columns)}
@@ -161,8 +174,8 @@ class Compiler:
 
     def _profile_base(self) -> ibis.Table:
         profiles = self.source.profiles_table(self.warehouse, workspace_id=self.workspace_id)
-        self._base = profiles
-        return profiles
+        self._base = profiles.select("customer_id", *sorted(self._profile_columns))
+        return self._base
 
     def _add_join(self, table: ibis.Table) -> str:
         index = len(self._joins)
@@ -170,24 +183,35 @@ class Compiler:
         self._joins.append((key, table.rename({key: "customer_id"})))
         return key
 
-    def _history(self, name: str, window: Window | None, columns: Sequence[str]) -> ibis.Table:
+    def _history(
+        self,
+        name: str,
+        window: Window | None,
+        columns: Sequence[str],
+        where: Callable[[ibis.Table], list[ibis.BooleanValue]] = lambda _raw: [],
+    ) -> ibis.Table:
         """A history table in a window with the columns asked for, merged customers mapped
-        to their survivor. The raw rows are narrowed to the workspace, the window and the
-        columns first, so only those are mapped (and the query stays small to compile)."""
+        to their survivor. The raw rows are narrowed to the workspace, the window, the
+        conditions ``where`` gives on the raw table, and the columns first, so only those
+        are mapped (and the query stays small to compile)."""
         table = self.warehouse.table(name)
-        table = table.filter(
-            table.workspace_id == self.workspace_id, table.occurred_at <= _ts(self.now)
-        )
+        at = table.occurred_at
+        # anonymous rows (no customer yet) have no survivor either: dropped before mapping
+        kept = [
+            table.workspace_id == self.workspace_id,
+            table.customer_id.notnull(),
+            at <= _ts(self.now),
+        ]
         if window is not None and window.days is not None:
-            table = table.filter(table.occurred_at > _ts(self.now - timedelta(days=window.days)))
+            kept.append(at > _ts(self.now - timedelta(days=window.days)))
         elif window is not None:
             assert window.start is not None
-            table = table.filter(table.occurred_at >= _ts(window.start))
+            kept.append(at >= _ts(window.start))
             if window.end is not None:
-                table = table.filter(table.occurred_at < _ts(window.end))
-        table = table.select("workspace_id", "customer_id", *columns)
-        mapped = canonical(self.warehouse, table)
-        return mapped.filter(mapped.customer_id.notnull())
+                kept.append(at < _ts(window.end))
+        kept += where(table)
+        table = table.filter(*kept).select("workspace_id", "customer_id", *columns)
+        return canonical(self.warehouse, table)
 
     # -- predicates ---------------------------------------------------------------------------
 
@@ -279,7 +303,7 @@ class Compiler:
                 return joined[column]
         raise KeyError(key)
 
-    def _metric(self, node: MetricCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
+    def _metric(self, node: MetricCondition) -> tuple[ibis.Value | None, ibis.BooleanValue]:
         assert self._metrics is not None
         metrics = self._metrics
         info = {m.name: m for m in self.source.metric_specs()}[node.metric]
@@ -292,33 +316,50 @@ class Compiler:
             wanted = coerce("string", "eq", node.value)
             found = functools.reduce(op.or_, [(c == wanted).fill_null(False) for c in columns])
             return shown, found if node.operator == "contains" else ~found
+        stamp = self._day_range_stamp(node)
+        if stamp is not None:
+            # a range on the stored moment: no per-row day arithmetic to filter on
+            bounds = _day_bounds(node.operator, coerce(info.type, node.operator, node.value))
+            assert bounds is not None
+            low, high = bounds
+            within = self.source.days_since_within(
+                metrics[f"m_{stamp}"], now=self.now, low=low, high=high
+            )
+            return (metrics[f"m_{node.metric}"] if self._with_values else None), within
         column = metrics[f"m_{node.metric}"]
         if info.default is not None:
             column = column.fill_null(info.default)
-        stamp = self.source.counted_from(node.metric)
-        if stamp is not None and info.default is None:
-            bounds = _day_bounds(node.operator, coerce(info.type, node.operator, node.value))
-            if bounds is not None:
-                # a range on the stored moment: no per-row day arithmetic to filter on
-                low, high = bounds
-                within = self.source.days_since_within(
-                    metrics[f"m_{stamp}"], now=self.now, low=low, high=high
-                )
-                return column, within
         return column, compare(column, info.type, node.operator, node.value, self.now)
+
+    def _day_range_stamp(self, node: MetricCondition) -> str | None:
+        """The stored moment a whole-day metric condition filters on as a range, or None
+        when it compares the metric itself."""
+        stamp = self.source.counted_from(node.metric)
+        info = {m.name: m for m in self.source.metric_specs()}[node.metric]
+        if stamp is None or info.default is not None:
+            return None
+        value = coerce(info.type, node.operator, node.value)
+        return stamp if _day_bounds(node.operator, value) is not None else None
 
     def _aggregate_condition(
         self, table: ibis.Table, value: ibis.Value, node: Any, zero: bool
     ) -> tuple[ibis.Value, ibis.BooleanValue]:
         key = self._add_join(table)
         column = self._joined(key, "agg")
-        if zero:
-            column = column.fill_null(0)
-        return column, compare(column, "number", node.operator, node.value, self.now)
+        if not zero:
+            return column, compare(column, "number", node.operator, node.value, self.now)
+        counted = column.fill_null(0)  # a customer without rows counts zero
+        if _zero_passes(node.operator, coerce("number", node.operator, node.value)):
+            return counted, compare(counted, "number", node.operator, node.value, self.now)
+        # Zero fails the test, so customers without rows fail it either way; leaving their
+        # missing value unknown (false once made two-valued) lets the engine join only the
+        # customers that have rows instead of all of them.
+        return counted, compare(column, "number", node.operator, node.value, self.now)
 
     def _event(self, node: EventCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
-        events = self._history(EVENTS, node.window, ("name", "properties"))
-        events = events.filter(events.name == node.event)
+        events = self._history(
+            EVENTS, node.window, ("properties",), lambda raw: [raw.name == node.event]
+        )
         for condition in node.where:
             text = self.source.json_text(self.warehouse, events.properties, condition.property)
             kind = _value_kind(condition.value, condition.operator)
@@ -348,38 +389,43 @@ class Compiler:
 
     def _purchase(self, node: PurchaseCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
         by_line = bool(node.product_ids or node.category_ids)
-        columns = ("receipt_id", "kind", "store_id", "channel", "signed_amount", "quantity")
-        if by_line:
-            table = self._history(
-                RECEIPT_LINES, node.window, (*columns, "product_id", "category_id")
-            )
-        else:
-            table = self._history(RECEIPTS, node.window, columns)
-        if node.product_ids:
-            table = table.filter(table.product_id.isin(node.product_ids))
-        if node.category_ids:
-            table = table.filter(table.category_id.isin(node.category_ids))
-        if node.store_ids:
-            table = table.filter(table.store_id.isin(node.store_ids))
-        if node.channel is not None:
-            table = table.filter(table.channel == node.channel)
-        sale = table.kind == "sale"
-        if node.measure == "count" and not by_line:
-            # one row per receipt: no distinct needed; returns count nothing (zero when none)
-            table = table.filter(sale)
+        # one row per receipt: no distinct needed; returns count nothing (zero when none)
+        receipts_sold = node.measure == "count" and not by_line
+
+        def wanted(raw: ibis.Table) -> list[ibis.BooleanValue]:
+            found = [raw.kind == "sale"] if receipts_sold else []
+            if node.product_ids:
+                found.append(raw.product_id.isin(node.product_ids))
+            if node.category_ids:
+                found.append(raw.category_id.isin(node.category_ids))
+            if node.store_ids:
+                found.append(raw.store_id.isin(node.store_ids))
+            if node.channel is not None:
+                found.append(raw.channel == node.channel)
+            return found
+
+        columns = {
+            "count": ("kind", "receipt_id") if by_line else (),
+            "amount": ("signed_amount",),
+        }.get(node.measure, ("kind", "quantity"))
+        table = self._history(RECEIPT_LINES if by_line else RECEIPTS, node.window, columns, wanted)
+        if receipts_sold:
             value = table.count()
         elif node.measure == "count":
-            value = ibis.ifelse(sale, table.receipt_id, ibis.null("string")).nunique()
+            value = ibis.ifelse(table.kind == "sale", table.receipt_id, ibis.null("string"))
+            value = value.nunique()
         elif node.measure == "amount":
             value = table.signed_amount.sum()
         else:
-            value = ibis.ifelse(sale, table.quantity, -table.quantity).sum()
+            value = ibis.ifelse(table.kind == "sale", table.quantity, -table.quantity).sum()
         grouped = table.group_by("customer_id").aggregate(agg=value)
         return self._aggregate_condition(grouped, grouped.agg, node, zero=True)
 
     def _message(self, node: MessageCondition) -> tuple[ibis.Value, ibis.BooleanValue]:
-        events = self._history(EVENTS, node.window, ("name", "properties"))
-        events = events.filter(events.name == MESSAGE_ACTIONS[node.action])
+        action = MESSAGE_ACTIONS[node.action]
+        events = self._history(
+            EVENTS, node.window, ("properties",), lambda raw: [raw.name == action]
+        )
         for key in ("campaign_id", "journey_id", "topic", "channel"):
             wanted = getattr(node, key)
             if wanted is not None:
@@ -417,6 +463,20 @@ def _value_kind(value: Any, operator: str) -> str:
     if isinstance(sample, int | float) and not isinstance(sample, bool):
         return "number"
     return "string"
+
+
+def _zero_passes(operator: str, value: Any) -> bool:
+    """Whether 0 meets ``<operator> value`` (True when unsure)."""
+    tests: dict[str, Callable[[], bool]] = {
+        "eq": lambda: value == 0,
+        "gt": lambda: value < 0,
+        "gte": lambda: value <= 0,
+        "lt": lambda: value > 0,
+        "lte": lambda: value >= 0,
+        "between": lambda: value[0] <= 0 <= value[1],
+        "in": lambda: 0 in value,
+    }
+    return tests[operator]() if operator in tests else True
 
 
 def _day_bounds(operator: str, value: Any) -> tuple[int | None, int | None] | None:
