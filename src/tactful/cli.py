@@ -19,7 +19,7 @@ from tactful.config import Settings
 from tactful.core.errors import TactfulError
 from tactful.core.logging import configure_logging
 from tactful.core.migrate import upgrade
-from tactful.core.runtime import Runtime, build_runtime
+from tactful.core.runtime import Runtime, build_runtime, freeze_startup_heap
 from tactful.demo.load import load_demo
 from tactful.events import cli as events_cli
 from tactful.loyalty import cli as loyalty_cli
@@ -122,6 +122,7 @@ def serve_runtime(
     run_worker = worker or runtime.db.dialect == "sqlite"
     app_ = create_app(runtime=runtime, run_worker=run_worker)
     console.print(f"Tactful is listening on [bold]http://{host}:{port}[/] (API docs at /docs).")
+    freeze_startup_heap()
     try:
         uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
     finally:

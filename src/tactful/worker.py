@@ -9,7 +9,7 @@ from types import FrameType
 from tactful import wiring
 from tactful.core.errors import ConfigError
 from tactful.core.jobs.runner import Worker
-from tactful.core.runtime import Runtime
+from tactful.core.runtime import Runtime, freeze_startup_heap
 
 
 def start_in_thread(runtime: Runtime) -> tuple[Worker, threading.Thread]:
@@ -37,4 +37,5 @@ def run_process(runtime: Runtime, *, concurrency: int | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    freeze_startup_heap()
     worker.run_forever()
