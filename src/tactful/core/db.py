@@ -98,15 +98,13 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         if connection.get_execution_options().get("tactful_readonly", False):
             connection.exec_driver_sql("BEGIN")
             return
-        gate.enter(connection.info)
+        raw = connection.connection.dbapi_connection
+        gate.enter(raw)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            gate.leave(connection.info)
+            gate.leave(raw)
             raise
-
-
-_GATE_HELD = "tactful_write_gate"
 
 
 class _WriteGate:
@@ -120,32 +118,25 @@ class _WriteGate:
     ``BEGIN IMMEDIATE`` and released when the transaction commits or rolls back (or its
     connection goes back to the pool or is discarded). Other processes still meet SQLite's
     own lock. A plain lock, not a re-entrant one: a transaction may end on another thread
-    than the one that began it (a request's scope closes after its handler's thread)."""
+    than the one that began it (a request's scope closes after its handler's thread).
+    Holders are the driver's connections (one thread uses a connection at a time)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._holder: object | None = None
 
-    def enter(self, info: dict[str, Any]) -> None:
+    def enter(self, raw: object) -> None:
         if not self._lock.acquire(timeout=SQLITE_BUSY_SECONDS):
             raise sqlite3.OperationalError(
                 f"database is locked: another transaction of this process has been writing "
                 f"for {SQLITE_BUSY_SECONDS} s"
             )
-        info[_GATE_HELD] = True
+        self._holder = raw
 
-    def leave(self, info: dict[str, Any] | None) -> None:
-        if info is not None and info.pop(_GATE_HELD, False):
+    def leave(self, raw: object | None) -> None:
+        if raw is not None and raw is self._holder:
+            self._holder = None
             self._lock.release()
-
-
-def _info(connection: Any) -> dict[str, Any] | None:
-    """The pool record's info of a connection the dialect is handed (none for the bare
-    connection SQLAlchemy probes on first connect)."""
-    try:
-        info: dict[str, Any] = connection.info
-    except (AttributeError, NotImplementedError):
-        return None
-    return info
 
 
 def _install_write_gate(engine: Engine) -> _WriteGate:
@@ -153,22 +144,25 @@ def _install_write_gate(engine: Engine) -> _WriteGate:
     dialect = engine.dialect  # shared by the pool, which rolls back connections it takes back
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
+    def _raw(connection: Any) -> Any:
+        # the dialect is handed the pool's proxy of a driver connection
+        return getattr(connection, "dbapi_connection", connection)
+
     def do_commit(dbapi_connection: Any) -> None:
         commit(dbapi_connection)
-        # (a failed commit is rolled back, which leaves)
-        gate.leave(_info(dbapi_connection))
+        gate.leave(_raw(dbapi_connection))  # (a failed commit is rolled back, which leaves)
 
     def do_rollback(dbapi_connection: Any) -> None:
         try:
             rollback(dbapi_connection)
         finally:
-            gate.leave(_info(dbapi_connection))
+            gate.leave(_raw(dbapi_connection))
 
     dialect.do_commit = do_commit  # type: ignore[method-assign]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
-    def _ended(_dbapi_connection: Any, record: ConnectionPoolEntry, *_args: Any) -> None:
-        gate.leave(record.info)  # a transaction that ended any other way
+    def _ended(dbapi_connection: Any, *_args: Any) -> None:
+        gate.leave(dbapi_connection)  # a transaction that ended any other way
 
     for name in ("checkin", "invalidate", "close"):
         event.listen(engine, name, _ended)
