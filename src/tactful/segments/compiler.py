@@ -39,7 +39,7 @@ from tactful.segments.definition import (
     Window,
     walk,
 )
-from tactful.segments.sources import MetricsSource
+from tactful.segments.sources import MetricInfo, MetricsSource
 from tactful.segments.validation import MAX_DEPTH, STANDARD_ATTRIBUTES, attribute_type, coerce
 
 TOP_CATEGORY_COLUMNS = ("top_category", "top_category_2", "top_category_3")
@@ -137,10 +137,10 @@ class Compiler:
             for _path, leaf in self._leaves(node, 0):
                 if isinstance(leaf, MetricCondition):
                     metric_names.add(leaf.metric)
-                    stamp = self._day_range_stamp(leaf)
-                    if stamp is not None:
-                        columns.add(stamp)
-                    if stamp is None or with_values:
+                    day_range = self._day_range(leaf)
+                    if day_range is not None:
+                        columns.add(day_range[0])
+                    if day_range is None or with_values:
                         columns.add(leaf.metric)
                 elif isinstance(leaf, AttributeCondition):
                     if leaf.attribute == "age":
@@ -306,7 +306,7 @@ class Compiler:
     def _metric(self, node: MetricCondition) -> tuple[ibis.Value | None, ibis.BooleanValue]:
         assert self._metrics is not None
         metrics = self._metrics
-        info = {m.name: m for m in self.source.metric_specs()}[node.metric]
+        info = self._metric_spec(node.metric)
         if node.metric == "top_categories":
             columns = [metrics[f"m_{c}"] for c in TOP_CATEGORY_COLUMNS]
             shown = columns[0]
@@ -316,12 +316,10 @@ class Compiler:
             wanted = coerce("string", "eq", node.value)
             found = functools.reduce(op.or_, [(c == wanted).fill_null(False) for c in columns])
             return shown, found if node.operator == "contains" else ~found
-        stamp = self._day_range_stamp(node)
-        if stamp is not None:
+        day_range = self._day_range(node)
+        if day_range is not None:
             # a range on the stored moment: no per-row day arithmetic to filter on
-            bounds = _day_bounds(node.operator, coerce(info.type, node.operator, node.value))
-            assert bounds is not None
-            low, high = bounds
+            stamp, (low, high) = day_range
             within = self.source.days_since_within(
                 metrics[f"m_{stamp}"], now=self.now, low=low, high=high
             )
@@ -331,15 +329,18 @@ class Compiler:
             column = column.fill_null(info.default)
         return column, compare(column, info.type, node.operator, node.value, self.now)
 
-    def _day_range_stamp(self, node: MetricCondition) -> str | None:
-        """The stored moment a whole-day metric condition filters on as a range, or None
-        when it compares the metric itself."""
+    def _metric_spec(self, name: str) -> MetricInfo:
+        return next(m for m in self.source.metric_specs() if m.name == name)
+
+    def _day_range(self, node: MetricCondition) -> tuple[str, tuple[int | None, int | None]] | None:
+        """The stored moment and whole-day bounds a whole-day metric condition filters on as
+        a range, or None when it compares the metric itself."""
         stamp = self.source.counted_from(node.metric)
-        info = {m.name: m for m in self.source.metric_specs()}[node.metric]
+        info = self._metric_spec(node.metric)
         if stamp is None or info.default is not None:
             return None
-        value = coerce(info.type, node.operator, node.value)
-        return stamp if _day_bounds(node.operator, value) is not None else None
+        bounds = _day_bounds(node.operator, coerce(info.type, node.operator, node.value))
+        return None if bounds is None else (stamp, bounds)
 
     def _aggregate_condition(
         self, table: ibis.Table, value: ibis.Value, node: Any, zero: bool
