@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Table, and_, case, cast, func, insert, select, update
+from sqlalchemy import BigInteger, Table, and_, case, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from tactful.campaigns.models import (
@@ -22,7 +22,7 @@ from tactful.campaigns.models import (
     CampaignRun,
     CampaignWave,
 )
-from tactful.core.dialect import copy_rows, fetch_int_table, json_text, lock_rows
+from tactful.core.dialect import copy_rows, fetch_int_table, insert_with_ids, json_text, lock_rows
 from tactful.customers.models import ConsentChange, Customer
 from tactful.messaging.models import (
     BOUNCED,
@@ -229,12 +229,7 @@ def recipients(
 
 
 def insert_waves(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    if not rows:
-        return []
-    result = session.execute(
-        insert(CampaignWave).returning(CampaignWave.id, sort_by_parameter_order=True), list(rows)
-    )
-    return [int(r[0]) for r in result]
+    return insert_with_ids(session, CampaignWave, rows)
 
 
 def wave(session: Session, wave_id: int, *, lock: bool = False) -> CampaignWave | None:

@@ -14,7 +14,7 @@ from sqlalchemy.sql.expression import ClauseElement, ColumnClause
 from sqlalchemy.types import TypeEngine
 
 from tactful.core.db import is_sqlite
-from tactful.core.dialect import bulk_insert_chunk_size
+from tactful.core.dialect import bulk_insert_chunk_size, reserve_ids
 from tactful.customers.models import (
     AttributeCatalog,
     Consent,
@@ -89,8 +89,7 @@ def insert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> list[i
         # SQLite cannot return ids of a multi-row INSERT in order, so SQLAlchemy would insert
         # row by row; the transaction holds the write lock (BEGIN IMMEDIATE), so ids after
         # the current maximum are ours to assign.
-        first = int(session.scalar(select(func.max(Customer.id))) or 0) + 1
-        ids = list(range(first, first + len(rows)))
+        ids = reserve_ids(session, Customer, len(rows))
         insert_rows(session, Customer, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
         return ids
     size = bulk_insert_chunk_size(session, len(rows[0]))

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from tactful.core.dialect import insert_with_ids
 from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.schemas import BUNDLED, COUNTED, DELIVERED, READ, SCHEDULED, SENT
 
@@ -223,17 +224,7 @@ def insert_batch(session: Session, values: dict[str, Any]) -> int:
 
 def insert_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert ledger rows in bulk; returns their ids in order."""
-    ids: list[int] = []
-    if not rows:
-        return ids
-    size = max(1, 30_000 // len(rows[0]))
-    for start in range(0, len(rows), size):
-        result = session.execute(
-            insert(ContactDecision).returning(ContactDecision.id, sort_by_parameter_order=True),
-            list(rows[start : start + size]),
-        )
-        ids.extend(r[0] for r in result)
-    return ids
+    return insert_with_ids(session, ContactDecision, rows)
 
 
 def bundle_members(session: Session, leader_id: int) -> list[ContactDecision]:
