@@ -3,8 +3,11 @@ the ledger frees the cancelled ones, and other senders are untouched."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 from tests.messaging.conftest import (
     AT,
@@ -21,6 +24,9 @@ from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.messaging import service
 from tactful.policy.models import ContactDecision
+
+# the module (the package exports a function of the same name)
+dispatching = importlib.import_module("tactful.messaging.service.dispatch")
 
 
 def test_cancel_stops_unsent_deliveries_only(
@@ -99,3 +105,48 @@ def test_cancel_stops_unsent_deliveries_only(
     assert sorted(rcpt[0] for _f, rcpt, _r in sink.messages) == sorted(
         [after[sent].address, after[other].address]
     )
+
+
+def test_a_delivery_cancelled_while_its_group_renders_is_not_sent(
+    runtime: Runtime,
+    brand: Brand,
+    smtp: tuple[SmtpSink, int],
+    make_customer: MakeCustomer,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dispatcher reads and renders a group before its write transaction; a delivery
+    whose status changed meanwhile is left as it now is, the rest of the group goes out."""
+    sink, _port = smtp
+    with runtime.db.scope() as session:
+        cancelled, kept = make_customer(session=session), make_customer(session=session)
+    render_group = dispatching._render_group
+
+    def cancel_meanwhile(*args: Any) -> None:
+        render_group(*args)
+        with runtime.db.scope() as other:
+            service.cancel_deliveries(
+                other, workspace_id=brand.tenant.workspace_id, source="campaign:9"
+            )
+
+    monkeypatch.setattr(dispatching, "_render_group", cancel_meanwhile)
+    with clock.frozen(AT):
+        with runtime.db.scope() as session:
+            service.send(
+                session,
+                [
+                    request(brand, cancelled, source="campaign:9"),
+                    request(brand, kept, source="campaign:10"),
+                ],
+            )
+        run_jobs(worker)
+    rows = {d.customer_id: d for d in deliveries(runtime)}
+    assert {c: (d.status, d.attempts, d.sending_at) for c, d in rows.items()} == {
+        cancelled: ("cancelled", 0, None),
+        kept: ("sent", 1, rows[kept].sending_at),
+    }
+    assert rows[kept].sending_at is not None
+    assert [rcpt for _f, rcpt, _r in sink.messages] == [[rows[kept].address]]
+    with runtime.db.scope(readonly=True) as session:
+        ledger = {d.customer_id: d.status for d in session.scalars(select(ContactDecision))}
+    assert ledger == {cancelled: "cancelled", kept: "sent"}

@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
-from tactful.core.dialect import copy_rows, insert_ignore, lock_rows, reserve_ids
+from tactful.core.dialect import copy_rows, insert_ignore, insert_with_ids, lock_rows, reserve_ids
 from tactful.customers.models import Customer
 from tactful.messaging.models import (
     BLOCK,
@@ -131,24 +131,12 @@ def provider_prices(session: Session, brand_ids: Sequence[int]) -> dict[tuple[in
 
 def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert deliveries in bulk; returns their ids in order."""
-    ids: list[int] = []
-    if not rows:
-        return ids
-    table = _table(Delivery)
-    size = max(1, 30_000 // len(rows[0]))
-    for start in range(0, len(rows), size):
-        # Core, not the ORM's bulk insert: the same statement at half the cost per row
-        result = session.execute(
-            table.insert().returning(table.c.id, sort_by_parameter_order=True),
-            list(rows[start : start + size]),
-        )
-        ids.extend(r[0] for r in result)
-    return ids
+    return insert_with_ids(session, Delivery, rows)
 
 
 def reserve_delivery_ids(session: Session, count: int) -> list[int]:
     """Fresh delivery ids for a bulk insert with explicit ids."""
-    return reserve_ids(session, _table(Delivery), count)
+    return reserve_ids(session, Delivery, count)
 
 
 def copy_deliveries(
@@ -232,12 +220,13 @@ DISPATCH_COLUMNS = (
 )
 
 
-def delivery_rows_for_update(session: Session, ids: Sequence[int]) -> list[Any]:
-    """Deliveries as plain rows (``DISPATCH_COLUMNS``, by name), locked, in id order."""
+def delivery_rows(session: Session, ids: Sequence[int]) -> list[Any]:
+    """Deliveries as plain rows (``DISPATCH_COLUMNS``, by name), in id order."""
     table = _table(Delivery)
     columns = [table.c[name] for name in DISPATCH_COLUMNS]
-    stmt: Any = select(*columns).where(table.c.id.in_(list(ids))).order_by(table.c.id)
-    return list(session.execute(lock_rows(session, stmt)).all())
+    return list(
+        session.execute(select(*columns).where(table.c.id.in_(list(ids))).order_by(table.c.id))
+    )
 
 
 def _by_id(**values: Any) -> Any:

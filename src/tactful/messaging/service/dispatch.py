@@ -250,53 +250,121 @@ def _prepare(
     stats: RunStats,
 ) -> list[_Prepared]:
     """Re-check, render and commit ``sending`` for a group; returns what to submit, built
-    for the wire as far as the adapter can (``Channel.encode``)."""
+    for the wire as far as the adapter can (``Channel.encode``).
+
+    Reading, the policy re-check and rendering run before the write transaction, which
+    only records the outcome for deliveries whose status is still the one read (another
+    dispatcher or a cancellation may have moved them meanwhile). On SQLite every writer
+    of the process waits for that transaction, so it holds the write lock for the marking
+    alone, not for the rendering."""
     now = clock.now()
-    prepared: list[_Prepared] = []
-    with runtime.db.scope() as session:
+    plan = _Plan()
+    with runtime.db.scope(readonly=True) as session:
         candidates = []
-        for row in store.delivery_rows_for_update(session, ids):
+        for row in store.delivery_rows(session, ids):
+            plan.read[row.id] = row.status
             if row.status == SENDING:
                 # left by a dispatcher that died mid-send: it may have reached the provider
                 if not adapter.capabilities.idempotency_keys:
-                    _unknown(session, row.id, now)
-                    stats.unknown += 1
+                    plan.unknown.append(row.id)
                     continue
-                stats.resent += 1
             elif row.status != QUEUED:
                 continue
             elif row.expires_at is not None and row.expires_at < now:
-                _finish(session, _orm(session, row.id), EXPIRED, "expired", "expired", now)
+                plan.expired.append(row.id)
                 continue
             candidates.append(row)
-        if not candidates:
-            return prepared
-        verdicts = policy.recheck_many(session, [r.decision_id for r in candidates])
-        people = customers.customers_by_ids(
-            session,
-            workspace_id=candidates[0].workspace_id,
-            customer_ids=[r.customer_id for r in candidates],
-        )
-        sending: list[dict[str, Any]] = []
-        for row in candidates:
-            reason, address = verdicts[row.decision_id]
-            if reason is not None:
-                _finish(session, _orm(session, row.id), SUPPRESSED, reason, "suppressed", now)
+        if candidates:
+            _render_group(session, runtime, provider, candidates, caches, plan)
+    touched = plan.touched()
+    if not touched:
+        return []
+    with runtime.db.scope() as session:
+        current = store.statuses_for_update(session, touched)
+
+        def unchanged(delivery_id: int) -> bool:
+            return current.get(delivery_id) == plan.read[delivery_id]
+
+        for delivery_id in filter(unchanged, plan.unknown):
+            _unknown(session, delivery_id, now)
+            stats.unknown += 1
+        for delivery_id in filter(unchanged, plan.expired):
+            _finish(session, _orm(session, delivery_id), EXPIRED, "expired", "expired", now)
+        for delivery_id, reason in plan.suppressed:
+            if unchanged(delivery_id):
+                _finish(session, _orm(session, delivery_id), SUPPRESSED, reason, "suppressed", now)
                 stats.suppressed += 1
-                continue
-            try:
-                message = _message(session, runtime, provider, row, people, address, caches)
-            except SQLAlchemyError:
-                raise
-            except Exception as exc:  # a template that cannot render for this customer
-                _fail(session, _orm(session, row.id), f"rendering failed: {exc}", stats)
-                continue
-            subject = (message.subject or message.title or message.text)[:500]
-            sending.append({"b_id": row.id, "b_address": message.address, "b_subject": subject})
-            prepared.append(_Prepared(row, message))
-        store.mark_sending(session, sending, now)
+        for delivery_id, error in plan.failed:
+            if unchanged(delivery_id):
+                _fail(session, _orm(session, delivery_id), error, stats)
+        ready = [p for p in plan.ready if unchanged(p.row.id)]
+        stats.resent += sum(1 for p in ready if p.row.status == SENDING)
+        store.mark_sending(
+            session,
+            [
+                {
+                    "b_id": p.row.id,
+                    "b_address": p.message.address,
+                    "b_subject": (p.message.subject or p.message.title or p.message.text)[:500],
+                }
+                for p in ready
+            ],
+            now,
+        )
     # built once committed, so the transaction holds its locks no longer than it must
-    return [_Prepared(p.row, adapter.encode(p.message)) for p in prepared]
+    return [_Prepared(p.row, adapter.encode(p.message)) for p in ready]
+
+
+@dataclass
+class _Plan:
+    """What the read part of ``_prepare`` decided for each delivery of a group."""
+
+    read: dict[int, str] = field(default_factory=dict)  # the status each was read in
+    unknown: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    suppressed: list[tuple[int, str]] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    ready: list[_Prepared] = field(default_factory=list)
+
+    def touched(self) -> list[int]:
+        """The deliveries whose status the write part changes."""
+        return [
+            *self.unknown,
+            *self.expired,
+            *(i for i, _ in self.suppressed),
+            *(i for i, _ in self.failed),
+            *(p.row.id for p in self.ready),
+        ]
+
+
+def _render_group(
+    session: Session,
+    runtime: Runtime,
+    provider: ProviderInfo,
+    candidates: list[Any],
+    caches: _Caches,
+    plan: _Plan,
+) -> None:
+    """The policy's verdict for each candidate, and its message if it may go."""
+    verdicts = policy.recheck_many(session, [r.decision_id for r in candidates])
+    people = customers.customers_by_ids(
+        session,
+        workspace_id=candidates[0].workspace_id,
+        customer_ids=[r.customer_id for r in candidates],
+    )
+    for row in candidates:
+        reason, address = verdicts[row.decision_id]
+        if reason is not None:
+            plan.suppressed.append((row.id, reason))
+            continue
+        try:
+            message = _message(session, runtime, provider, row, people, address, caches)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # a template that cannot render for this customer
+            plan.failed.append((row.id, f"rendering failed: {exc}"))
+            continue
+        plan.ready.append(_Prepared(row, message))
 
 
 def _orm(session: Session, delivery_id: int) -> Delivery:
