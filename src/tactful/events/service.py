@@ -38,7 +38,7 @@ from tactful.events.importing.runs import (
     uploads_dir,
 )
 from tactful.events.ingest import IngestContext, ingest_purchases, ingest_segment
-from tactful.events.models import TRACK, EventCatalog, InboxEvent
+from tactful.events.models import TRACK, EventCatalog
 from tactful.events.resolver import LOAD_JOB
 from tactful.events.schemas import IngestResponse
 from tactful.events.warehouse import EVENTS, RECEIPTS, canonical, ensure_tables
@@ -297,9 +297,9 @@ def ingest_response_json(response: IngestResponse) -> bytes:
     )
 
 
-def inbox_range(
-    session: Session, *, workspace_id: int, seq_from: int, seq_to: int
-) -> list[InboxEvent]:
-    """Resolved inbox rows of a workspace between two sequence numbers (inclusive), in order:
-    what a trigger reacting to "events.resolved" reads."""
-    return store.inbox_range(session, workspace_id, seq_from, seq_to)
+def inbox_range(session: Session, *, workspace_id: int, seq_from: int, seq_to: int) -> list[Any]:
+    """Live inbox rows of a workspace between two sequence numbers (inclusive) that were
+    resolved to a customer, in order: what a trigger reacting to "events.resolved" reads.
+    Plain rows with ``seq``, ``workspace_id``, ``message_id``, ``type``, ``name``,
+    ``customer_id``, ``properties`` and ``occurred_at``."""
+    return store.live_range(session, workspace_id, seq_from, seq_to)

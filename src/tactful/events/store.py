@@ -255,16 +255,30 @@ def prune_loaded(session: Session, before: datetime) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
-def inbox_range(
-    session: Session, workspace_id: int, seq_from: int, seq_to: int
-) -> list[InboxEvent]:
+# what triggers read of an event (not its identities, traits or context)
+_TRIGGER_COLUMNS = (
+    InboxEvent.seq,
+    InboxEvent.workspace_id,
+    InboxEvent.message_id,
+    InboxEvent.type,
+    InboxEvent.name,
+    InboxEvent.customer_id,
+    InboxEvent.properties,
+    InboxEvent.occurred_at,
+)
+
+
+def live_range(session: Session, workspace_id: int, seq_from: int, seq_to: int) -> list[Any]:
+    """Live rows resolved to a customer, as plain rows of ``_TRIGGER_COLUMNS``."""
     return list(
-        session.scalars(
-            select(InboxEvent)
+        session.execute(
+            select(*_TRIGGER_COLUMNS)
             .where(
                 InboxEvent.workspace_id == workspace_id,
                 InboxEvent.seq >= seq_from,
                 InboxEvent.seq <= seq_to,
+                InboxEvent.historical.is_(False),
+                InboxEvent.customer_id.is_not(None),
             )
             .order_by(InboxEvent.seq)
         )

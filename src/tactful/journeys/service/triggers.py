@@ -64,13 +64,7 @@ def on_events(
 ) -> TriggerOutcome:
     """A resolved batch of live events: customers enter event-triggered journeys, then the
     batch resumes those waiting for these events and converts goals."""
-    rows = [
-        r
-        for r in events.inbox_range(
-            session, workspace_id=workspace_id, seq_from=seq_from, seq_to=seq_to
-        )
-        if not r.historical and r.customer_id is not None
-    ]
+    rows = events.inbox_range(session, workspace_id=workspace_id, seq_from=seq_from, seq_to=seq_to)
     if not rows:
         return TriggerOutcome(0, 0)
     run = Run(runtime, session)
