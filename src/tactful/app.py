@@ -146,8 +146,10 @@ def create_app(
     *,
     runtime: Runtime | None = None,
     run_worker: bool | None = None,
+    skip_jobs: frozenset[str] = frozenset(),
 ) -> FastAPI:
-    """Build the app. With ``runtime`` given (tests, ``serve``) the caller owns it."""
+    """Build the app. With ``runtime`` given (tests, ``serve``) the caller owns it; its
+    worker leaves the jobs named in ``skip_jobs`` to another process."""
     wiring.install()
 
     @contextlib.asynccontextmanager
@@ -161,7 +163,7 @@ def create_app(
         worker = None
         want_worker = rt.settings.server.run_worker if run_worker is None else run_worker
         if want_worker:
-            worker, _thread = start_in_thread(rt)
+            worker, _thread = start_in_thread(rt, skip=skip_jobs)
         try:
             yield
         finally:

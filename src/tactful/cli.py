@@ -17,6 +17,7 @@ from tactful.bench import run_benchmarks
 from tactful.campaigns import cli as campaigns_cli
 from tactful.config import Settings
 from tactful.core.errors import TactfulError
+from tactful.core.jobs.registry import own_process_jobs
 from tactful.core.logging import configure_logging
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime, freeze_startup_heap
@@ -27,7 +28,7 @@ from tactful.metrics import cli as metrics_cli
 from tactful.ops import cli as ops_cli
 from tactful.segments import cli as segments_cli
 from tactful.tenancy import service as tenancy_service
-from tactful.worker import run_process
+from tactful.worker import OwnProcessWorker, run_process
 
 app = typer.Typer(
     name="tactful",
@@ -120,12 +121,21 @@ def serve_runtime(
     host = host or settings.server.host
     port = port or settings.server.port
     run_worker = worker or runtime.db.dialect == "sqlite"
-    app_ = create_app(runtime=runtime, run_worker=run_worker)
+    second = None
+    if run_worker and runtime.db.dialect == "sqlite" and settings.jobs.own_process:
+        second = OwnProcessWorker().start()
+    app_ = create_app(
+        runtime=runtime,
+        run_worker=run_worker,
+        skip_jobs=own_process_jobs() if second is not None else frozenset(),
+    )
     console.print(f"Tactful is listening on [bold]http://{host}:{port}[/] (API docs at /docs).")
     freeze_startup_heap()
     try:
         uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
     finally:
+        if second is not None:
+            second.stop()
         runtime.close()
 
 
@@ -174,11 +184,24 @@ def demo(
 @app.command("worker")
 def worker_command(
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once")] = None,
+    own_process_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--own-process-jobs",
+            help="Run only the jobs that get a process of their own (sending messages); "
+            "`tactful serve` starts one such worker on the embedded SQLite default",
+        ),
+    ] = False,
+    parent: Annotated[
+        int | None, typer.Option(hidden=True, help="Stop when this process is gone")
+    ] = None,
 ) -> None:
-    """Run job workers in this process (PostgreSQL only; any number may run)."""
+    """Run job workers in this process (PostgreSQL; any number may run)."""
     runtime = _runtime()
     try:
-        run_process(runtime, concurrency=concurrency)
+        run_process(
+            runtime, concurrency=concurrency, own_process_only=own_process_jobs, parent=parent
+        )
     finally:
         runtime.close()
 

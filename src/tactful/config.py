@@ -66,6 +66,12 @@ class JobSettings(BaseModel):
     backoff_seconds: float = Field(default=2.0, gt=0)
     backoff_max_seconds: float = Field(default=3600.0, gt=0)
     keep_done_days: float = Field(default=7.0, ge=0)
+    own_process: bool = Field(
+        default=True,
+        description="On the embedded SQLite default, `serve` runs the sending jobs "
+        "(rendering and submitting messages) in a second process it starts and watches, "
+        "so they do not compete with the API and the triggers for one Python interpreter",
+    )
 
 
 class LogSettings(BaseModel):

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tactful.core import clock, domain_events
 from tactful.core.jobs import queue
+from tactful.core.jobs import registry as queue_registry
 from tactful.core.jobs.context import MonitorContext
 from tactful.core.jobs.models import Job, MonitorSchedule
 from tactful.core.jobs.registry import MONITORS, monitor
@@ -338,3 +340,95 @@ def test_coalesced_job_runs_again_only_when_asked(
     with runtime.db.scope(readonly=True) as session:
         assert effect_count(session) == 3
         assert session.scalars(select(Job)).one().status == "done"
+
+
+def test_workers_take_only_their_jobs_and_keep_a_thread_for_deciding_work(
+    runtime: Runtime,
+) -> None:
+    """A worker told to skip some jobs never claims them, one told to run only them claims
+    nothing else; a worker of several threads does not fill its last one with routine
+    jobs while deciding jobs may come (resolving events, triggers, journey steps)."""
+    with runtime.db.scope() as session:
+        for n in range(3):
+            queue.enqueue(session, "testing.record", {"n": n}, priority=0)
+        queue.enqueue(session, "testing.other", {"n": 9}, priority=0)
+    sender = Worker(runtime, worker_id="sender", only=frozenset({"testing.other"}))
+    main = Worker(runtime, worker_id="main", concurrency=3, skip=frozenset({"testing.other"}))
+    assert main._claimable(3) == (2, None)
+    routine = main.claim(2)
+    assert [(j.name, j.payload["n"]) for j in routine] == [
+        ("testing.record", 0),
+        ("testing.record", 1),
+    ]
+    main._running.update((j.id, j) for j in routine)
+    # two routine jobs run: the third thread waits for deciding work only
+    assert main._claimable(1) == (1, queue_registry.DECIDING)
+    assert main.claim(1, min_priority=queue_registry.DECIDING) == []
+    with runtime.db.scope() as session:
+        queue.enqueue(session, "testing.record", {"n": 5}, priority=queue_registry.DECIDING)
+    [deciding] = main.claim(1, min_priority=queue_registry.DECIDING)
+    assert (deciding.payload["n"], deciding.priority) == (5, queue_registry.DECIDING)
+    assert [(j.name, j.payload["n"]) for j in sender.claim(10)] == [("testing.other", 9)]
+    assert [j.payload["n"] for j in main.claim(10)] == [2]
+
+
+def test_a_coalesced_job_asked_for_while_running_wakes_the_workers_when_done(
+    runtime: Runtime,
+) -> None:
+    with runtime.db.scope() as session:
+        queue.enqueue_coalesced(session, "testing.record", key="single")
+    worker = Worker(runtime, worker_id="w")
+    [job] = worker.claim(1)
+    with runtime.db.scope() as session:
+        queue.enqueue_coalesced(session, "testing.record", key="single")  # while it runs
+    queue.work_available.clear()
+    with runtime.db.scope() as session:
+        assert queue.complete(session, job, worker="w") is True
+        assert not queue.work_available.is_set()  # not before the commit
+    assert queue.work_available.is_set()
+    assert _job(runtime, job.id).status == "queued"
+    [again] = worker.claim(1)
+    queue.work_available.clear()
+    with runtime.db.scope() as session:
+        assert queue.complete(session, again, worker="w") is True
+    assert not queue.work_available.is_set()  # done: nothing to wake for
+    assert _job(runtime, job.id).status == "done"
+
+
+def test_monitor_slots_are_read_once_per_slot(runtime: Runtime) -> None:
+    """A worker that lost a monitor's slot to another does not ask the database about it
+    again before the next slot begins."""
+    calls: list[str] = []
+
+    @monitor("testing.slot", every=timedelta(minutes=10))
+    def slot(ctx: MonitorContext) -> None:
+        calls.append("ran")
+
+    asked: list[str] = []
+
+    def note(*args: object) -> None:
+        if "testing.slot" in str(args[3]):
+            asked.append(str(args[2]))
+
+    try:
+        a, b = Worker(runtime, worker_id="a"), Worker(runtime, worker_id="b")
+        with clock.frozen(T0):
+            a.run_due_monitors()
+            b.run_due_monitors()
+            assert b._monitor_next["testing.slot"] == T0 + timedelta(minutes=10)
+            sa_event.listen(runtime.db.engine, "before_cursor_execute", note)
+            try:
+                b.run_due_monitors()
+                clock.advance(timedelta(minutes=9))
+                a.run_due_monitors()
+                b.run_due_monitors()
+                assert asked == []
+                clock.advance(timedelta(minutes=1))
+                b.run_due_monitors()
+                a.run_due_monitors()
+            finally:
+                sa_event.remove(runtime.db.engine, "before_cursor_execute", note)
+            assert asked  # the next slot is claimed from the database again
+        assert calls == ["ran", "ran"]
+    finally:
+        MONITORS.pop("testing.slot")

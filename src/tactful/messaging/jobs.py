@@ -13,7 +13,13 @@ from tactful.messaging import service
 CASCADE_JOB = "messaging.cascade"
 
 
-@job(service.DISPATCH_JOB, transactional=False, max_attempts=10, priority=SENDING)
+@job(
+    service.DISPATCH_JOB,
+    transactional=False,
+    max_attempts=10,
+    priority=SENDING,
+    own_process=True,
+)
 def dispatch(ctx: JobContext) -> None:
     """Send one batch of queued deliveries (manages its own transactions: ``sending`` is
     committed before each provider call, the outcome after)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,7 +50,7 @@ def _row(
         "rerun": False,
         "max_attempts": max_attempts
         or (spec.max_attempts if spec and spec.max_attempts else DEFAULT_MAX_ATTEMPTS),
-        "run_at": run_at or now,
+        "run_at": run_at or (now + spec.delay if spec and spec.delay else now),
         "created_at": now,
         "updated_at": now,
     }
@@ -150,6 +150,33 @@ def enqueue_many(
     return inserted
 
 
+def queued(
+    session: Session, name: str, *, exclude: int | None = None, limit: int = 1000
+) -> list[tuple[int, dict[str, Any]]]:
+    """``(id, payload)`` of queued jobs of one kind, due or not, oldest first: what a
+    handler may fold into its own run and then ``finish_queued``."""
+    stmt = select(Job.id, Job.payload).where(Job.name == name, Job.status == QUEUED)
+    if exclude is not None:
+        stmt = stmt.where(Job.id != exclude)
+    rows = session.execute(stmt.order_by(Job.id).limit(limit))
+    return [(int(i), dict(payload)) for i, payload in rows]
+
+
+def finish_queued(session: Session, ids: Sequence[int]) -> int:
+    """Mark done the jobs among ``ids`` that are still queued (their work was folded into
+    another job's, in the caller's transaction); returns how many."""
+    if not ids:
+        return 0
+    now = clock.now()
+    result = session.execute(
+        update(Job)
+        .where(Job.id.in_(list(ids)), Job.status == QUEUED)
+        .values(status=DONE, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     id: int
@@ -157,10 +184,22 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
+    priority: int = 0
 
 
-def claim(session: Session, *, worker: str, limit: int, lease: timedelta) -> list[ClaimedJob]:
-    """Lease up to ``limit`` due jobs (and jobs whose worker's lease ran out) to ``worker``."""
+def claim(
+    session: Session,
+    *,
+    worker: str,
+    limit: int,
+    lease: timedelta,
+    min_priority: int | None = None,
+    only: Collection[str] | None = None,
+    skip: Collection[str] = (),
+) -> list[ClaimedJob]:
+    """Lease up to ``limit`` due jobs (and jobs whose worker's lease ran out) to ``worker``:
+    only those of ``min_priority`` or higher if given, only the jobs named in ``only`` if
+    given, none of those named in ``skip``."""
     now = clock.now()
     due = (
         select(Job.id)
@@ -173,6 +212,12 @@ def claim(session: Session, *, worker: str, limit: int, lease: timedelta) -> lis
         .order_by(Job.priority.desc(), Job.run_at, Job.id)
         .limit(limit)
     )
+    if min_priority is not None:
+        due = due.where(Job.priority >= min_priority)
+    if only is not None:
+        due = due.where(Job.name.in_(sorted(only)))
+    if skip:
+        due = due.where(Job.name.not_in(sorted(skip)))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     stmt = (
@@ -185,12 +230,15 @@ def claim(session: Session, *, worker: str, limit: int, lease: timedelta) -> lis
             locked_by=worker,
             updated_at=now,
         )
-        .returning(Job.id, Job.name, Job.payload, Job.attempts, Job.max_attempts)
+        .returning(Job.id, Job.name, Job.payload, Job.attempts, Job.max_attempts, Job.priority)
         .execution_options(synchronize_session=False)
     )
     rows = session.execute(stmt).all()
     return sorted(
-        (ClaimedJob(r.id, r.name, dict(r.payload), r.attempts, r.max_attempts) for r in rows),
+        (
+            ClaimedJob(r.id, r.name, dict(r.payload), r.attempts, r.max_attempts, r.priority)
+            for r in rows
+        ),
         key=lambda j: j.id,
     )
 
@@ -210,7 +258,7 @@ def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
     A coalescing job asked for again while it ran goes back to the queue instead.
     """
     now = clock.now()
-    result = session.execute(
+    status = session.execute(
         update(Job)
         .where(_owned(job, worker))
         .values(
@@ -223,9 +271,12 @@ def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
             lease_until=None,
             last_error=None,
         )
+        .returning(Job.status)
         .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
+    ).scalar()
+    if status == QUEUED:  # asked for again while it ran: the run is due now
+        after_commit(session, _signal_work)
+    return status is not None
 
 
 def backoff(attempts: int, *, base: float, cap: float) -> timedelta:

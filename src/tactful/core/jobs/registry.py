@@ -23,6 +23,8 @@ class JobSpec:
     max_attempts: int | None
     transactional: bool
     priority: int
+    own_process: bool = False
+    delay: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,19 @@ def job(
     max_attempts: int | None = None,
     transactional: bool = True,
     priority: int = 0,
+    own_process: bool = False,
+    delay: timedelta | None = None,
 ) -> Callable[[JobHandler], JobHandler]:
     """Register a job handler under ``feature.verb``.
 
     A transactional handler's database work commits in the same transaction that marks the
     job done, so a worker that dies mid-way leaves no trace and the retry runs it once. A
     non-transactional handler (provider calls) manages its own scopes and must be idempotent.
+    ``own_process``: on the embedded default, where one process serves the API and runs the
+    jobs, ``serve`` runs these in a second process (heavy CPU work off the API's and the
+    triggers' interpreter lock); elsewhere any worker runs them.
+    ``delay``: a job asked for without a time runs this long afterwards, for work that
+    batches well (its handler folds in the jobs asked for meanwhile: ``queue.queued``).
     """
     if "." not in name:
         raise ValueError(f"job names are 'feature.verb', got {name!r}")
@@ -67,10 +76,15 @@ def job(
         existing = JOBS.get(name)
         if existing is not None and existing.handler is not fn:
             raise ValueError(f"job {name!r} is registered twice")
-        JOBS[name] = JobSpec(name, fn, max_attempts, transactional, priority)
+        JOBS[name] = JobSpec(name, fn, max_attempts, transactional, priority, own_process, delay)
         return fn
 
     return register
+
+
+def own_process_jobs() -> frozenset[str]:
+    """The jobs registered to run in a process of their own on the embedded default."""
+    return frozenset(name for name, spec in JOBS.items() if spec.own_process)
 
 
 def monitor(name: str, *, every: timedelta) -> Callable[[MonitorFn], MonitorFn]:

@@ -12,18 +12,18 @@ import threading
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tactful.core import clock
 from tactful.core.dialect import insert_ignore
 from tactful.core.jobs import queue
 from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure, RetryLater
 from tactful.core.jobs.models import DONE, MonitorSchedule
-from tactful.core.jobs.registry import JOBS, MONITORS, MonitorSpec
+from tactful.core.jobs.registry import DECIDING, JOBS, MONITORS, MonitorSpec
 from tactful.core.metrics import JOB_DURATION, JOBS_FINISHED
 
 if TYPE_CHECKING:
@@ -47,7 +47,11 @@ class Worker:
         concurrency: int | None = None,
         worker_id: str | None = None,
         run_monitors: bool = True,
+        only: frozenset[str] | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> None:
+        """``only``: run just the jobs so named; ``skip``: never those (another process
+        runs them)."""
         settings = runtime.settings.jobs
         self.runtime = runtime
         self.concurrency = concurrency or settings.concurrency
@@ -55,9 +59,12 @@ class Worker:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.poll_seconds = settings.poll_seconds
         self.run_monitors = run_monitors
+        self.only, self.skip = only, skip
         self._stop = threading.Event()
         self._running: dict[int, queue.ClaimedJob] = {}
         self._running_lock = threading.Lock()
+        # when each monitor's next slot begins, as last read from the schedule
+        self._monitor_next: dict[str, datetime] = {}
 
     # -- one job -------------------------------------------------------------------------
 
@@ -137,9 +144,30 @@ class Worker:
 
     # -- loops ---------------------------------------------------------------------------
 
-    def claim(self, limit: int) -> list[queue.ClaimedJob]:
+    def claim(self, limit: int, *, min_priority: int | None = None) -> list[queue.ClaimedJob]:
         with self.runtime.db.scope() as session:
-            return queue.claim(session, worker=self.worker_id, limit=limit, lease=self.lease)
+            return queue.claim(
+                session,
+                worker=self.worker_id,
+                limit=limit,
+                lease=self.lease,
+                min_priority=min_priority,
+                only=self.only,
+                skip=self.skip,
+            )
+
+    def _claimable(self, free: int) -> tuple[int, int | None]:
+        """How many jobs to claim now, and the lowest priority allowed.
+
+        One thread is kept for deciding work (resolving events, triggers, journey steps):
+        sending and upkeep jobs can take a second or more each, and with every thread
+        busy with them an event's trigger would wait behind mail already decided."""
+        if self.concurrency < 2 or self.only is not None:
+            return free, None
+        with self._running_lock:
+            routine = sum(1 for j in self._running.values() if j.priority < DECIDING)
+        open_ = self.concurrency - 1 - routine
+        return (min(free, open_), None) if open_ > 0 else (free, DECIDING)
 
     def run_pending(self, *, limit: int = 100) -> int:
         """Claim and run due jobs in this thread, once (tests and ``--once``)."""
@@ -160,31 +188,55 @@ class Worker:
 
     def run_due_monitors(self) -> int:
         """Run each monitor whose time has come (one process wins each slot)."""
-        ran = 0
-        for spec in list(MONITORS.values()):
-            if self._claim_monitor(spec):
-                self._run_monitor(spec)
-                ran += 1
-        return ran
-
-    def _claim_monitor(self, spec: MonitorSpec) -> bool:
         now = clock.now()
+        candidates = [
+            spec
+            for spec in list(MONITORS.values())
+            if spec.name not in self._monitor_next or self._monitor_next[spec.name] <= now
+        ]
+        if not candidates:
+            return 0
+        claimed = self._claim_monitors(candidates, now)
+        for spec in claimed:
+            self._run_monitor(spec)
+        return len(claimed)
+
+    def _claim_monitors(self, specs: list[MonitorSpec], now: datetime) -> list[MonitorSpec]:
+        """Claim the slots that are due in one transaction. A monitor another process
+        claimed is not asked for again before its next slot: the loop runs after every
+        job, and a write per monitor each time would queue on SQLite's write lock."""
+        claimed: list[MonitorSpec] = []
+        next_at: dict[str, datetime] = {}
         with self.runtime.db.scope() as session:
             session.execute(
                 insert_ignore(
                     session,
                     MonitorSchedule,
-                    {"name": spec.name, "next_run_at": now},
+                    [{"name": spec.name, "next_run_at": now} for spec in specs],
                     conflict=["name"],
                 )
             )
-            result = session.execute(
-                update(MonitorSchedule)
-                .where(MonitorSchedule.name == spec.name, MonitorSchedule.next_run_at <= now)
-                .values(next_run_at=now + spec.every, last_run_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(getattr(result, "rowcount", 0))
+            for spec in specs:
+                won = session.execute(
+                    update(MonitorSchedule)
+                    .where(MonitorSchedule.name == spec.name, MonitorSchedule.next_run_at <= now)
+                    .values(next_run_at=now + spec.every, last_run_at=now)
+                    .returning(MonitorSchedule.name)
+                    .execution_options(synchronize_session=False)
+                ).scalar()
+                if won is not None:
+                    claimed.append(spec)
+                    next_at[spec.name] = now + spec.every
+            lost = [spec.name for spec in specs if spec.name not in next_at]
+            if lost:
+                rows = session.execute(
+                    select(MonitorSchedule.name, MonitorSchedule.next_run_at).where(
+                        MonitorSchedule.name.in_(lost)
+                    )
+                )
+                next_at.update((name, clock.ensure_utc(at)) for name, at in rows)
+        self._monitor_next.update(next_at)  # only once committed
+        return claimed
 
     def _run_monitor(self, spec: MonitorSpec) -> None:
         error: str | None = None
@@ -231,6 +283,7 @@ class Worker:
         finally:
             with self._running_lock:
                 self._running.pop(job.id, None)
+            queue.work_available.set()  # a thread is free: the loop may claim again
 
     def run_forever(self) -> None:
         """Claim and run jobs with ``concurrency`` threads until ``stop()``."""
@@ -249,16 +302,18 @@ class Worker:
                     free = self.concurrency - len(futures)
                     claimed: list[queue.ClaimedJob] = []
                     if free > 0:
+                        limit, min_priority = self._claimable(free)
                         queue.work_available.clear()
-                        claimed = self.claim(free)
+                        claimed = self.claim(limit, min_priority=min_priority)
                         for job in claimed:
                             with self._running_lock:
                                 self._running[job.id] = job
                             futures.add(pool.submit(self._run_tracked, job))
-                    if free == 0:
+                        if len(claimed) < limit or min_priority is not None:
+                            # nothing more to take now: wait for new work or a free thread
+                            queue.work_available.wait(self.poll_seconds)
+                    else:
                         self._stop.wait(0.02)
-                    elif len(claimed) < free:
-                        queue.work_available.wait(self.poll_seconds)
                 except Exception:
                     log.exception("worker.loop_error")
                     self._stop.wait(self.poll_seconds)
