@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from tactful import wiring
 from tactful.app import create_app
 from tactful.config import DatabaseSettings, Settings
 from tactful.core.db import create_db_engine
+from tactful.core.jobs.registry import JOBS
 from tactful.core.jobs.runner import Worker
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime
@@ -29,6 +30,16 @@ from tactful.testing.postgres import TempPostgres, available
 
 wiring.install()
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def jobs_run_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests drain the queue under a frozen clock: jobs registered with a ``delay`` (work
+    that gathers, such as metrics refreshes) run at once here; the delay itself is tested
+    in tests/metrics/test_refresh_gathering.py."""
+    for name, spec in list(JOBS.items()):
+        if spec.delay is not None:
+            monkeypatch.setitem(JOBS, name, replace(spec, delay=None))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,5 +1,5 @@
-"""Metrics jobs: refresh after each load, profile syncs after profile, consent and contact
-changes, merges, and the daily rebuild that moves the windows along."""
+"""Metrics jobs: refreshes after loads (a few loads each), profile syncs after profile,
+consent and contact changes, merges, and the daily rebuild that moves the windows along."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from tactful.core import clock
+from tactful.core.jobs import queue
 from tactful.core.jobs.context import JobContext, MonitorContext, RetryLater
 from tactful.core.jobs.queue import enqueue, enqueue_coalesced
 from tactful.core.jobs.registry import job, monitor
@@ -19,6 +20,8 @@ SYNC_CHANGED_JOB = "metrics.sync_changed"
 APPLY_MERGE_JOB = "metrics.apply_merge"
 REBUILD_JOB = service.REBUILD_JOB
 REBUILD_EVERY = timedelta(days=1)
+# a load's refresh waits this long, so that it also covers the loads that follow it
+REFRESH_DELAY = timedelta(seconds=2)
 
 
 def _recording(ctx: JobContext, work: Callable[[], object]) -> None:
@@ -37,18 +40,30 @@ def _recording(ctx: JobContext, work: Callable[[], object]) -> None:
         raise
 
 
-@job(REFRESH_JOB, max_attempts=20)
+@job(REFRESH_JOB, max_attempts=20, delay=REFRESH_DELAY)
 def refresh(ctx: JobContext) -> None:
-    """Recompute the metrics of the customers a warehouse load touched."""
+    """Recompute the metrics of the customers warehouse loads touched: this load's and
+    those of the loads since, whose refresh jobs this run does too (a refresh costs about
+    the same for one customer as for thousands, and loads come several a second)."""
+    workspace_id = int(ctx.payload["workspace_id"])
+    with ctx.runtime.db.scope(readonly=True) as reading:  # the write lock is not taken yet
+        folded = [
+            (job_id, payload)
+            for job_id, payload in queue.queued(reading, REFRESH_JOB, exclude=ctx.job_id)
+            if int(payload["workspace_id"]) == workspace_id
+        ]
+    customer_ids = {
+        int(c)
+        for payload in (ctx.payload, *(p for _, p in folded))
+        for c in payload.get("customer_ids") or []
+    }
     _recording(
         ctx,
         lambda: service.refresh_metrics(
-            ctx.runtime,
-            ctx.session,
-            workspace_id=int(ctx.payload["workspace_id"]),
-            customer_ids=[int(c) for c in ctx.payload.get("customer_ids") or []],
+            ctx.runtime, ctx.session, workspace_id=workspace_id, customer_ids=sorted(customer_ids)
         ),
     )
+    queue.finish_queued(ctx.session, [job_id for job_id, _ in folded])
 
 
 # The profile syncs manage their own transactions (reads, then the warehouse, then a short
