@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from tactful.core import clock
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
+from tactful.metrics import service as metrics
+from tactful.metrics import store as metrics_store
 from tactful.metrics import warehouse as mw
 from tests.conftest import Tenant
 
@@ -257,3 +259,28 @@ def test_metric_catalog_rebuild_and_unknown_customers(
     status = client.get("/v1/metrics/status", headers=tenant.headers).json()
     assert status["metrics_rebuilt_at"].startswith("2026-03-02T12:00:00")
     assert _rows(runtime, mw.METRICS, customer_id=olga)[0]["receipts_count"] == 1
+
+
+def test_profile_sweeps_copy_only_profiles_newer_than_their_copy(
+    client: TestClient, tenant: Tenant, worker: Worker, runtime: Runtime, olga: int
+) -> None:
+    """The sweep looks back past its last run (SYNC_OVERLAP); a profile already copied as
+    it is now is not copied again, one changed since is."""
+    ws = tenant.workspace_id
+    first = metrics.sync_changed_profiles(runtime, workspace_id=ws)
+    assert first.customers >= 1
+    clock.advance(timedelta(seconds=30))
+    assert metrics.sync_changed_profiles(runtime, workspace_id=ws) == metrics.SyncOutcome(0)
+    with runtime.db.scope(readonly=True) as session:
+        assert metrics_store.profiles_synced_to(session, ws) == NOW + timedelta(seconds=30)
+
+    clock.advance(timedelta(seconds=30))
+    _post(client, tenant, "/v1/identify", {"userId": "olga", "traits": {"city": "Perm"}})
+    worker.drain()
+    clock.advance(timedelta(seconds=30))
+    assert metrics.sync_changed_profiles(runtime, workspace_id=ws) == metrics.SyncOutcome(1)
+    [row] = _rows(runtime, mw.PROFILES, customer_id=olga)
+    assert (row["city"], clock.ensure_utc(row["updated_at"])) == (
+        "Perm",
+        NOW + timedelta(seconds=60),
+    )

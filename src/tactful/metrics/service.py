@@ -249,7 +249,12 @@ SYNC_OVERLAP = timedelta(minutes=5)
 
 
 def sync_changed_profiles(runtime: Runtime, *, workspace_id: int) -> SyncOutcome:
-    """Sync the customers updated since the last sync (all of them the first time)."""
+    """Sync the customers updated since the last sync (all of them the first time).
+
+    The look-back overlaps the previous sync by ``SYNC_OVERLAP``; customers whose copy in
+    the warehouse is already as new as their profile are not copied again (after an import
+    of 15,000 customers every sweep for five minutes copied all of them, 3.4 s of work
+    each 30 s beside the API)."""
     until = clock.now()
     with runtime.db.scope(readonly=True) as session:
         since = store.profiles_synced_to(session, workspace_id)
@@ -258,9 +263,15 @@ def sync_changed_profiles(runtime: Runtime, *, workspace_id: int) -> SyncOutcome
             if since is None
             else store.changed_since(session, workspace_id, since - SYNC_OVERLAP, until)
         )
-    if changed == []:
+    if changed is None:
+        return sync_profiles(runtime, workspace_id=workspace_id, synced_to=until)
+    stale = wh.stale_profiles(runtime.warehouse, workspace_id=workspace_id, updated=changed)
+    if not stale:
+        if changed:  # all copied already: the next sweep looks back from here
+            with runtime.db.scope() as session:
+                store.state(session, workspace_id, lock=True).profiles_synced_to = until
         return SyncOutcome(0)
-    return sync_profiles(runtime, workspace_id=workspace_id, customer_ids=changed, synced_to=until)
+    return sync_profiles(runtime, workspace_id=workspace_id, customer_ids=stale, synced_to=until)
 
 
 # -- metrics ----------------------------------------------------------------------------------

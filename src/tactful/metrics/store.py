@@ -75,14 +75,14 @@ def customer_ids(session: Session, workspace_id: int, *, after_id: int, limit: i
 
 def changed_since(
     session: Session, workspace_id: int, since: datetime | None, until: datetime
-) -> list[int]:
-    """Customers updated in ``(since, until]``."""
-    stmt = select(Customer.id).where(
+) -> list[tuple[int, datetime]]:
+    """Customers updated in ``(since, until]`` and when."""
+    stmt = select(Customer.id, Customer.updated_at).where(
         Customer.workspace_id == workspace_id, Customer.updated_at <= until
     )
     if since is not None:
         stmt = stmt.where(Customer.updated_at > since)
-    return list(session.scalars(stmt.order_by(Customer.id)))
+    return [(int(i), at) for i, at in session.execute(stmt.order_by(Customer.id))]
 
 
 def latest_update(session: Session, workspace_id: int) -> datetime | None:

@@ -29,6 +29,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import pyarrow as pa
 
+from tactful.core import clock
 from tactful.core.warehouse import Warehouse
 from tactful.events.warehouse import (
     CUSTOMER_ALIASES,
@@ -630,6 +631,32 @@ _READ = {
 # The compiled refresh query of the current minute per (warehouse, workspace): compiling the
 # Ibis expression costs about a second, executing it for a few thousand customers far less.
 _COMPILED: dict[tuple[str, int, datetime], str] = {}
+
+
+def stale_profiles(
+    warehouse: Warehouse, *, workspace_id: int, updated: Sequence[tuple[int, datetime]]
+) -> list[int]:
+    """Of ``(customer, updated_at)`` pairs, the customers whose profile copy is missing or
+    older than ``updated_at``."""
+    if not updated:
+        return []
+    ensure_metric_tables(warehouse)
+    profiles = warehouse.table(PROFILES)
+    wanted = ibis.memtable(pa.table({"customer_id": pa.array([c for c, _ in updated], pa.int64())}))
+    copied = {
+        int(r["customer_id"]): r["updated_at"]
+        for r in warehouse.con.to_pyarrow(
+            profiles.filter(
+                profiles.workspace_id == workspace_id,
+                profiles.customer_id.isin(wanted.customer_id),
+            ).select("customer_id", "updated_at")
+        ).to_pylist()
+    }
+    return [
+        customer
+        for customer, at in updated
+        if copied.get(customer) is None or clock.ensure_utc(copied[customer]) < clock.ensure_utc(at)
+    ]
 
 
 def refresh_customers(
