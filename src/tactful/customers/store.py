@@ -7,14 +7,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, func, insert, literal_column, or_, select, tuple_, update
+from sqlalchemy import JSON, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, ColumnClause
 from sqlalchemy.types import TypeEngine
 
-from tactful.core.db import is_sqlite
-from tactful.core.dialect import bulk_insert_chunk_size, reserve_ids
+from tactful.core.dialect import reserve_ids
 from tactful.customers.models import (
     AttributeCatalog,
     Consent,
@@ -81,24 +80,10 @@ def merged_into(session: Session, customer_ids: Sequence[int]) -> dict[int, int]
 
 
 def insert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert customers in bulk; returns their ids in the order given."""
-    ids: list[int] = []
-    if not rows:
-        return ids
-    if is_sqlite(session):
-        # SQLite cannot return ids of a multi-row INSERT in order, so SQLAlchemy would insert
-        # row by row; the transaction holds the write lock (BEGIN IMMEDIATE), so ids after
-        # the current maximum are ours to assign.
-        ids = reserve_ids(session, Customer, len(rows))
-        insert_rows(session, Customer, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
-        return ids
-    size = bulk_insert_chunk_size(session, len(rows[0]))
-    for start in range(0, len(rows), size):
-        chunk = rows[start : start + size]
-        result = session.execute(
-            insert(Customer).returning(Customer.id, sort_by_parameter_order=True), chunk
-        )
-        ids.extend(row[0] for row in result)
+    """Insert customers in bulk (one executemany under ids reserved first, as
+    ``dialect.insert_with_ids`` explains); returns their ids in the order given."""
+    ids = reserve_ids(session, Customer, len(rows))
+    insert_rows(session, Customer, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
     return ids
 
 

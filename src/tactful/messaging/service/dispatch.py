@@ -140,7 +140,7 @@ class _Caches:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A delivery committed as ``sending`` and its rendered message."""
+    """A delivery and its rendered message (submitted once committed as ``sending``)."""
 
     row: Any  # the delivery's row as read (attribute access by column name)
     message: OutboundMessage
