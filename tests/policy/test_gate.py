@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tactful.core.runtime import Runtime
 from tactful.policy import service as policy
+from tactful.policy import store as policy_store
 from tactful.policy.schemas import (
     CapRule,
     ChannelStep,
@@ -150,6 +153,42 @@ def test_spacing_and_dedupe(runtime: Runtime, tenant: Tenant, make_customer: Mak
         now=AT + timedelta(days=1),
     )
     assert (dup.outcome, dup.reason) == ("suppressed", "duplicate")
+
+
+@pytest.mark.parametrize("by_customer", [policy_store.BY_CUSTOMER, 0], ids=["trigger", "base"])
+def test_dedupe_key_shared_by_many_customers(
+    runtime: Runtime,
+    tenant: Tenant,
+    make_customer: MakeCustomer,
+    monkeypatch: pytest.MonkeyPatch,
+    by_customer: int,
+) -> None:
+    """A journey's send step gives every customer one key: only its holders are duplicates,
+    whether looked up per customer (a trigger's batch) or per key (a whole base)."""
+    monkeypatch.setattr(policy_store, "BY_CUSTOMER", by_customer)
+    held = [make_customer() for _ in range(3)]
+    fresh = [make_customer() for _ in range(2)]
+    other = make_customer()
+    decide(
+        runtime,
+        *[intent(tenant, c, dedupe_key="journey:4:send") for c in held],
+        intent(tenant, other, dedupe_key="journey:5:send"),
+    )
+    decided = decide(
+        runtime,
+        *[
+            intent(tenant, c, dedupe_key="journey:4:send", source="journey:4")
+            for c in (held[1], fresh[0], other, held[2], fresh[1])
+        ],
+        now=AT + timedelta(days=3),
+    )
+    assert [(d.outcome, d.reason) for d in decided] == [
+        ("suppressed", "duplicate"),
+        ("scheduled", "ok"),
+        ("scheduled", "ok"),
+        ("suppressed", "duplicate"),
+        ("scheduled", "ok"),
+    ]
 
 
 def test_priority_wins_the_slot(

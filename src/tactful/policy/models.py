@@ -69,6 +69,7 @@ class ContactDecision(Base):
             "ix_contact_decisions_dedupe",
             "workspace_id",
             "dedupe_key",
+            "customer_id",
             sqlite_where=text("dedupe_key IS NOT NULL"),
             postgresql_where=text("dedupe_key IS NOT NULL"),
         ),

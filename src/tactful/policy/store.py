@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tactful.core.dialect import insert_with_ids
@@ -15,6 +15,8 @@ from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.schemas import BUNDLED, COUNTED, DELIVERED, READ, SCHEDULED, SENT
 
 CHUNK = 900
+# up to this many customers, dedupe keys are looked up per customer (see active_dedupe_keys)
+BY_CUSTOMER = 5_000
 
 
 def active_rule_sets(
@@ -174,20 +176,40 @@ def engagement(
 def active_dedupe_keys(
     session: Session, workspace_id: int, pairs: Sequence[tuple[int, str]], now: datetime
 ) -> set[tuple[int, str]]:
-    """Which (customer, dedupe key) pairs are taken by a live decision."""
+    """Which (customer, dedupe key) pairs are taken by a live decision.
+
+    A few customers (a trigger's batch) are looked up by key and customer, a seek each:
+    their key may be held by every customer a journey ever messaged. A whole base (a
+    campaign's plan) reads each key's live decisions once."""
+    wanted = set(pairs)
+    keys = sorted({key for _, key in wanted})
+    customers = sorted({cid for cid, _ in wanted})
+    if len(customers) <= BY_CUSTOMER:
+        half = CHUNK // 2
+        filters: list[ColumnElement[bool]] = [
+            and_(
+                ContactDecision.dedupe_key.in_(keys[k : k + half]),
+                ContactDecision.customer_id.in_(customers[c : c + half]),
+            )
+            for k in range(0, len(keys), half)
+            for c in range(0, len(customers), half)
+        ]
+    else:
+        filters = [
+            ContactDecision.dedupe_key.in_(keys[k : k + CHUNK]) for k in range(0, len(keys), CHUNK)
+        ]
     taken: set[tuple[int, str]] = set()
-    keys = sorted({key for _, key in pairs})
-    for start in range(0, len(keys), CHUNK):
+    for where in filters:
         rows = session.execute(
             select(ContactDecision.customer_id, ContactDecision.dedupe_key).where(
                 ContactDecision.workspace_id == workspace_id,
-                ContactDecision.dedupe_key.in_(keys[start : start + CHUNK]),
+                where,
                 ContactDecision.dedupe_until > now,
                 ContactDecision.status.in_((*COUNTED, BUNDLED)),
             )
         )
         taken.update((cid, str(key)) for cid, key in rows)
-    return taken & set(pairs)
+    return taken & wanted
 
 
 def open_bundles(
