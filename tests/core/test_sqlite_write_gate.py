@@ -2,13 +2,16 @@
 write lock. Every way a transaction can end gives the lock back (commit, an error rolled
 back, a connection returned or thrown away mid-transaction, a commit on another thread than
 the begin), read-only transactions never wait for it, and concurrent writers lose nothing.
+Requests go before waiting jobs, but a job's wait is bounded.
 
 A leaked lock would make the next writer wait the full busy timeout (60 s); each check runs
 the next write on another thread and gives it 10 s."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tactful.core.db import Database, create_db_engine
+from tactful.core import db as core_db
+from tactful.core.db import Database, _WriteGate, background_writes, create_db_engine
 
 PATIENCE = 10.0
 
@@ -119,3 +123,82 @@ def test_concurrent_writers_lose_nothing(db: Database) -> None:
         for future in [pool.submit(_bump, db) for _ in range(400)]:
             future.result()
     assert _count(db) == 400
+
+
+def _until(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not check():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.001)
+
+
+def _enter_on_thread(gate: _WriteGate, holder: str, order: list[str], *, job: bool) -> None:
+    def run() -> None:
+        if job:
+            with background_writes():
+                gate.enter(holder)
+        else:
+            gate.enter(holder)
+        order.append(holder)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_a_request_writes_before_a_job_that_waited_longer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core_db, "BACKGROUND_YIELD_SECONDS", PATIENCE)
+    gate, order = _WriteGate(), list[str]()
+    gate.enter("request-1")
+    _enter_on_thread(gate, "job", order, job=True)
+    _until(lambda: gate._waiting["background"] + gate._waiting["overdue"] == 1)
+    _enter_on_thread(gate, "request-2", order, job=False)
+    _until(lambda: gate._waiting["foreground"] == 1)
+    gate.leave("request-1")
+    _until(lambda: order == ["request-2"])
+    gate.leave("request-2")
+    _until(lambda: order == ["request-2", "job"])
+    gate.leave("job")
+    assert gate._waiting == {"foreground": 0, "background": 0, "overdue": 0}
+
+
+def test_requests_in_a_row_do_not_starve_a_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two request threads that always have one of them waiting: the job still gets its
+    turn once it has let them go first for ``BACKGROUND_YIELD_SECONDS``."""
+    monkeypatch.setattr(core_db, "BACKGROUND_YIELD_SECONDS", 0.05)
+    gate, order = _WriteGate(), list[str]()
+    turns: list[str] = []
+    gate.enter("request-0")
+
+    def requests(name: str) -> None:
+        for n in range(1_000):  # 10 s of turns at most
+            if order:
+                return
+            holder = f"{name}-{n}"
+            gate.enter(holder)
+            turns.append(holder)
+            time.sleep(0.01)
+            gate.leave(holder)
+
+    threads = [threading.Thread(target=requests, args=(n,), daemon=True) for n in "ab"]
+    for thread in threads:
+        thread.start()
+    _enter_on_thread(gate, "job", order, job=True)
+    _until(lambda: gate._waiting["background"] + gate._waiting["overdue"] == 1)
+    gate.leave("request-0")
+    _until(lambda: order == ["job"])
+    gate.leave("job")
+    for thread in threads:
+        thread.join(PATIENCE)
+    assert len(turns) > 1  # requests did go first while the job yielded
+
+
+def test_a_writer_gives_up_after_the_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core_db, "SQLITE_BUSY_SECONDS", 0.1)
+    gate = _WriteGate()
+    gate.enter("stuck")
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        gate.enter("next")
+    with background_writes(), pytest.raises(sqlite3.OperationalError):
+        gate.enter("job")
+    assert gate._waiting == {"foreground": 0, "background": 0, "overdue": 0}
+    gate.leave("stuck")
+    gate.enter("next")  # the gate still works

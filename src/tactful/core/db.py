@@ -3,8 +3,9 @@
 SQLite runs in WAL mode and every read-write transaction starts with ``BEGIN IMMEDIATE``, so
 two writers never deadlock on a lock upgrade; read-only scopes start a plain deferred
 transaction. Within one process, read-write transactions queue on a lock taken with SQLite's
-write lock, so a waiting writer starts the moment the previous one ends. PostgreSQL is
-reached through psycopg 3.
+write lock, so a waiting writer starts the moment the previous one ends, and API requests go
+before the job runner's transactions for a bounded time. PostgreSQL is reached through
+psycopg 3.
 """
 
 from __future__ import annotations
@@ -107,6 +108,29 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             raise
 
 
+# How long a background writer (a job) lets waiting foreground writers (API requests) go
+# first before it takes its turn anyway: requests answer promptly under load, and the jobs
+# behind them cannot be starved.
+BACKGROUND_YIELD_SECONDS = 0.2
+
+_thread_role = threading.local()
+
+
+@contextlib.contextmanager
+def background_writes() -> Iterator[None]:
+    """Mark this thread's read-write transactions as background work (the job runner's).
+
+    On SQLite such a transaction lets waiting foreground writers (API requests) take the
+    write lock first, for up to ``BACKGROUND_YIELD_SECONDS``; without the mark, a request
+    acknowledging events waited behind every job's transaction as often as not."""
+    previous = getattr(_thread_role, "background", False)
+    _thread_role.background = True
+    try:
+        yield
+    finally:
+        _thread_role.background = previous
+
+
 class _WriteGate:
     """One read-write transaction at a time among this process's connections to a SQLite
     file, handed over the moment the previous one ends.
@@ -114,29 +138,65 @@ class _WriteGate:
     SQLite lets one transaction write at a time anyway; a connection that finds the file
     locked polls it with growing sleeps (up to 100 ms each), so with several threads writing
     steadily (API requests, the job workers) most of a writer's wait was oversleeping: HTTP
-    ingestion ran at half its speed. Threads now queue on this lock, taken just before
+    ingestion ran at half its speed. Threads now queue on this gate, taken just before
     ``BEGIN IMMEDIATE`` and released when the transaction commits or rolls back (or its
-    connection goes back to the pool or is discarded). Other processes still meet SQLite's
-    own lock. A plain lock, not a re-entrant one: a transaction may end on another thread
-    than the one that began it (a request's scope closes after its handler's thread).
-    Holders are the driver's connections (one thread uses a connection at a time)."""
+    connection goes back to the pool or is discarded). Foreground writers go before
+    background ones (``background_writes``) that have waited less than
+    ``BACKGROUND_YIELD_SECONDS``; after that, such a writer goes before foreground ones.
+    Other processes still meet SQLite's own lock. Not tied to a thread: a transaction may
+    end on another thread than the one that began it (a request's scope closes after its
+    handler's thread). Holders are the driver's connections (one thread uses a connection
+    at a time)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._holder: object | None = None
+        # waiting writers: requests, jobs still deferring to them, jobs done deferring
+        self._waiting = {"foreground": 0, "background": 0, "overdue": 0}
+
+    def _may_enter(self, role: str) -> bool:
+        if self._holder is not None:
+            return False
+        if role == "foreground":  # a job done deferring goes first (no barging past it)
+            return not self._waiting["overdue"]
+        return role == "overdue" or not self._waiting["foreground"]
 
     def enter(self, raw: object) -> None:
-        if not self._lock.acquire(timeout=SQLITE_BUSY_SECONDS):
-            raise sqlite3.OperationalError(
-                f"database is locked: another transaction of this process has been writing "
-                f"for {SQLITE_BUSY_SECONDS} s"
-            )
-        self._holder = raw
+        role = "background" if getattr(_thread_role, "background", False) else "foreground"
+        now = time.monotonic()
+        deadline = now + SQLITE_BUSY_SECONDS
+        defer_until = now + BACKGROUND_YIELD_SECONDS
+        with self._changed:
+            self._waiting[role] += 1
+            try:
+                while True:
+                    if role == "background" and time.monotonic() >= defer_until:
+                        self._waiting[role] -= 1
+                        role = "overdue"
+                        self._waiting[role] += 1
+                    if self._may_enter(role):
+                        self._holder = raw
+                        return
+                    now = time.monotonic()
+                    if now >= deadline:
+                        self._changed.notify_all()  # requests held back by this job go on
+                        raise sqlite3.OperationalError(
+                            f"database is locked: other transactions of this process have "
+                            f"been writing for {SQLITE_BUSY_SECONDS} s"
+                        )
+                    wake = defer_until if role == "background" else deadline
+                    self._changed.wait(max(0.0, min(wake, deadline) - now))
+            finally:
+                self._waiting[role] -= 1
 
     def leave(self, raw: object | None) -> None:
-        if raw is not None and raw is self._holder:
+        # only the holder's own leave can clear it, so a connection that is not the holder
+        # now cannot become it meanwhile: the check needs no lock
+        if raw is None or raw is not self._holder:
+            return
+        with self._changed:
             self._holder = None
-            self._lock.release()
+            self._changed.notify_all()
 
 
 def _install_write_gate(engine: Engine) -> _WriteGate:

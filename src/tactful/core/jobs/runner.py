@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import select, update
 
 from tactful.core import clock
+from tactful.core.db import background_writes
 from tactful.core.dialect import insert_ignore
 from tactful.core.jobs import queue
 from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure, RetryLater
@@ -277,7 +278,8 @@ class Worker:
 
     def _run_tracked(self, job: queue.ClaimedJob) -> None:
         try:
-            self.run_job(job)
+            with background_writes():
+                self.run_job(job)
         except Exception:
             log.exception("job.crashed", job_id=job.id, job=job.name)
         finally:
@@ -293,7 +295,10 @@ class Worker:
         )
         heartbeat.start()
         futures: set[Future[None]] = set()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="job") as pool:
+        with (
+            background_writes(),
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix="job") as pool,
+        ):
             while not self._stop.is_set():
                 try:
                     if self.run_monitors:
