@@ -170,22 +170,22 @@ class _WriteGate:
             self._waiting[role] += 1
             try:
                 while True:
-                    if role == "background" and time.monotonic() >= defer_until:
+                    now = time.monotonic()
+                    if role == "background" and now >= defer_until:
                         self._waiting[role] -= 1
                         role = "overdue"
                         self._waiting[role] += 1
                     if self._may_enter(role):
                         self._holder = raw
                         return
-                    now = time.monotonic()
                     if now >= deadline:
                         self._changed.notify_all()  # requests held back by this job go on
                         raise sqlite3.OperationalError(
                             f"database is locked: other transactions of this process have "
                             f"been writing for {SQLITE_BUSY_SECONDS} s"
                         )
-                    wake = defer_until if role == "background" else deadline
-                    self._changed.wait(max(0.0, min(wake, deadline) - now))
+                    # (the yield is far shorter than the busy timeout)
+                    self._changed.wait((defer_until if role == "background" else deadline) - now)
             finally:
                 self._waiting[role] -= 1
 

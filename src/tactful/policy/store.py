@@ -15,7 +15,8 @@ from tactful.policy.models import ContactDecision, DecisionBatch, PolicyRuleSet
 from tactful.policy.schemas import BUNDLED, COUNTED, DELIVERED, READ, SCHEDULED, SENT
 
 CHUNK = 900
-# up to this many customers, dedupe keys are looked up per customer (see active_dedupe_keys)
+# up to this many (customer, key) pairs, dedupe keys are looked up per customer
+# (see active_dedupe_keys)
 BY_CUSTOMER = 5_000
 
 
@@ -183,8 +184,8 @@ def active_dedupe_keys(
     campaign's plan) reads each key's live decisions once."""
     wanted = set(pairs)
     keys = sorted({key for _, key in wanted})
-    customers = sorted({cid for cid, _ in wanted})
-    if len(customers) <= BY_CUSTOMER:
+    if len(wanted) <= BY_CUSTOMER:
+        customers = sorted({cid for cid, _ in wanted})
         half = CHUNK // 2
         filters: list[ColumnElement[bool]] = [
             and_(
