@@ -8,7 +8,11 @@ and the bulk importer write — and every customer's metrics are built once. The
    in the last 90 days, a falling average check, 7–60 days since the last purchase): our
    compiled Ibis query, materialising the member ids, against a hand-written DuckDB SQL query
    over the same tables (the ceiling, target ≤ 1.5×) and the same hand-written query on
-   PostgreSQL over the same rows loaded with COPY (target: we are ≥ 10× faster).
+   PostgreSQL over the same rows loaded with COPY (target: we are ≥ 10× faster). Ours is a
+   repeated evaluation of the definition, as a scheduled or continuous refresh runs it: the
+   SQL is filled in from the template the first evaluation made (``segments.templates``).
+   The first evaluation (which compiles) and an evaluation that compiles every time are
+   printed beside it.
 2. **Incremental metric refresh** after 10,000 new receipts: recomputing and replacing the
    metrics of the customers those receipts touched, against rebuilding everyone's metrics
    (target < 1 s).
@@ -305,6 +309,13 @@ def run(scale: str) -> list[BenchResult]:
             node = parse(DEFINITION)
 
             def ours() -> list[int]:
+                return sorted(
+                    segment_service.evaluate_members(
+                        warehouse, lambda moment: _compiler(warehouse, moment), node, NOW
+                    )
+                )
+
+            def compiled_each_time() -> list[int]:
                 members = _compiler(warehouse).members(node)
                 return sorted(con.to_pyarrow(members)["customer_id"].to_pylist())
 
@@ -313,11 +324,17 @@ def run(scale: str) -> list[BenchResult]:
             def hand() -> list[int]:
                 return sorted(r[0] for r in raw.execute(hand_sql).fetchall())
 
+            started = time.perf_counter()
+            first_ids = ours()
+            first_s = time.perf_counter() - started
             (ours_s, ours_ids), (hand_s, hand_ids) = _timed_pair(ours, hand)
             compile_s, _sql = _timed(
                 lambda: ibis.to_sql(_compiler(warehouse).members(node), dialect="duckdb")
             )
-            assert ours_ids == hand_ids, "the compiled query and the hand-written one disagree"
+            each_s, each_ids = _timed(compiled_each_time, runs=3)
+            assert first_ids == ours_ids == each_ids == hand_ids, (
+                "the compiled query and the hand-written one disagree"
+            )
             note("DuckDB evaluations timed")
             with temp_postgres(fast=False) as server:
                 url = server.create_database("bench")
@@ -332,7 +349,9 @@ def run(scale: str) -> list[BenchResult]:
                     pg_s, pg_ids = _timed(postgres, runs=3)
             assert pg_ids == hand_ids, "PostgreSQL answers differently"
             common = {
-                "of which compiling the definition": f"{compile_s:.3f} s",
+                "first evaluation (compiles it and makes the template)": f"{first_s:.3f} s",
+                "evaluation compiling the definition each time": f"{each_s:.3f} s",
+                "compiling the definition": f"{compile_s:.3f} s",
                 "members": f"{len(ours_ids):,}",
                 "customers": f"{customers:,}",
                 "receipt lines": f"{files.receipt_lines_count:,}",

@@ -159,6 +159,12 @@ class Warehouse:
         return backend
 
     @property
+    def generation(self) -> int:
+        """Bumped whenever a table is created or replaced through this object: what was
+        derived from the tables' schemas (compiled queries) is stale after it changes."""
+        return self._generation
+
+    @property
     def is_open(self) -> bool:
         return self._root is not None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import operator as op
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -118,6 +118,23 @@ class Compiler:
         conditions = [self._predicate(child, path, 0, two_valued=False) for path, child in parts]
         table = self._with_joins(base)
         return table.filter(*conditions).select(table.customer_id)
+
+    def identity(self, definition: Any) -> tuple[Hashable, ...]:
+        """What the query of ``definition`` depends on besides the moment: the workspace,
+        the definition, those of the segments it names (as far as they are compiled) and
+        the custom attributes' types."""
+        nested: list[tuple[int, str | None]] = []
+        for _path, leaf in self._leaves(definition, 0):
+            if isinstance(leaf, SegmentCondition):
+                found = self.definition_of(leaf.segment_id)
+                text = None if found is None else found.model_dump_json(by_alias=True)
+                nested.append((leaf.segment_id, text))
+        return (
+            self.workspace_id,
+            definition.model_dump_json(by_alias=True),
+            tuple(nested),
+            tuple(sorted(self.attribute_types.items())),
+        )
 
     def _with_joins(self, base: ibis.Table) -> ibis.Table:
         table = base
@@ -260,12 +277,14 @@ class Compiler:
         kind = attribute_type(node.attribute, self.attribute_types) or "string"
         if node.attribute == "age":
             birthday = self._base.birthday
-            today = self.now.date()
-            before_birthday = (birthday.month() > today.month) | (
-                (birthday.month() == today.month) & (birthday.day() > today.day)
+            # today's parts taken from a date literal in the query, not Python integers, so
+            # the query depends on the moment through moment literals only (see templates)
+            today = ibis.literal(self.now.date())
+            before_birthday = (birthday.month() > today.month()) | (
+                (birthday.month() == today.month()) & (birthday.day() > today.day())
             )
             column: ibis.Value = (
-                today.year - birthday.year() - ibis.ifelse(before_birthday, 1, 0)
+                today.year() - birthday.year() - ibis.ifelse(before_birthday, 1, 0)
             ).cast("int64")
             return column, compare(column, kind, node.operator, node.value, self.now)
         if node.attribute in STANDARD_ATTRIBUTES:

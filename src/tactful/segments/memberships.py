@@ -65,8 +65,14 @@ def refresh_segment(
     now = clock.now()
     try:
         node = parse(segment.definition)
-        members = service.compiler(runtime, session, workspace_id=workspace_id).members(node)
-        current = set(runtime.warehouse.con.to_pyarrow(members)["customer_id"].to_pylist())
+        current = set(
+            service.evaluate_members(
+                runtime.warehouse,
+                lambda moment: service.compiler_at(runtime, session, workspace_id, moment),
+                node,
+                now,
+            )
+        )
     except Exception as exc:
         segment.status = FAILED
         segment.last_error = "".join(traceback.format_exception_only(exc)).strip()[-4000:]

@@ -19,7 +19,7 @@ from tactful.core.runtime import Runtime
 from tactful.core.warehouse import Warehouse
 from tactful.customers import service as customers
 from tactful.events import service as events
-from tactful.segments import store
+from tactful.segments import store, templates
 from tactful.segments.compiler import Compiler
 from tactful.segments.definition import CHANNELS, SegmentCondition, dump, parse, walk
 from tactful.segments.models import MANUAL, REFRESH_MODES, SCHEDULED, Segment, SegmentVersion
@@ -303,10 +303,11 @@ def versions(session: Session, *, workspace_id: int, segment_id: int) -> list[Se
 
 def compiler(runtime: Runtime, session: Session, *, workspace_id: int) -> Compiler:
     """A compiler for this workspace, now."""
-    return _compiler_at(runtime, session, workspace_id, clock.now())
+    return compiler_at(runtime, session, workspace_id, clock.now())
 
 
-def _compiler_at(runtime: Runtime, session: Session, workspace_id: int, now: datetime) -> Compiler:
+def compiler_at(runtime: Runtime, session: Session, workspace_id: int, now: datetime) -> Compiler:
+    """A compiler for this workspace at the moment ``now``."""
     return Compiler(
         warehouse=runtime.warehouse,
         source=metrics(),
@@ -314,6 +315,20 @@ def _compiler_at(runtime: Runtime, session: Session, workspace_id: int, now: dat
         now=now,
         attribute_types=_attribute_types(session, workspace_id),
         definition_of=_definition_of(session, workspace_id),
+    )
+
+
+def evaluate_members(
+    warehouse: Warehouse, compiler_at: Callable[[datetime], Compiler], node: Any, now: datetime
+) -> list[int]:
+    """The ids of the customers ``node`` selects at ``now`` (whole seconds). The compiled
+    query is kept as a template per definition (see ``templates``), so evaluating the same
+    definition again, as scheduled and continuous refreshes do, skips compiling it."""
+    return templates.member_ids(
+        warehouse,
+        key=compiler_at(now).identity(node),
+        build=lambda moment: compiler_at(moment).members(node),
+        now=now,
     )
 
 
@@ -425,7 +440,7 @@ def size(
         workspace_id=workspace_id,
         anchor=anchor,
         key=orjson.dumps([dump(node), referenced]).decode(),
-        members=lambda: _compiler_at(runtime, session, workspace_id, anchor).members(node),
+        members=lambda: compiler_at(runtime, session, workspace_id, anchor).members(node),
     )
 
 
