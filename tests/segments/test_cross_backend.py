@@ -156,6 +156,13 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
         ]
     },
     "negated_any": {"not": {"any": [attr("city", "eq", "Moscow"), metric("revenue", "gt", 0)]}},
+    # the member query reads history for the women alone (test_candidates)
+    "women_not_bought_90d": {
+        "all": [
+            {"not": {"type": "purchase", "window": {"days": 90}, "operator": "gte", "value": 1}},
+            attr("gender", "eq", "f"),
+        ]
+    },
 }
 
 # Definitions also evaluated alone, through the member query.
@@ -169,6 +176,7 @@ DIRECT = (
     "bought_90d",
     "not_bought_90d",
     "no_purchase_90d",
+    "women_not_bought_90d",
 )
 
 # Hand-checked answers for the hand-made customers (ids below 100).
@@ -207,6 +215,7 @@ EXPECTED = {
     "not_in_segment": [2, 4, 6, 8, 9],
     "combined": [1, 5],
     "negated_any": [2],
+    "women_not_bought_90d": [3, 7],
 }
 
 

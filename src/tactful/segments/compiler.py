@@ -84,6 +84,8 @@ class Compiler:
         self._values: dict[str, ibis.Value] = {}
         self._base: ibis.Table | None = None
         self._metrics: ibis.Table | None = None
+        # the customers who can be members, when history is read for them alone (members)
+        self._candidates: ibis.Table | None = None
         self._profile_columns: set[str] = set()
         self._with_values = True
 
@@ -108,14 +110,25 @@ class Compiler:
 
     def members(self, definition: Any) -> ibis.Table:
         """The customer ids of one definition's members (its top-level conjuncts become
-        separate filters)."""
+        separate filters).
+
+        Top-level conjuncts on the profile and the metrics alone are compiled first; the
+        history aggregates of the others (events, purchases, messages) then read only the
+        rows of customers who pass them, since nobody else can be a member. Aggregating a
+        few thousand candidates' history instead of every customer's is most of the cost of
+        a narrow segment."""
         self._prepare({"member": definition}, with_values=False)
         base = self._profile_base()
         if isinstance(definition, AllNode):
             parts = [(f"definition.all[{i}]", child) for i, child in enumerate(definition.all)]
         else:
             parts = [("definition", definition)]
-        conditions = [self._predicate(child, path, 0, two_valued=False) for path, child in parts]
+        direct = [(path, child) for path, child in parts if self._direct(child)]
+        rest = [(path, child) for path, child in parts if not self._direct(child)]
+        conditions = [self._predicate(child, path, 0, two_valued=False) for path, child in direct]
+        if conditions and rest:
+            self._candidates = self._with_joins(base).filter(*conditions).select("customer_id")
+        conditions += [self._predicate(child, path, 0, two_valued=False) for path, child in rest]
         table = self._with_joins(base)
         return table.filter(*conditions).select(table.customer_id)
 
@@ -134,6 +147,14 @@ class Compiler:
             definition.model_dump_json(by_alias=True),
             tuple(nested),
             tuple(sorted(self.attribute_types.items())),
+        )
+
+    def _direct(self, node: Any) -> bool:
+        """Whether ``node`` reads only profile columns and metrics (no joined aggregate)."""
+        return all(
+            isinstance(leaf, AllNode | AnyNode | NotNode | SegmentCondition | MetricCondition)
+            or (isinstance(leaf, AttributeCondition) and leaf.attribute in STANDARD_ATTRIBUTES)
+            for _path, leaf in self._leaves(node, 0)
         )
 
     def _with_joins(self, base: ibis.Table) -> ibis.Table:
@@ -228,7 +249,10 @@ class Compiler:
                 kept.append(at < _ts(window.end))
         kept += where(table)
         table = table.filter(*kept).select("workspace_id", "customer_id", *columns)
-        return canonical(self.warehouse, table)
+        mapped = canonical(self.warehouse, table)
+        if self._candidates is None:
+            return mapped
+        return mapped.filter(mapped.customer_id.isin(self._candidates.customer_id))
 
     # -- predicates ---------------------------------------------------------------------------
 
