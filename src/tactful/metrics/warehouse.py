@@ -22,7 +22,7 @@ import operator
 import threading
 import weakref
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ibis
@@ -194,13 +194,22 @@ def json_text(warehouse: Warehouse, column: ibis.Value, key: str) -> ibis.String
     return get_json_object(column, f"$.{key}")
 
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ts(value: datetime) -> ibis.TimestampScalar:
     return ibis.literal(value, type=dt.Timestamp(timezone="UTC"))
 
 
 def _epoch(value: ibis.TimestampValue) -> ibis.IntegerValue:
-    # whole seconds: Spark's epoch drops the fraction that DuckDB and PostgreSQL keep
-    return value.truncate("s").epoch_seconds().cast("int64")
+    """Whole seconds since 1970, rounded down, the same on every engine. From 1970 that is
+    the floor of the epoch (Spark's epoch drops the fraction that DuckDB and PostgreSQL
+    keep); before, Spark's epoch rounds towards zero, so the moment is truncated to the
+    second first. DuckDB truncates a moment with time zone at ~0.2 s per million values,
+    so that is kept to the moments that need it."""
+    since = value.epoch_seconds().floor().cast("int64")
+    truncated = value.truncate("s").epoch_seconds().cast("int64")
+    return ibis.ifelse(value >= _ts(UNIX_EPOCH), since, truncated)
 
 
 def _days_between(later: ibis.TimestampValue, earlier: ibis.TimestampValue) -> ibis.FloatingValue:
