@@ -3,7 +3,6 @@ the floor of a moment's epoch, fractions and moments before 1970 included."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ import pytest
 
 from tactful.core.warehouse import Warehouse
 from tactful.metrics.warehouse import _epoch
-from tactful.testing.postgres import TempPostgres
+from tests.warehouses import open_warehouse
 
 MOMENTS = [
     datetime(2025, 6, 30, 23, 59, 59, 999_999, tzinfo=UTC),
@@ -24,7 +23,6 @@ MOMENTS = [
     datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
     datetime(1950, 7, 1, 12, 30, 15, 1, tzinfo=UTC),
 ]
-_names = itertools.count()
 
 
 @pytest.fixture(
@@ -35,17 +33,10 @@ _names = itertools.count()
     ]
 )
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    if request.param == "spark":
-        yield request.getfixturevalue("spark_warehouse")  # shared by the run: not closed
-        return
-    if request.param == "duckdb":
-        opened = Warehouse(f"duckdb://{tmp_path / 'w.duckdb'}", data_dir=tmp_path)
-    else:
-        server: TempPostgres = request.getfixturevalue("pg_server")
-        url = server.create_database(f"epoch{next(_names)}")
-        opened = Warehouse(url.replace("postgresql://", "postgres://"), data_dir=tmp_path)
+    opened = open_warehouse(request.param, request, tmp_path)
     yield opened
-    opened.close()
+    if request.param != "spark":  # Spark's is shared by the run
+        opened.close()
 
 
 def test_epoch_is_the_floor_in_whole_seconds(warehouse: Warehouse) -> None:

@@ -331,3 +331,11 @@ def build(workspace_id: int) -> History:
                     campaign_id=7,
                 )
     return h
+
+
+def load_with_metrics(warehouse: Warehouse, workspace_id: int) -> None:
+    """The history of ``build(workspace_id)`` in ``warehouse``, every customer's metrics built
+    as of ``NOW``."""
+    build(workspace_id).load(warehouse)
+    rows = mw.compute_metrics(warehouse, workspace_id=workspace_id, now=NOW)
+    mw.replace_rows(warehouse, mw.METRICS, workspace_id=workspace_id, customer_ids=None, rows=rows)

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 
 from tactful.core.warehouse import Warehouse
 from tactful.metrics import service as metrics_service
-from tactful.metrics import warehouse as mw
 from tactful.segments.compiler import Compiler
 from tactful.segments.definition import parse
-from tests.segments.data import NOW, build
+from tests.segments.data import NOW, load_with_metrics
 from tests.segments.test_cross_backend import DEFINITIONS, REFERENCED, attr, metric
 
 WORKSPACE = 9401
@@ -52,9 +51,7 @@ JOINED = [
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     folder = tmp_path_factory.mktemp("candidates")
     opened = Warehouse(f"duckdb://{folder / 'w.duckdb'}", data_dir=folder)
-    build(WORKSPACE).load(opened)
-    rows = mw.compute_metrics(opened, workspace_id=WORKSPACE, now=NOW)
-    mw.replace_rows(opened, mw.METRICS, workspace_id=WORKSPACE, customer_ids=None, rows=rows)
+    load_with_metrics(opened, WORKSPACE)
     yield opened
     opened.close()
 

@@ -3,9 +3,7 @@ memberships for every condition type and the boolean combinators."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,14 +11,12 @@ import pytest
 from tactful.core import clock
 from tactful.core.warehouse import Warehouse
 from tactful.metrics import service as metrics_service
-from tactful.metrics import warehouse as mw
 from tactful.segments.compiler import Compiler
 from tactful.segments.definition import parse
-from tactful.testing.postgres import TempPostgres
-from tests.segments.data import BRAND, NOW, build
+from tests.segments.data import BRAND, NOW, load_with_metrics
+from tests.warehouses import open_warehouse
 
 WORKSPACE = 9101  # Spark's warehouse is shared by the whole run: keep to our own workspace
-_names = itertools.count()
 
 
 def attr(name: str, operator: str, value: Any = None) -> dict[str, Any]:
@@ -219,21 +215,8 @@ EXPECTED = {
 }
 
 
-def _open(kind: str, request: pytest.FixtureRequest, tmp: Path) -> Warehouse:
-    if kind == "duckdb":
-        return Warehouse(f"duckdb://{tmp / 'w.duckdb'}", data_dir=tmp)
-    if kind == "postgres":
-        server: TempPostgres = request.getfixturevalue("pg_server")
-        url = server.create_database(f"segwh{next(_names)}")
-        return Warehouse(url.replace("postgresql://", "postgres://"), data_dir=tmp)
-    warehouse: Warehouse = request.getfixturevalue("spark_warehouse")
-    return warehouse
-
-
 def _evaluate(warehouse: Warehouse) -> dict[str, Any]:
-    build(WORKSPACE).load(warehouse)
-    rows = mw.compute_metrics(warehouse, workspace_id=WORKSPACE, now=NOW)
-    mw.replace_rows(warehouse, mw.METRICS, workspace_id=WORKSPACE, customer_ids=None, rows=rows)
+    load_with_metrics(warehouse, WORKSPACE)
     referenced = {k: parse(v) for k, v in REFERENCED.items()}
 
     def compiler() -> Compiler:
@@ -292,7 +275,7 @@ def results(
 ) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for kind in ("duckdb", "postgres", "spark"):
-        warehouse = _open(kind, request, tmp_path_factory.mktemp(kind))
+        warehouse = open_warehouse(kind, request, tmp_path_factory.mktemp(kind))
         try:
             found[kind] = _evaluate(warehouse)
         finally:

@@ -4,7 +4,6 @@ query that depends on the moment in another way than by fixed offsets is compile
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,9 +20,9 @@ from tactful.metrics import warehouse as mw
 from tactful.segments import service, templates
 from tactful.segments.compiler import Compiler
 from tactful.segments.definition import parse
-from tactful.testing.postgres import TempPostgres
-from tests.segments.data import NOW, build
+from tests.segments.data import NOW, load_with_metrics
 from tests.segments.test_cross_backend import DEFINITIONS, REFERENCED
+from tests.warehouses import open_warehouse
 
 WORKSPACE = 9301
 TYPES = {"score": "number", "vip": "boolean", "tags": "list"}
@@ -34,20 +33,12 @@ MOMENTS = (
     NOW - timedelta(days=200, hours=13),
     NOW + timedelta(days=366, microseconds=999_999),
 )
-_names = itertools.count()
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    if request.param == "duckdb":
-        opened = Warehouse(f"duckdb://{tmp_path / 'w.duckdb'}", data_dir=tmp_path)
-    else:
-        server: TempPostgres = request.getfixturevalue("pg_server")
-        url = server.create_database(f"segtpl{next(_names)}")
-        opened = Warehouse(url.replace("postgresql://", "postgres://"), data_dir=tmp_path)
-    build(WORKSPACE).load(opened)
-    rows = mw.compute_metrics(opened, workspace_id=WORKSPACE, now=NOW)
-    mw.replace_rows(opened, mw.METRICS, workspace_id=WORKSPACE, customer_ids=None, rows=rows)
+    opened = open_warehouse(request.param, request, tmp_path)
+    load_with_metrics(opened, WORKSPACE)
     yield opened
     opened.close()
 
@@ -142,9 +133,7 @@ def loaded_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehous
     """One loaded DuckDB warehouse for all of the hypothesis test's examples."""
     folder = tmp_path_factory.mktemp("templates")
     opened = Warehouse(f"duckdb://{folder / 'w.duckdb'}", data_dir=folder)
-    build(WORKSPACE).load(opened)
-    rows = mw.compute_metrics(opened, workspace_id=WORKSPACE, now=NOW)
-    mw.replace_rows(opened, mw.METRICS, workspace_id=WORKSPACE, customer_ids=None, rows=rows)
+    load_with_metrics(opened, WORKSPACE)
     yield opened
     opened.close()
 
