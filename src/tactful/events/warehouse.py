@@ -276,10 +276,13 @@ def visits(receipts: ibis.Table, *, gap: timedelta = timedelta(hours=1)) -> ibis
         0,
     )
     marked = receipts.mutate(visit_start=starts)
+    # Receipts at the same moment share their visit: of those, only the first in the lag's
+    # (arbitrary) order can start one, and a range frame counts all of them together, so
+    # the numbers are the same whichever that is (no tie-breaking column is read).
     running = ibis.window(
         group_by=[marked.workspace_id, marked.customer_id, marked.store_id],
-        order_by=[marked.occurred_at, marked.receipt_id],
-        rows=(None, 0),
+        order_by=marked.occurred_at,
+        range=(None, 0),
     )
     return marked.mutate(visit_no=marked.visit_start.sum().over(running)).drop("visit_start")
 

@@ -625,7 +625,6 @@ _READ = {
     RECEIPTS: (
         "workspace_id",
         "customer_id",
-        "receipt_id",
         "store_id",
         "kind",
         "occurred_at",

@@ -1,0 +1,66 @@
+"""Visits: a customer's receipts in one store within an hour of the previous one; receipts
+at the same moment share a visit, the same on DuckDB, PostgreSQL and Spark."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import ibis
+import pyarrow as pa
+import pytest
+
+from tactful.core.warehouse import Warehouse
+from tactful.events.warehouse import visits
+from tests.warehouses import open_warehouse
+
+T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
+# (receipt, customer, store, minutes after T0) and the visit each belongs to
+RECEIPTS = [
+    # rows of one moment are listed against the order of their ids: whichever an engine
+    # takes first, all of them get the same visit
+    ("a2", 1, "S1", 0, 1),
+    ("a1", 1, "S1", 0, 1),  # the same moment as a2
+    ("a3", 1, "S1", 30, 1),  # within the hour
+    ("a6", 1, "S1", 200, 2),  # a new visit that starts with three receipts at once
+    ("a5", 1, "S1", 200, 2),
+    ("a4", 1, "S1", 200, 2),
+    ("a7", 1, "S2", 200, 1),  # another store: its own visits
+    ("a9", 1, "S1", 261, 3),  # 61 minutes after a4-a6: a third visit, again of two
+    ("a8", 1, "S1", 261, 3),
+    ("b1", 2, "S1", 0, 1),
+    ("b2", 2, "S1", 60, 1),  # exactly an hour later: the same visit
+    ("b3", 2, "S1", 121, 2),
+]
+
+
+@pytest.fixture(
+    params=[
+        "duckdb",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow]),
+    ]
+)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    opened = open_warehouse(request.param, request, tmp_path)
+    yield opened
+    if request.param != "spark":  # Spark's is shared by the run
+        opened.close()
+
+
+def test_receipts_at_the_same_moment_share_their_visit(warehouse: Warehouse) -> None:
+    rows = pa.table(
+        {
+            "workspace_id": [1] * len(RECEIPTS),
+            "receipt_id": [r[0] for r in RECEIPTS],
+            "customer_id": [r[1] for r in RECEIPTS],
+            "store_id": [r[2] for r in RECEIPTS],
+            "occurred_at": pa.array(
+                [T0 + timedelta(minutes=r[3]) for r in RECEIPTS], pa.timestamp("us", "UTC")
+            ),
+        }
+    )
+    numbered = visits(ibis.memtable(rows))
+    got = warehouse.con.to_pyarrow(numbered.select("receipt_id", "visit_no")).to_pylist()
+    assert {r["receipt_id"]: r["visit_no"] for r in got} == {r[0]: r[4] for r in RECEIPTS}
