@@ -1,5 +1,6 @@
 """Visits: a customer's receipts in one store within an hour of the previous one; receipts
-at the same moment share a visit, the same on DuckDB, PostgreSQL and Spark."""
+at the same moment share a visit, which starts once, the same on DuckDB, PostgreSQL and
+Spark."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from tactful.core.warehouse import Warehouse
-from tactful.events.warehouse import visits
+from tactful.events.warehouse import visit_starts
 from tests.warehouses import open_warehouse
 
 T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
@@ -49,7 +50,7 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
         opened.close()
 
 
-def test_receipts_at_the_same_moment_share_their_visit(warehouse: Warehouse) -> None:
+def test_each_visit_starts_once_at_its_first_receipts(warehouse: Warehouse) -> None:
     rows = pa.table(
         {
             "workspace_id": [1] * len(RECEIPTS),
@@ -61,6 +62,15 @@ def test_receipts_at_the_same_moment_share_their_visit(warehouse: Warehouse) -> 
             ),
         }
     )
-    numbered = visits(ibis.memtable(rows))
-    got = warehouse.con.to_pyarrow(numbered.select("receipt_id", "visit_no")).to_pylist()
-    assert {r["receipt_id"]: r["visit_no"] for r in got} == {r[0]: r[4] for r in RECEIPTS}
+    starts = visit_starts(ibis.memtable(rows))
+    got = warehouse.con.to_pyarrow(starts).to_pylist()
+    found = sorted((r["customer_id"], r["store_id"], r["started_at"]) for r in got)
+    # one start per visit: its first receipts' moment
+    first: dict[tuple[int, str, int], datetime] = {}
+    for _receipt, customer, store, minutes, visit in RECEIPTS:
+        moment = T0 + timedelta(minutes=minutes)
+        key = (customer, store, visit)
+        first[key] = min(first.get(key, moment), moment)
+    expected = sorted((customer, store, at) for (customer, store, _v), at in first.items())
+    assert [(c, s, at.astimezone(UTC)) for c, s, at in found] == expected
+    assert len(expected) == 6

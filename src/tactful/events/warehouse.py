@@ -260,31 +260,24 @@ def canonical(warehouse: Warehouse, table: ibis.Table) -> ibis.Table:
     )
 
 
-def visits(receipts: ibis.Table, *, gap: timedelta = timedelta(hours=1)) -> ibis.Table:
-    """Receipts with ``visit_no``: a customer's receipts in one store belong to one visit
-    while each follows the previous one within ``gap``."""
+def visit_starts(receipts: ibis.Table, *, gap: timedelta = timedelta(hours=1)) -> ibis.Table:
+    """One row per visit (``customer_id``, ``store_id``, ``started_at``): a customer's
+    receipts in one store belong to one visit while each follows the previous one within
+    ``gap``. A visit starts at the receipt that has no previous one within ``gap``; of
+    receipts at the same moment only the first in the engine's order can be that one (the
+    others follow it at no distance), so each visit has exactly one start."""
     window = ibis.window(
         group_by=[receipts.workspace_id, receipts.customer_id, receipts.store_id],
         order_by=receipts.occurred_at,
     )
     previous = receipts.occurred_at.lag().over(window)
     gap_seconds = gap.total_seconds()
-    starts = ibis.ifelse(
-        previous.isnull()
-        | ((receipts.occurred_at.epoch_seconds() - previous.epoch_seconds()) > gap_seconds),
-        1,
-        0,
+    marked = receipts.mutate(
+        starts=previous.isnull()
+        | ((receipts.occurred_at.epoch_seconds() - previous.epoch_seconds()) > gap_seconds)
     )
-    marked = receipts.mutate(visit_start=starts)
-    # Receipts at the same moment share their visit: of those, only the first in the lag's
-    # (arbitrary) order can start one, and a range frame counts all of them together, so
-    # the numbers are the same whichever that is (no tie-breaking column is read).
-    running = ibis.window(
-        group_by=[marked.workspace_id, marked.customer_id, marked.store_id],
-        order_by=marked.occurred_at,
-        range=(None, 0),
-    )
-    return marked.mutate(visit_no=marked.visit_start.sum().over(running)).drop("visit_start")
+    starts = marked.filter(marked.starts)  # on the column: engines filter no window function
+    return starts.select("customer_id", "store_id", started_at=starts.occurred_at)
 
 
 def customer_ids_of(batches: dict[str, pa.Table]) -> Iterable[int]:

@@ -38,7 +38,7 @@ from tactful.events.warehouse import (
     RECEIPTS,
     canonical,
     ensure_tables,
-    visits,
+    visit_starts,
 )
 from tactful.metrics.catalog import (
     DEFAULT_INTERVAL_DAYS,
@@ -322,11 +322,7 @@ def _favourite(starts: ibis.Table, low: datetime, high: datetime, name: str) -> 
 
 
 def _visit_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
-    sales = receipts.filter(receipts.kind == "sale")
-    numbered = visits(sales)
-    starts = numbered.group_by(["customer_id", "store_id", "visit_no"]).aggregate(
-        started_at=numbered.occurred_at.min()
-    )
+    starts = visit_starts(receipts.filter(receipts.kind == "sale"))
     ordered = starts.mutate(
         previous=starts.started_at.lag().over(
             group_by="customer_id", order_by=["started_at", "store_id"]
