@@ -27,7 +27,7 @@ def configure_logging(*, level: str = "INFO", json_output: bool = False) -> None
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -43,6 +43,23 @@ def configure_logging(*, level: str = "INFO", json_output: bool = False) -> None
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "py4j", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when the
+    handler was made: a caller that swaps the stream (a test capturing output, a tool
+    embedding the CLI) and closes it leaves no handler writing to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass  # always the current sys.stderr
 
 
 def _identity(
