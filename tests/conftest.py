@@ -8,6 +8,7 @@ migrated template. ``--db sqlite`` or ``--db postgres`` limits the run to one ba
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from tactful.config import DatabaseSettings, Settings
 from tactful.core.db import create_db_engine
 from tactful.core.jobs.registry import JOBS
 from tactful.core.jobs.runner import Worker
+from tactful.core.logging import StderrHandler
 from tactful.core.migrate import upgrade
 from tactful.core.runtime import Runtime, build_runtime
 from tactful.core.warehouse import Warehouse
@@ -40,6 +42,17 @@ def jobs_run_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, spec in list(JOBS.items()):
         if spec.delay is not None:
             monkeypatch.setitem(JOBS, name, replace(spec, delay=None))
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_found() -> Iterator[None]:
+    """A test that configures logging (a CLI command run in-process) leaves the root logger
+    as it found it, so other tests' servers (aiosmtpd logs every connection) stay quiet."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, StderrHandler)]
+    root.setLevel(level)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

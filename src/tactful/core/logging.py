@@ -27,7 +27,7 @@ def configure_logging(*, level: str = "INFO", json_output: bool = False) -> None
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = _StderrHandler()
+    handler = StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -45,7 +45,7 @@ def configure_logging(*, level: str = "INFO", json_output: bool = False) -> None
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when the
     handler was made: a caller that swaps the stream (a test capturing output, a tool
     embedding the CLI) and closes it leaves no handler writing to a closed file."""
