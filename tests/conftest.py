@@ -29,6 +29,7 @@ from tactful.core.runtime import Runtime, build_runtime
 from tactful.core.warehouse import Warehouse
 from tactful.tenancy import service as tenancy_service
 from tactful.testing.postgres import TempPostgres, available
+from tests.warehouses import open_warehouse
 
 wiring.install()
 _counter = itertools.count()
@@ -53,6 +54,22 @@ def logging_left_as_found() -> Iterator[None]:
     yield
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, StderrHandler)]
     root.setLevel(level)
+
+
+@pytest.fixture(
+    params=[
+        "duckdb",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow]),
+    ]
+)
+def any_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    """An empty warehouse on DuckDB, PostgreSQL and Spark in turn (Spark's is the run's
+    shared one, left open)."""
+    opened = open_warehouse(request.param, request, tmp_path)
+    yield opened
+    if request.param != "spark":
+        opened.close()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

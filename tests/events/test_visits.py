@@ -4,17 +4,13 @@ Spark."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import ibis
 import pyarrow as pa
-import pytest
 
 from tactful.core.warehouse import Warehouse
 from tactful.events.warehouse import visit_starts
-from tests.warehouses import open_warehouse
 
 T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
 # (receipt, customer, store, minutes after T0) and the visit each belongs to
@@ -36,21 +32,7 @@ RECEIPTS = [
 ]
 
 
-@pytest.fixture(
-    params=[
-        "duckdb",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow]),
-    ]
-)
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    opened = open_warehouse(request.param, request, tmp_path)
-    yield opened
-    if request.param != "spark":  # Spark's is shared by the run
-        opened.close()
-
-
-def test_each_visit_starts_once_at_its_first_receipts(warehouse: Warehouse) -> None:
+def test_each_visit_starts_once_at_its_first_receipts(any_warehouse: Warehouse) -> None:
     rows = pa.table(
         {
             "workspace_id": [1] * len(RECEIPTS),
@@ -63,7 +45,7 @@ def test_each_visit_starts_once_at_its_first_receipts(warehouse: Warehouse) -> N
         }
     )
     starts = visit_starts(ibis.memtable(rows))
-    got = warehouse.con.to_pyarrow(starts).to_pylist()
+    got = any_warehouse.con.to_pyarrow(starts).to_pylist()
     found = sorted((r["customer_id"], r["store_id"], r["started_at"]) for r in got)
     # one start per visit: its first receipts' moment
     first: dict[tuple[int, str, int], datetime] = {}
