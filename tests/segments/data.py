@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -339,3 +340,10 @@ def load_with_metrics(warehouse: Warehouse, workspace_id: int) -> None:
     build(workspace_id).load(warehouse)
     rows = mw.compute_metrics(warehouse, workspace_id=workspace_id, now=NOW)
     mw.replace_rows(warehouse, mw.METRICS, workspace_id=workspace_id, customer_ids=None, rows=rows)
+
+
+def duckdb_with_history(folder: Path, workspace_id: int) -> Warehouse:
+    """A DuckDB warehouse in ``folder`` holding ``load_with_metrics``'s history."""
+    opened = Warehouse(f"duckdb://{folder / 'w.duckdb'}", data_dir=folder)
+    load_with_metrics(opened, workspace_id)
+    return opened

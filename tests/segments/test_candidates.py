@@ -14,15 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tactful.core.warehouse import Warehouse
-from tactful.metrics import service as metrics_service
 from tactful.segments.compiler import Compiler
 from tactful.segments.definition import parse
-from tests.segments.data import NOW, load_with_metrics
-from tests.segments.test_cross_backend import DEFINITIONS, REFERENCED, attr, metric
+from tests.segments.data import NOW, duckdb_with_history
+from tests.segments.test_cross_backend import DEFINITIONS, attr, compiler_for, metric
 
 WORKSPACE = 9401
 SUBQUERY = re.compile(r"\sIN \(\s*SELECT")
-TYPES = {"score": "number", "vip": "boolean", "tags": "list"}
 # conditions on the profile and the metrics alone (a referenced segment of such included)
 DIRECT = [
     attr("gender", "eq", "f"),
@@ -49,23 +47,13 @@ JOINED = [
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
-    folder = tmp_path_factory.mktemp("candidates")
-    opened = Warehouse(f"duckdb://{folder / 'w.duckdb'}", data_dir=folder)
-    load_with_metrics(opened, WORKSPACE)
+    opened = duckdb_with_history(tmp_path_factory.mktemp("candidates"), WORKSPACE)
     yield opened
     opened.close()
 
 
 def _compiler(warehouse: Warehouse) -> Compiler:
-    referenced = {k: parse(v) for k, v in REFERENCED.items()}
-    return Compiler(
-        warehouse=warehouse,
-        source=metrics_service,
-        workspace_id=WORKSPACE,
-        now=NOW,
-        attribute_types=TYPES,
-        definition_of=referenced.get,
-    )
+    return compiler_for(warehouse, WORKSPACE, NOW)
 
 
 def _ids(warehouse: Warehouse, expr: ibis.Table) -> list[int]:

@@ -27,6 +27,7 @@ def metric(name: str, operator: str, value: Any = None) -> dict[str, Any]:
     return {"type": "metric", "metric": name, "operator": operator, "value": value}
 
 
+TYPES = {"score": "number", "vip": "boolean", "tags": "list"}
 REFERENCED = {501: {"all": [attr("gender", "eq", "f")]}}
 DEFINITIONS: dict[str, dict[str, Any]] = {
     "gender_f": attr("gender", "eq", "f"),
@@ -217,17 +218,9 @@ EXPECTED = {
 
 def _evaluate(warehouse: Warehouse) -> dict[str, Any]:
     load_with_metrics(warehouse, WORKSPACE)
-    referenced = {k: parse(v) for k, v in REFERENCED.items()}
 
     def compiler() -> Compiler:
-        return Compiler(
-            warehouse=warehouse,
-            source=metrics_service,
-            workspace_id=WORKSPACE,
-            now=NOW,
-            attribute_types={"score": "number", "vip": "boolean", "tags": "list"},
-            definition_of=referenced.get,
-        )
+        return compiler_for(warehouse, WORKSPACE, NOW)
 
     compiled = compiler().compile({name: parse(raw) for name, raw in DEFINITIONS.items()})
     flags = warehouse.con.to_pyarrow(compiled.table).to_pylist()
@@ -256,6 +249,19 @@ def _evaluate(warehouse: Warehouse) -> dict[str, Any]:
         "direct": direct,
         "metrics": {r["customer_id"]: _normal(r) for r in stored},
     }
+
+
+def compiler_for(warehouse: Warehouse, workspace_id: int, now: datetime) -> Compiler:
+    """A compiler for the test history: its custom attribute types, REFERENCED's segments."""
+    referenced = {k: parse(v) for k, v in REFERENCED.items()}
+    return Compiler(
+        warehouse=warehouse,
+        source=metrics_service,
+        workspace_id=workspace_id,
+        now=now,
+        attribute_types=TYPES,
+        definition_of=referenced.get,
+    )
 
 
 def _normal(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,17 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tactful.core.warehouse import Warehouse
-from tactful.metrics import service as metrics_service
 from tactful.metrics import warehouse as mw
 from tactful.segments import service, templates
 from tactful.segments.compiler import Compiler
 from tactful.segments.definition import parse
-from tests.segments.data import NOW, load_with_metrics
-from tests.segments.test_cross_backend import DEFINITIONS, REFERENCED
+from tests.segments.data import NOW, duckdb_with_history, load_with_metrics
+from tests.segments.test_cross_backend import DEFINITIONS, compiler_for
 from tests.warehouses import open_warehouse
 
 WORKSPACE = 9301
-TYPES = {"score": "number", "vip": "boolean", "tags": "list"}
 # moments the templates are filled in for: the data's, later, earlier, odd fractions
 MOMENTS = (
     NOW,
@@ -44,19 +42,7 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
 
 
 def _compiler_at(warehouse: Warehouse) -> Callable[[datetime], Compiler]:
-    referenced = {k: parse(v) for k, v in REFERENCED.items()}
-
-    def at(moment: datetime) -> Compiler:
-        return Compiler(
-            warehouse=warehouse,
-            source=metrics_service,
-            workspace_id=WORKSPACE,
-            now=moment,
-            attribute_types=TYPES,
-            definition_of=referenced.get,
-        )
-
-    return at
+    return lambda moment: compiler_for(warehouse, WORKSPACE, moment)
 
 
 def _compiled_ids(warehouse: Warehouse, expr: ibis.Table) -> list[int]:
@@ -131,9 +117,7 @@ def test_query_not_shifting_with_the_moment_is_compiled_each_time(warehouse: War
 @pytest.fixture(scope="module")
 def loaded_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     """One loaded DuckDB warehouse for all of the hypothesis test's examples."""
-    folder = tmp_path_factory.mktemp("templates")
-    opened = Warehouse(f"duckdb://{folder / 'w.duckdb'}", data_dir=folder)
-    load_with_metrics(opened, WORKSPACE)
+    opened = duckdb_with_history(tmp_path_factory.mktemp("templates"), WORKSPACE)
     yield opened
     opened.close()
 
