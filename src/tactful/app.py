@@ -183,6 +183,7 @@ def create_app(
     if runtime is not None:
         app.state.runtime = runtime
     app.state.authenticate_key = tenancy_service.authenticate_api_key
+    app.state.record_key_use = tenancy_service.record_api_key_use
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
     app.add_exception_handler(TactfulError, _error_for_api_or_page)

@@ -19,9 +19,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tactful.core.auth import KeyAuthenticator, Principal
+from tactful.core.auth import KeyAuthenticator, KeyUseRecorder, Principal
 from tactful.core.errors import TactfulError, Unauthorized
 from tactful.core.runtime import Runtime
 
@@ -40,24 +41,52 @@ def writes(endpoint: _F) -> _F:
     return endpoint
 
 
-_ENDING_THREADS = 16
-_ending_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
+class _Threads:
+    """Worker threads of their own, one limiter per event loop (tests run several loops)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._limiters: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, anyio.CapacityLimiter
+        ] = weakref.WeakKeyDictionary()
+
+    async def run(self, work: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            limiter = self._limiters[loop] = anyio.CapacityLimiter(self.size)
+        await anyio.to_thread.run_sync(work, limiter=limiter)
 
 
-async def _ending(end: Callable[[], None]) -> None:
-    """Commit, roll back or close a request's session on threads of their own.
+# Commit, roll back and close run on threads of their own. Requests wait for SQLite's single
+# write lock on the shared worker threads; the request holding the lock must never need one
+# of those threads to let it go, or a burst of calls deadlocks until the busy timeout.
+_ENDING = _Threads(16)
+# Recording API key uses waits for the write lock too, so it takes neither kind of thread.
+_KEY_USES = _Threads(1)
 
-    Requests wait for SQLite's single write lock on the shared worker threads; the request
-    holding the lock must never need one of those threads to let it go, or a burst of calls
-    deadlocks until the busy timeout. (One limiter per event loop: tests run several.)
-    """
-    loop = asyncio.get_running_loop()
-    limiter = _ending_limiters.get(loop)
-    if limiter is None:
-        limiter = _ending_limiters[loop] = anyio.CapacityLimiter(_ENDING_THREADS)
-    await anyio.to_thread.run_sync(end, limiter=limiter)
+
+def _record_key_use_after(request: Request, response: Response) -> None:
+    """A read-only request cannot record the use of its API key (it never commits, and on
+    SQLite a write would upgrade its read transaction and fail when another writer went
+    first): record it in a transaction of its own once the response has gone out."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None or principal.key_id is None or principal.unrecorded_use is None:
+        return
+    runtime: Runtime = request.app.state.runtime
+    record: KeyUseRecorder = request.app.state.record_key_use
+    key_id, at = principal.key_id, principal.unrecorded_use
+
+    def work() -> None:
+        try:
+            with runtime.db.scope() as session:
+                record(session, key_id, at)
+        except Exception:  # bookkeeping: the request itself has succeeded
+            log.warning("api_key.use_not_recorded", key_id=key_id, exc_info=True)
+
+    task = BackgroundTask(_KEY_USES.run, work)
+    previous = response.background
+    response.background = task if previous is None else BackgroundTasks([previous, task])
 
 
 class TransactionalRoute(APIRoute):
@@ -77,14 +106,16 @@ class TransactionalRoute(APIRoute):
             request.state.db_session = session
             try:
                 response = await original(request)
-                if not readonly:
-                    await _ending(session.commit)
+                if readonly:
+                    _record_key_use_after(request, response)
+                else:
+                    await _ENDING.run(session.commit)
                 return response
             except BaseException:
-                await _ending(session.rollback)
+                await _ENDING.run(session.rollback)
                 raise
             finally:
-                await _ending(session.close)
+                await _ENDING.run(session.close)
 
         return handler
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -59,6 +60,8 @@ class Principal:
     role: str | None = None
     # a person's roles per brand (None: the whole workspace)
     brand_roles: tuple[tuple[int | None, str], ...] = ()
+    # a use of the API key that a read-only request could not record; written after it
+    unrecorded_use: datetime | None = None
 
     def allows(self, scope: str) -> bool:
         """Admin keys may do everything; other keys only their own scopes."""
@@ -92,3 +95,5 @@ SYSTEM = Principal(workspace_id=0, actor="system", scopes=frozenset({"admin"}))
 
 # Resolves a presented API key to a principal; set by the app factory (tenancy provides it).
 KeyAuthenticator = Callable[[Session, str], Principal]
+# Records a key's use (key id, moment) in a read-write session.
+KeyUseRecorder = Callable[[Session, int, datetime], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tactful.core import clock
 from tactful.core.auth import SCOPES, Principal
+from tactful.core.db import is_readonly
 from tactful.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from tactful.core.runtime import ensure_installation_secret
 from tactful.core.security import hash_api_key, hashes_match, new_api_key, split_api_key
@@ -23,7 +24,7 @@ from tactful.tenancy.models import ApiKey, AuditEntry, Brand, ChannelPrice, Work
 __all__ = ["record_audit"]  # the audit helper every feature imports from here
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-# last_used_at is written at most this often, so authentication stays a read.
+# last_used_at is written at most this often, so authentication is nearly always a read.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
 
 
@@ -197,15 +198,26 @@ def authenticate_api_key(session: Session, plain: str) -> Principal:
     if key.revoked_at is not None:
         raise Unauthorized("the API key has been revoked")
     now = clock.now()
+    unrecorded = None
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        key.last_used_at = now
+        # A read-only request never commits: its caller records the use afterwards.
+        if is_readonly(session):
+            unrecorded = now
+        else:
+            key.last_used_at = now
     return Principal(
         workspace_id=key.workspace_id,
         brand_id=key.brand_id,
         scopes=frozenset(key.scopes),
         actor=f"api_key:{key.id}",
         key_id=key.id,
+        unrecorded_use=unrecorded,
     )
+
+
+def record_api_key_use(session: Session, key_id: int, at: datetime) -> None:
+    """Record that a key was used at a moment (never moving its last use back)."""
+    store.record_api_key_use(session, key_id, at)
 
 
 # Typical prices (minor units) a new brand starts with: free push, cheap e-mail, dearer

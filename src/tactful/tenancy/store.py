@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from tactful.tenancy.models import ApiKey, AuditEntry, Brand, Workspace
@@ -33,6 +33,14 @@ def brands(session: Session, workspace_id: int) -> Sequence[Brand]:
 
 def api_key_by_prefix(session: Session, prefix: str) -> ApiKey | None:
     return session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+
+def record_api_key_use(session: Session, key_id: int, at: datetime) -> None:
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at))
+        .values(last_used_at=at)
+    )
 
 
 def api_keys(session: Session, workspace_id: int) -> Sequence[ApiKey]:
