@@ -2,7 +2,8 @@
 write lock. Every way a transaction can end gives the lock back (commit, an error rolled
 back, a connection returned or thrown away mid-transaction, a commit on another thread than
 the begin), read-only transactions never wait for it, and concurrent writers lose nothing.
-Requests go before waiting jobs, but a job's wait is bounded.
+Requests go before waiting jobs, but a job's wait is bounded. A write in a read-only
+transaction fails at once.
 
 A leaked lock would make the next writer wait the full busy timeout (60 s); each check runs
 the next write on another thread and gives it 10 s."""
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tactful.core import db as core_db
 from tactful.core.db import Database, _WriteGate, background_writes, create_db_engine
@@ -116,6 +118,21 @@ def test_readers_do_not_wait_for_a_writer(db: Database) -> None:
         finish.set()
         writer.join(PATIENCE)
     assert _count(db) == 1
+
+
+def test_a_write_in_a_read_only_scope_fails_at_once_and_the_connection_writes_again(
+    db: Database,
+) -> None:
+    """A read-only scope never commits: a write in it would be lost, so it fails at once
+    rather than waiting for the write lock. The same pooled connection then serves a
+    read-write scope as usual."""
+    refused = pytest.raises(OperationalError, match="attempt to write a readonly database")
+    with refused, db.scope(readonly=True) as session:
+        session.execute(text("UPDATE counter SET n = 5 WHERE id = 1"))
+    assert _count(db) == 0
+    for _ in range(3):  # the pool (8 connections) hands the same one back
+        _bump(db)
+    assert _count(db) == 3
 
 
 def test_concurrent_writers_lose_nothing(db: Database) -> None:

@@ -2,10 +2,12 @@
 
 SQLite runs in WAL mode and every read-write transaction starts with ``BEGIN IMMEDIATE``, so
 two writers never deadlock on a lock upgrade; read-only scopes start a plain deferred
-transaction. Within one process, read-write transactions queue on a lock taken with SQLite's
-write lock, so a waiting writer starts the moment the previous one ends, and API requests go
-before the job runner's transactions for a bounded time. PostgreSQL is reached through
-psycopg 3.
+transaction with ``query_only`` on. (A read-only scope never commits, so a write in it is a
+bug: the write is lost, and upgrading the read transaction fails, "database is locked", once
+another writer has committed. ``query_only`` makes every such write fail at once.) Within
+one process, read-write transactions queue on a lock taken with SQLite's write lock, so a
+waiting writer starts the moment the previous one ends, and API requests go before the job
+runner's transactions for a bounded time. PostgreSQL is reached through psycopg 3.
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         if connection.get_execution_options().get("tactful_readonly", False):
+            connection.exec_driver_sql("PRAGMA query_only=ON")
             connection.exec_driver_sql("BEGIN")
             return
+        connection.exec_driver_sql("PRAGMA query_only=OFF")
         raw = connection.connection.dbapi_connection
         gate.enter(raw)
         try:

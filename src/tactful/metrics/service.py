@@ -235,7 +235,7 @@ def sync_profiles(
             )
         outcome = SyncOutcome(tables[wh.PROFILES].num_rows, len(gone))
     with runtime.db.scope() as session:
-        state = store.state(session, workspace_id, lock=True)
+        state = store.state(session, workspace_id)
         state.profiles_synced_at = now
         if synced_to is not None:
             state.profiles_synced_to = synced_to
@@ -269,7 +269,7 @@ def sync_changed_profiles(runtime: Runtime, *, workspace_id: int) -> SyncOutcome
     if not stale:
         if changed:  # all copied already: the next sweep looks back from here
             with runtime.db.scope() as session:
-                store.state(session, workspace_id, lock=True).profiles_synced_to = until
+                store.state(session, workspace_id).profiles_synced_to = until
         return SyncOutcome(0)
     return sync_profiles(runtime, workspace_id=workspace_id, customer_ids=stale, synced_to=until)
 
@@ -308,7 +308,7 @@ def refresh_metrics(
         customer_ids=pa.array(ids, pa.int64()),
         now=clock.now(),
     )
-    state = store.state(session, workspace_id, lock=True)
+    state = store.state(session, workspace_id)
     state.metrics_refreshed_at = now
     _announce(session, workspace_id, "metrics", ids, now)
     return SyncOutcome(len(ids))
@@ -322,7 +322,7 @@ def rebuild_metrics(runtime: Runtime, session: Session, *, workspace_id: int) ->
     wh.replace_rows(warehouse, wh.METRICS, workspace_id=workspace_id, customer_ids=None, rows=rows)
     table = warehouse.table(wh.METRICS)
     count = int(warehouse.con.execute(table.filter(table.workspace_id == workspace_id).count()))
-    state = store.state(session, workspace_id, lock=True)
+    state = store.state(session, workspace_id)
     state.metrics_rebuilt_at = state.metrics_refreshed_at = now
     _announce(session, workspace_id, "rebuild", None, now)
     return SyncOutcome(count)
@@ -340,13 +340,15 @@ def queue_rebuild(session: Session, *, workspace_id: int, profiles: bool = False
 
 def record_failure(session: Session, *, workspace_id: int, error: str) -> None:
     """Keep the latest sync or refresh error for the status endpoint."""
-    state = store.state(session, workspace_id, lock=True)
+    state = store.state(session, workspace_id)
     state.last_error, state.last_error_at = error[-4000:], clock.now()
 
 
 def status(session: Session, *, workspace_id: int) -> MetricsState:
-    """How fresh the workspace's profiles and metrics in the warehouse are."""
-    return store.state(session, workspace_id)
+    """How fresh the workspace's profiles and metrics in the warehouse are (never synced:
+    every moment empty). Writes nothing: the dashboard and the API read it read-only."""
+    found = store.find_state(session, workspace_id)
+    return found if found is not None else MetricsState(workspace_id=workspace_id)
 
 
 def workspaces(session: Session) -> list[int]:

@@ -16,25 +16,25 @@ from tactful.tenancy.models import Workspace
 CHUNK = 900
 
 
-def state(session: Session, workspace_id: int, *, lock: bool = False) -> MetricsState:
-    """The workspace's state row (created on first use)."""
-    stmt = select(MetricsState).where(MetricsState.workspace_id == workspace_id)
-    if not lock:
-        # a read (the dashboard's freshness) writes nothing once the row exists: on SQLite a
-        # write here would wait for, or fail against, a worker's sync holding the lock
-        found = session.scalars(stmt).one_or_none()
-        if found is not None:
-            return found
+def state(session: Session, workspace_id: int) -> MetricsState:
+    """The workspace's state row, created on first use and locked (a read-write
+    transaction)."""
     session.execute(
         insert_ignore(
             session, MetricsState, {"workspace_id": workspace_id}, conflict=["workspace_id"]
         )
     )
-    if lock:
-        stmt = lock_rows(session, stmt)
-    row = session.scalars(stmt).one()
+    stmt = select(MetricsState).where(MetricsState.workspace_id == workspace_id)
+    row = session.scalars(lock_rows(session, stmt)).one()
     session.refresh(row)
     return row
+
+
+def find_state(session: Session, workspace_id: int) -> MetricsState | None:
+    """The workspace's state row, if any, without writing (read-only transactions)."""
+    return session.scalars(
+        select(MetricsState).where(MetricsState.workspace_id == workspace_id)
+    ).one_or_none()
 
 
 def profiles_synced_to(session: Session, workspace_id: int) -> datetime | None:
