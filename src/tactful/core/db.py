@@ -98,12 +98,15 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get("tactful_readonly", False):
-            connection.exec_driver_sql("PRAGMA query_only=ON")
+        readonly = bool(connection.get_execution_options().get("tactful_readonly", False))
+        pooled = connection.connection  # the pool's entry: its info lasts with the connection
+        if pooled.info.get("query_only", False) != readonly:
+            connection.exec_driver_sql(f"PRAGMA query_only={'ON' if readonly else 'OFF'}")
+            pooled.info["query_only"] = readonly
+        if readonly:
             connection.exec_driver_sql("BEGIN")
             return
-        connection.exec_driver_sql("PRAGMA query_only=OFF")
-        raw = connection.connection.dbapi_connection
+        raw = pooled.dbapi_connection
         gate.enter(raw)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
