@@ -84,6 +84,19 @@ def test_a_read_only_request_records_the_use_after_its_response(
     assert [datetime.fromisoformat(k["last_used_at"]) for k in second.json()] == [T0]
 
 
+def test_a_write_request_records_the_use_in_its_own_transaction(
+    client: TestClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    with runtime.db.scope() as session:
+        key, plain = service.issue_api_key(
+            session, workspace_id=tenant.workspace_id, name="site", scopes=["ingest"]
+        )
+    body = {"userId": "u1", "event": "Viewed", "messageId": "m-1"}
+    with clock.frozen(T0):
+        assert client.post("/v1/track", json=body, auth=(plain, "")).status_code == 200
+    assert _keys(runtime)[key.id] == ("site", T0)
+
+
 def test_a_read_while_another_writer_holds_the_key_answers_and_loses_nothing(
     client: TestClient, runtime: Runtime, tenant: Tenant
 ) -> None:
