@@ -51,7 +51,9 @@ class ApiKeyOut(BaseModel):
     scopes: list[str]
     brand_id: int | None
     created_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(
+        description="When the key last authenticated a call (to within five minutes); null if never"
+    )
     revoked_at: datetime | None
 
 
