@@ -19,10 +19,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from tactful.core import db as core_db
-from tactful.core.db import Database, _WriteGate, background_writes, create_db_engine
+from tactful.core.db import (
+    Database,
+    WriteInReadOnlyScope,
+    _WriteGate,
+    background_writes,
+    create_db_engine,
+)
 
 PATIENCE = 10.0
 
@@ -123,10 +128,10 @@ def test_readers_do_not_wait_for_a_writer(db: Database) -> None:
 def test_a_write_in_a_read_only_scope_fails_at_once_and_the_connection_writes_again(
     db: Database,
 ) -> None:
-    """A read-only scope never commits: a write in it would be lost, so it fails at once
+    """A read-only scope never commits: a write in it would be lost, so it is refused at once
     rather than waiting for the write lock. The same pooled connection then serves a
     read-write scope as usual."""
-    refused = pytest.raises(OperationalError, match="attempt to write a readonly database")
+    refused = pytest.raises(WriteInReadOnlyScope, match="must not write: UPDATE counter")
     with refused, db.scope(readonly=True) as session:
         session.execute(text("UPDATE counter SET n = 5 WHERE id = 1"))
     assert _count(db) == 0

@@ -2,12 +2,12 @@
 
 SQLite runs in WAL mode and every read-write transaction starts with ``BEGIN IMMEDIATE``, so
 two writers never deadlock on a lock upgrade; read-only scopes start a plain deferred
-transaction with ``query_only`` on. (A read-only scope never commits, so a write in it is a
-bug: the write is lost, and upgrading the read transaction fails, "database is locked", once
-another writer has committed. ``query_only`` makes every such write fail at once.) Within
-one process, read-write transactions queue on a lock taken with SQLite's write lock, so a
-waiting writer starts the moment the previous one ends, and API requests go before the job
-runner's transactions for a bounded time. PostgreSQL is reached through psycopg 3.
+transaction. A read-only scope never commits, so a write in it is a bug: the write is lost,
+and on SQLite upgrading the read transaction fails ("database is locked") once another writer
+has committed. Such a write is refused at once, on every database. Within one process,
+read-write transactions queue on a lock taken with SQLite's write lock, so a waiting writer
+starts the moment the previous one ends, and API requests go before the job runner's
+transactions for a bounded time. PostgreSQL is reached through psycopg 3.
 """
 
 from __future__ import annotations
@@ -84,6 +84,29 @@ def normalise_database_url(raw: str) -> URL:
     )
 
 
+class WriteInReadOnlyScope(RuntimeError):
+    """A statement that writes, run in a read-only scope (a bug: it would be lost)."""
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _install_read_only_guard(engine: Engine) -> None:
+    """Refuse writes in read-only scopes. (SQLite's ``query_only`` pragma would do it too,
+    but switching it expires every prepared statement of the connection.)"""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_writes(
+        connection: Any, _cursor: Any, statement: str, *_args: Any, **_kwargs: Any
+    ) -> None:
+        if connection.get_execution_options().get("tactful_readonly", False) and statement.lstrip()[
+            :7
+        ].upper().startswith(_WRITES):
+            raise WriteInReadOnlyScope(
+                f"a read-only scope never commits, so it must not write: {statement[:200]}"
+            )
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -98,15 +121,10 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        readonly = bool(connection.get_execution_options().get("tactful_readonly", False))
-        pooled = connection.connection  # the pool's entry: its info lasts with the connection
-        if pooled.info.get("query_only", False) != readonly:
-            connection.exec_driver_sql(f"PRAGMA query_only={'ON' if readonly else 'OFF'}")
-            pooled.info["query_only"] = readonly
-        if readonly:
+        if connection.get_execution_options().get("tactful_readonly", False):
             connection.exec_driver_sql("BEGIN")
             return
-        raw = pooled.dbapi_connection
+        raw = connection.connection.dbapi_connection
         gate.enter(raw)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -285,6 +303,7 @@ def create_db_engine(
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
         )
         _install_sqlite_hooks(engine)
+        _install_read_only_guard(engine)
         return engine
     engine = create_engine(
         url,
@@ -294,6 +313,7 @@ def create_db_engine(
         connect_args={"connect_timeout": 10},
     )
     _install_liveness_check(engine, ping_after_idle)
+    _install_read_only_guard(engine)
     return engine
 
 
