@@ -99,9 +99,9 @@ def _install_read_only_guard(engine: Engine) -> None:
     def _refuse_writes(
         connection: Any, _cursor: Any, statement: str, *_args: Any, **_kwargs: Any
     ) -> None:
-        if connection.get_execution_options().get("tactful_readonly", False) and statement.lstrip()[
-            :7
-        ].upper().startswith(_WRITES):
+        if not connection.get_execution_options().get("tactful_readonly", False):
+            return
+        if statement.lstrip()[:7].upper().startswith(_WRITES):
             raise WriteInReadOnlyScope(
                 f"a read-only scope never commits, so it must not write: {statement[:200]}"
             )
