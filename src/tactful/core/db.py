@@ -89,6 +89,12 @@ class WriteInReadOnlyScope(RuntimeError):
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# the execution option that marks a read-only scope's connections
+_READONLY = "tactful_readonly"
+
+
+def _readonly(options: Any) -> bool:
+    return bool(options.get(_READONLY, False))
 
 
 def _install_read_only_guard(engine: Engine) -> None:
@@ -99,7 +105,7 @@ def _install_read_only_guard(engine: Engine) -> None:
     def _refuse_writes(
         connection: Any, _cursor: Any, statement: str, *_args: Any, **_kwargs: Any
     ) -> None:
-        if not connection.get_execution_options().get("tactful_readonly", False):
+        if not _readonly(connection.get_execution_options()):
             return
         if statement.lstrip()[:7].upper().startswith(_WRITES):
             raise WriteInReadOnlyScope(
@@ -121,7 +127,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get("tactful_readonly", False):
+        if _readonly(connection.get_execution_options()):
             connection.exec_driver_sql("BEGIN")
             return
         raw = connection.connection.dbapi_connection
@@ -345,7 +351,7 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
 def is_readonly(session: Session) -> bool:
     """True for a session of a read-only scope: it never commits, so nothing it writes lasts
     (and on SQLite a write would have to upgrade its read transaction)."""
-    return bool(session.get_bind().get_execution_options().get("tactful_readonly", False))
+    return _readonly(session.get_bind().get_execution_options())
 
 
 class Database:
@@ -355,7 +361,7 @@ class Database:
         self.engine = engine
         self._factory = sessionmaker(engine, expire_on_commit=False, autoflush=True)
         self._readonly_factory = sessionmaker(
-            engine.execution_options(tactful_readonly=True),
+            engine.execution_options(**{_READONLY: True}),
             expire_on_commit=False,
         )
 
