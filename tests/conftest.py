@@ -184,6 +184,24 @@ def tenant(runtime: Runtime) -> Tenant:
         return Tenant(result.workspace.id, result.brand.id, result.admin_key)
 
 
+@dataclass(frozen=True)
+class IngestKey:
+    """An API key with the ingest scope only (a website's or an app's write key)."""
+
+    id: int
+    plain: str
+    name: str = "site"
+
+
+@pytest.fixture
+def ingest_key(runtime: Runtime, tenant: Tenant) -> IngestKey:
+    with runtime.db.scope() as session:
+        key, plain = tenancy_service.issue_api_key(
+            session, workspace_id=tenant.workspace_id, name=IngestKey.name, scopes=["ingest"]
+        )
+        return IngestKey(key.id, plain)
+
+
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime=runtime, run_worker=False)) as test_client:

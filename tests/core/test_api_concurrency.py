@@ -15,20 +15,16 @@ from sqlalchemy import func, select
 from tactful.app import create_app
 from tactful.core.runtime import Runtime
 from tactful.events.models import InboxEvent
-from tactful.tenancy import service as tenancy
-from tests.conftest import Tenant
+from tests.conftest import IngestKey
 
 CALLS = 12
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 def test_a_burst_larger_than_the_thread_pool_commits_every_call(
-    runtime: Runtime, tenant: Tenant
+    runtime: Runtime, ingest_key: IngestKey
 ) -> None:
-    with runtime.db.scope() as session:
-        _, key = tenancy.issue_api_key(
-            session, workspace_id=tenant.workspace_id, name="site", scopes=["ingest"]
-        )
+    key = ingest_key.plain
     app = create_app(runtime=runtime, run_worker=False)
 
     async def burst() -> list[int]:

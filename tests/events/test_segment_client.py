@@ -16,8 +16,7 @@ from segment.analytics.client import Client
 
 from tactful.app import create_app
 from tactful.core.runtime import Runtime
-from tactful.tenancy import service as tenancy
-from tests.conftest import Tenant
+from tests.conftest import IngestKey, Tenant
 
 
 def free_port() -> int:
@@ -62,12 +61,9 @@ def eventually(check: Callable[[], Any], *, timeout: float = 60) -> Any:
 
 
 def test_segment_library_identify_and_track_reach_the_profile(
-    server: str, runtime: Runtime, tenant: Tenant
+    server: str, tenant: Tenant, ingest_key: IngestKey
 ) -> None:
-    with runtime.db.scope() as session:
-        _key, write_key = tenancy.issue_api_key(
-            session, workspace_id=tenant.workspace_id, name="website", scopes=["ingest"]
-        )
+    write_key = ingest_key.plain
     failures: list[Any] = []
     client = Client(
         write_key=write_key,

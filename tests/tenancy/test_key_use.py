@@ -16,7 +16,7 @@ from tactful.core import clock
 from tactful.core.runtime import Runtime
 from tactful.tenancy import service
 from tactful.tenancy.models import ApiKey
-from tests.conftest import Tenant
+from tests.conftest import IngestKey, Tenant
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -85,16 +85,13 @@ def test_a_read_only_request_records_the_use_after_its_response(
 
 
 def test_a_write_request_records_the_use_in_its_own_transaction(
-    client: TestClient, runtime: Runtime, tenant: Tenant
+    client: TestClient, runtime: Runtime, ingest_key: IngestKey
 ) -> None:
-    with runtime.db.scope() as session:
-        key, plain = service.issue_api_key(
-            session, workspace_id=tenant.workspace_id, name="site", scopes=["ingest"]
-        )
     body = {"userId": "u1", "event": "Viewed", "messageId": "m-1"}
     with clock.frozen(T0):
-        assert client.post("/v1/track", json=body, auth=(plain, "")).status_code == 200
-    assert _keys(runtime)[key.id] == ("site", T0)
+        response = client.post("/v1/track", json=body, auth=(ingest_key.plain, ""))
+    assert response.status_code == 200
+    assert _keys(runtime)[ingest_key.id] == ("site", T0)
 
 
 def test_a_read_while_another_writer_holds_the_key_answers_and_loses_nothing(
