@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -340,6 +341,54 @@ def test_coalesced_job_runs_again_only_when_asked(
     with runtime.db.scope(readonly=True) as session:
         assert effect_count(session) == 3
         assert session.scalars(select(Job)).one().status == "done"
+
+
+def test_a_gathering_coalesced_job_runs_its_delay_after_the_first_ask(
+    runtime: Runtime, effects: None, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coalesced job registered with a delay (the warehouse loader) is due its delay after
+    the first ask since its last run began, also when asked while it runs: asked for
+    continually, it runs about once per delay. An explicit time (a backlog left) wins."""
+    spec = queue_registry.JOBS["testing.record"]
+    monkeypatch.setitem(queue_registry.JOBS, spec.name, replace(spec, delay=timedelta(seconds=2)))
+
+    def ask(run_at: datetime | None = None) -> None:
+        with runtime.db.scope() as session:
+            queue.enqueue_coalesced(session, "testing.record", key="gather", run_at=run_at)
+
+    def due() -> tuple[str, datetime]:
+        with runtime.db.scope(readonly=True) as session:
+            job = session.scalars(select(Job)).one()
+            return job.status, clock.ensure_utc(job.run_at)
+
+    with clock.frozen(T0):
+        ask()
+        clock.advance(timedelta(seconds=1))
+        ask()  # queued already: the due time stays
+        assert due() == ("queued", T0 + timedelta(seconds=2))
+        assert worker.drain() == 0
+        clock.advance(timedelta(seconds=1))
+        [claimed] = worker.claim(1)
+        clock.advance(timedelta(milliseconds=100))
+        ask()  # while it runs: due two seconds after this ask
+        clock.advance(timedelta(milliseconds=100))
+        ask()
+        assert worker.run_job(claimed) == "done"
+        assert due() == ("queued", T0 + timedelta(seconds=4, milliseconds=100))
+        clock.advance(timedelta(seconds=1))
+        assert worker.drain() == 0
+        clock.advance(timedelta(seconds=1, milliseconds=100))
+        [claimed] = worker.claim(1)
+        ask(run_at=clock.now())  # rows remain: the next run is due at once
+        assert worker.run_job(claimed) == "done"
+        assert due() == ("queued", T0 + timedelta(seconds=4, milliseconds=300))
+        assert worker.drain() == 1
+        assert due()[0] == "done"
+        clock.advance(timedelta(minutes=1))
+        ask()  # done: due its delay from now
+        assert due() == ("queued", T0 + timedelta(minutes=1, seconds=6, milliseconds=300))
+    with runtime.db.scope(readonly=True) as session:
+        assert effect_count(session) == 3
 
 
 def test_workers_take_only_their_jobs_and_keep_a_thread_for_deciding_work(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from tactful.core import clock
 from tactful.core.errors import TactfulError
 from tactful.core.jobs.context import JobContext, MonitorContext, PermanentFailure
 from tactful.core.jobs.queue import enqueue_coalesced
@@ -27,13 +28,13 @@ def resolve(ctx: JobContext) -> None:
         enqueue_coalesced(ctx.session, RESOLVE_JOB, key=RESOLVE_JOB)
 
 
-@job(resolver.LOAD_JOB, max_attempts=20, transactional=False)
+@job(resolver.LOAD_JOB, max_attempts=20, transactional=False, delay=loader.LOAD_DELAY)
 def load(ctx: JobContext) -> None:
-    """Copy resolved rows to the warehouse; ask for another run while rows remain."""
+    """Copy resolved rows to the warehouse; run again at once while rows remain."""
     outcome = loader.load_pending(ctx.runtime)
     if outcome.more:
         with ctx.runtime.db.scope() as session:
-            enqueue_coalesced(session, resolver.LOAD_JOB, key=resolver.LOAD_JOB)
+            enqueue_coalesced(session, resolver.LOAD_JOB, key=resolver.LOAD_JOB, run_at=clock.now())
 
 
 @job("events.apply_merge", transactional=False)

@@ -96,7 +96,10 @@ def enqueue_coalesced(
     """Ask for one more run of a singleton job (a resolver, a loader).
 
     At most one job per key is ever pending: a request while it is queued does nothing; while
-    it runs, it runs once more afterwards; once done (or dead), it is queued again.
+    it runs, it runs once more afterwards; once done (or dead), it is queued again. The run
+    asked for is due at ``run_at``, by default now plus the job's registered ``delay``,
+    also when it follows a run still going: a job that gathers its work (the warehouse
+    loader) then runs at most about once per delay however often it is asked for.
     """
     # a plain Core read on the session's connection: this check runs on hot paths (every
     # event a POS confirm records), where the ORM's per-statement work cost more than the read
@@ -113,12 +116,14 @@ def enqueue_coalesced(
     else:
         stmt = sqlite.insert(Job).values(row)
     finished = Job.status.in_((DONE, DEAD))
+    # the first request since the last run began sets when the next run is due
+    first = or_(finished, and_(Job.status == RUNNING, Job.rerun.is_(False)))
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"],
         set_={
             "status": case((finished, QUEUED), else_=Job.status),
             "attempts": case((finished, 0), else_=Job.attempts),
-            "run_at": case((finished, stmt.excluded.run_at), else_=Job.run_at),
+            "run_at": case((first, stmt.excluded.run_at), else_=Job.run_at),
             "rerun": case((Job.status == RUNNING, True), else_=Job.rerun),
             "finished_at": case((finished, None), else_=Job.finished_at),
             "updated_at": stmt.excluded.updated_at,
@@ -255,7 +260,8 @@ def _owned(job: ClaimedJob, worker: str) -> Any:
 def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
     """Mark a job done if this worker still holds its lease; False means the lease was lost.
 
-    A coalescing job asked for again while it ran goes back to the queue instead.
+    A coalescing job asked for again while it ran goes back to the queue instead, due when
+    that request asked for (``enqueue_coalesced``) or now, whichever is later.
     """
     now = clock.now()
     status = session.execute(
@@ -264,7 +270,7 @@ def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
         .values(
             status=case((Job.rerun, QUEUED), else_=DONE),
             attempts=case((Job.rerun, 0), else_=Job.attempts),
-            run_at=case((Job.rerun, now), else_=Job.run_at),
+            run_at=case((and_(Job.rerun, Job.run_at < now), now), else_=Job.run_at),
             finished_at=case((Job.rerun, None), else_=now),
             rerun=False,
             updated_at=now,
@@ -274,7 +280,7 @@ def complete(session: Session, job: ClaimedJob, *, worker: str) -> bool:
         .returning(Job.status)
         .execution_options(synchronize_session=False)
     ).scalar()
-    if status == QUEUED:  # asked for again while it ran: the run is due now
+    if status == QUEUED:  # asked for again while it ran: the run is due (soon)
         after_commit(session, _signal_work)
     return status is not None
 
