@@ -10,6 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.orm import Session
 
 from tactful.config import DatabaseSettings, Settings
+from tactful.core import db
 from tactful.core.jobs.context import JobContext, PermanentFailure, RetryLater
 from tactful.core.jobs.registry import job
 
@@ -49,6 +50,14 @@ def _record(ctx: JobContext) -> None:
 @job("testing.record")
 def record(ctx: JobContext) -> None:
     _record(ctx)
+
+
+ROLES: list[tuple[int, bool]] = []  # (n, its transactions were background writes)
+
+
+@job("testing.role")
+def role(ctx: JobContext) -> None:
+    ROLES.append((int(ctx.payload["n"]), bool(getattr(db._thread_role, "background", False))))
 
 
 @job("testing.die_once")

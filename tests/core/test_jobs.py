@@ -421,6 +421,24 @@ def test_workers_take_only_their_jobs_and_keep_a_thread_for_deciding_work(
     assert [j.payload["n"] for j in main.claim(10)] == [2]
 
 
+def test_deciding_jobs_write_in_the_foreground_routine_ones_in_the_background(
+    runtime: Runtime,
+) -> None:
+    """On SQLite, waiting API requests take the write lock before background writers; the
+    deciding jobs (resolving events, triggers, journey steps) do not give way to them."""
+    job_fixtures.ROLES.clear()
+    with runtime.db.scope() as session:
+        queue.enqueue(session, "testing.role", {"n": 1}, priority=queue_registry.DECIDING)
+        queue.enqueue(session, "testing.role", {"n": 2}, priority=0)
+        queue.enqueue(session, "testing.role", {"n": 3}, priority=queue_registry.SENDING)
+    worker = Worker(runtime, worker_id="w")
+    for claimed in worker.claim(3):
+        worker._running[claimed.id] = claimed
+        worker._run_tracked(claimed)
+    assert sorted(job_fixtures.ROLES) == [(1, False), (2, True), (3, True)]
+    assert not worker._running
+
+
 def test_a_coalesced_job_asked_for_while_running_wakes_the_workers_when_done(
     runtime: Runtime,
 ) -> None:

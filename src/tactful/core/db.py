@@ -149,7 +149,8 @@ _thread_role = threading.local()
 
 @contextlib.contextmanager
 def background_writes() -> Iterator[None]:
-    """Mark this thread's read-write transactions as background work (the job runner's).
+    """Mark this thread's read-write transactions as background work (the job runner's
+    routine jobs and monitors).
 
     On SQLite such a transaction lets waiting foreground writers (API requests) take the
     write lock first, for up to ``BACKGROUND_YIELD_SECONDS``; without the mark, a request

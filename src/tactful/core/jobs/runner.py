@@ -6,6 +6,7 @@ the runner lives inside ``tactful serve``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -278,7 +279,7 @@ class Worker:
 
     def _run_tracked(self, job: queue.ClaimedJob) -> None:
         try:
-            with background_writes():
+            with _writes_of(job.priority):
                 self.run_job(job)
         except Exception:
             log.exception("job.crashed", job_id=job.id, job=job.name)
@@ -295,14 +296,14 @@ class Worker:
         )
         heartbeat.start()
         futures: set[Future[None]] = set()
-        with (
-            background_writes(),
-            ThreadPoolExecutor(self.concurrency, thread_name_prefix="job") as pool,
-        ):
+        # the loop's claims are foreground writes: each is short, and a deciding job must
+        # not wait behind requests before it even starts (see ``_writes_of``)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="job") as pool:
             while not self._stop.is_set():
                 try:
                     if self.run_monitors:
-                        self.run_due_monitors()
+                        with background_writes():
+                            self.run_due_monitors()
                     futures = {f for f in futures if not f.done()}
                     free = self.concurrency - len(futures)
                     claimed: list[queue.ClaimedJob] = []
@@ -323,6 +324,16 @@ class Worker:
                     log.exception("worker.loop_error")
                     self._stop.wait(self.poll_seconds)
         log.info("worker.stopped", worker=self.worker_id)
+
+
+def _writes_of(priority: int) -> contextlib.AbstractContextManager[None]:
+    """How a job's transactions meet API requests at SQLite's write lock. Routine jobs
+    (loads, metrics, recording sends) are background writes: waiting requests go first.
+    Deciding jobs (resolving events, triggers, journey steps) are not: they are the next
+    steps of the events those requests acknowledge, and a deferral (up to
+    ``BACKGROUND_YIELD_SECONDS``) at each step added up in the time from an event to its
+    message."""
+    return contextlib.nullcontext() if priority >= DECIDING else background_writes()
 
 
 class _LeaseLost(Exception):
