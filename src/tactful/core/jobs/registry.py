@@ -67,7 +67,8 @@ def job(
     jobs, ``serve`` runs these in a second process (heavy CPU work off the API's and the
     triggers' interpreter lock); elsewhere any worker runs them.
     ``delay``: a job asked for without a time runs this long afterwards, for work that
-    batches well (its handler folds in the jobs asked for meanwhile: ``queue.queued``).
+    batches well: its handler folds in the jobs asked for meanwhile (``queue.queued``), or,
+    coalesced (``queue.enqueue_coalesced``), one run does what all the asks meanwhile asked.
     """
     if "." not in name:
         raise ValueError(f"job names are 'feature.verb', got {name!r}")
