@@ -7,7 +7,7 @@ and on SQLite upgrading the read transaction fails ("database is locked") once a
 has committed. Such a write is refused at once, on every database. Within one process,
 read-write transactions queue on a lock taken with SQLite's write lock, so a waiting writer
 starts the moment the previous one ends, and API requests go before the job runner's
-transactions for a bounded time. PostgreSQL is reached through psycopg 3.
+routine transactions for a bounded time. PostgreSQL is reached through psycopg 3.
 """
 
 from __future__ import annotations
