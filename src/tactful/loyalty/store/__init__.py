@@ -36,7 +36,9 @@ from tactful.loyalty.models import (
     AVAILABLE,
     LINE_REDEMPTION,
     MERGED,
+    OPEN_LOT,
     PENDING,
+    PENDING_LOT,
     TRANSFER_IN,
     Account,
     FraudFlag,
@@ -279,7 +281,7 @@ def _spendable(account_id: Any) -> Any:
         select(func.coalesce(func.sum(Lot.remaining), 0))
         .where(
             Lot.account_id == account_id,
-            Lot.remaining > 0,
+            OPEN_LOT,
             or_(Lot.state == AVAILABLE, and_(Lot.state == PENDING, Lot.available_at <= at)),
             or_(Lot.expires_at.is_(None), Lot.expires_at > at),
         )
@@ -446,7 +448,7 @@ def open_lots(session: Session, account_id: int) -> list[LotRow]:
     """Lots with points left, earliest expiry first (never-expiring last), then oldest."""
     rows = _conn(session).execute(
         select(*_LOT_COLUMNS)
-        .where(Lot.account_id == account_id, Lot.remaining > 0)
+        .where(Lot.account_id == account_id, OPEN_LOT)
         .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
     )
     return [LotRow(*row) for row in rows]
@@ -483,7 +485,7 @@ def update_lots(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def lots_of(session: Session, account_id: int, *, open_only: bool) -> list[Lot]:
     stmt = select(Lot).where(Lot.account_id == account_id)
     if open_only:
-        stmt = stmt.where(Lot.remaining > 0)
+        stmt = stmt.where(OPEN_LOT)
     return list(session.scalars(stmt.order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)))
 
 
@@ -491,7 +493,7 @@ def due_pending_lots(session: Session, now: datetime, limit: int) -> list[int]:
     return list(
         session.scalars(
             select(Lot.id)
-            .where(Lot.state == PENDING, Lot.available_at <= now, Lot.remaining > 0)
+            .where(PENDING_LOT, Lot.available_at <= now, OPEN_LOT)
             .order_by(Lot.available_at)
             .limit(limit)
         )
@@ -502,7 +504,7 @@ def due_expiring_lots(session: Session, now: datetime, limit: int) -> list[int]:
     return list(
         session.scalars(
             select(Lot.id)
-            .where(Lot.remaining > 0, Lot.expires_at <= now)
+            .where(OPEN_LOT, Lot.expires_at <= now)
             .order_by(Lot.expires_at)
             .limit(limit)
         )
@@ -512,9 +514,7 @@ def due_expiring_lots(session: Session, now: datetime, limit: int) -> list[int]:
 def open_lots_of_transaction(session: Session, transaction_id: int) -> list[LotRow]:
     """Lots a transaction created that still hold points."""
     rows = _conn(session).execute(
-        select(*_LOT_COLUMNS)
-        .where(Lot.transaction_id == transaction_id, Lot.remaining > 0)
-        .order_by(Lot.id)
+        select(*_LOT_COLUMNS).where(Lot.transaction_id == transaction_id, OPEN_LOT).order_by(Lot.id)
     )
     return [LotRow(*row) for row in rows]
 
@@ -638,7 +638,7 @@ def _confirm_state_stmt(with_bursts: bool) -> Any:
     return (
         select(checks, *_LOT_COLUMNS)
         .select_from(checks)
-        .outerjoin(Lot, and_(Lot.account_id == bindparam("account_id"), Lot.remaining > 0))
+        .outerjoin(Lot, and_(Lot.account_id == bindparam("account_id"), OPEN_LOT))
         .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
     )
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tactful.loyalty.models import (
     AVAILABLE,
+    OPEN_LOT,
     PENDING,
     Account,
     LedgerLine,
@@ -123,7 +124,7 @@ def expiry_profile(
     bucket = case((Lot.expires_at.is_(None), literal(None)), else_=index).label("bucket")
     rows = session.execute(
         select(bucket, func.sum(Lot.remaining))
-        .where(Lot.program_id == program_id, Lot.remaining > 0)
+        .where(Lot.program_id == program_id, OPEN_LOT)
         .group_by(bucket)
     )
     return {None if r[0] is None else int(r[0]): int(r[1]) for r in rows}
