@@ -1,7 +1,8 @@
-"""An API key's last use: recorded by write requests in their own transaction, and by
-read-only requests after their response, in a transaction of their own (a read-only request
-never commits, and on SQLite its read transaction cannot become a write one once another
-writer has committed)."""
+"""An API key's last use: authentication writes nothing, and every request, read-only or
+not, records a due use after its response, in a transaction of its own. A read-only request
+never commits (and on SQLite its read transaction cannot become a write one once another
+writer has committed); a write request would hold the key's row locked until its commit, so
+concurrent requests with one key (all the tills of a shop) would queue behind each other."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tactful.core import clock
 from tactful.core.runtime import Runtime
+from tactful.events.models import InboxEvent
 from tactful.tenancy import service
 from tactful.tenancy.models import ApiKey
 from tests.conftest import IngestKey, Tenant
@@ -31,29 +34,29 @@ def _only_key(runtime: Runtime) -> int:
     return key_id
 
 
-def test_authentication_writes_only_in_a_read_write_transaction(
-    runtime: Runtime, tenant: Tenant
-) -> None:
+def test_authentication_writes_nothing(runtime: Runtime, tenant: Tenant) -> None:
     key_id = _only_key(runtime)
     with clock.frozen(T0):
-        with runtime.db.scope(readonly=True) as session:
-            reading = service.authenticate_api_key(session, tenant.admin_key)
-            assert not session.dirty
-        assert reading.unrecorded_use == T0
-        assert _keys(runtime)[key_id][1] is None
+        for readonly in (True, False):
+            with runtime.db.scope(readonly=readonly) as session:
+                principal = service.authenticate_api_key(session, tenant.admin_key)
+                assert not session.dirty
+            assert principal.unrecorded_use == T0
+            assert _keys(runtime)[key_id][1] is None
 
+        # once recorded, nothing is due within the resolution
         with runtime.db.scope() as session:
-            writing = service.authenticate_api_key(session, tenant.admin_key)
-        assert writing.unrecorded_use is None
-        assert _keys(runtime)[key_id][1] == T0
-
-        # within the resolution nothing is due, in either kind of transaction
+            service.record_api_key_use(session, key_id, T0)
         clock.advance(service.LAST_USED_RESOLUTION)
-        with runtime.db.scope(readonly=True) as session:
-            assert service.authenticate_api_key(session, tenant.admin_key).unrecorded_use is None
+        for readonly in (True, False):
+            with runtime.db.scope(readonly=readonly) as session:
+                principal = service.authenticate_api_key(session, tenant.admin_key)
+            assert principal.unrecorded_use is None
+        clock.advance(timedelta(seconds=1))
         with runtime.db.scope() as session:
-            service.authenticate_api_key(session, tenant.admin_key)
-        assert _keys(runtime)[key_id][1] == T0
+            principal = service.authenticate_api_key(session, tenant.admin_key)
+        assert principal.unrecorded_use == T0 + service.LAST_USED_RESOLUTION + timedelta(seconds=1)
+    assert _keys(runtime)[key_id][1] == T0
 
 
 def test_a_recorded_use_never_moves_back(runtime: Runtime, tenant: Tenant) -> None:
@@ -84,7 +87,7 @@ def test_a_read_only_request_records_the_use_after_its_response(
     assert [datetime.fromisoformat(k["last_used_at"]) for k in second.json()] == [T0]
 
 
-def test_a_write_request_records_the_use_in_its_own_transaction(
+def test_a_write_request_records_the_use_after_its_response(
     client: TestClient, runtime: Runtime, ingest_key: IngestKey
 ) -> None:
     body = {"userId": "u1", "event": "Viewed", "messageId": "m-1"}
@@ -92,6 +95,45 @@ def test_a_write_request_records_the_use_in_its_own_transaction(
         response = client.post("/v1/track", json=body, auth=(ingest_key.plain, ""))
     assert response.status_code == 200
     assert _keys(runtime)[ingest_key.id] == ("site", T0)
+
+
+def test_a_write_request_commits_while_another_transaction_holds_the_key(
+    client: TestClient, runtime: Runtime, ingest_key: IngestKey
+) -> None:
+    """The request's own transaction does not touch the key's row, so it commits while
+    another transaction holds that row; the use is recorded once the row is free. (Before,
+    every write request updated the row: under load, requests with one key queued on it
+    until the commits deadlocked.) PostgreSQL only: a writer on SQLite holds the database."""
+    if runtime.db.dialect == "sqlite":
+        pytest.skip("SQLite's write lock covers the whole database, not one row")
+    committed_while_held = threading.Event()
+
+    def hold_the_key() -> None:
+        with runtime.db.scope() as session:
+            session.execute(update(ApiKey).where(ApiKey.id == ingest_key.id).values(name="renamed"))
+            session.flush()
+            held.set()
+            for _ in range(200):  # until the request's event is committed, 10 s at most
+                with runtime.db.scope(readonly=True) as reading:
+                    found = reading.scalar(
+                        select(InboxEvent.seq).where(InboxEvent.message_id == "m-held")
+                    )
+                if found is not None:
+                    committed_while_held.set()
+                    break
+                time.sleep(0.05)
+
+    held = threading.Event()
+    holder = threading.Thread(target=hold_the_key)
+    body = {"userId": "u1", "event": "Viewed", "messageId": "m-held"}
+    with clock.frozen(T0):
+        holder.start()
+        assert held.wait(30)
+        response = client.post("/v1/track", json=body, auth=(ingest_key.plain, ""))
+        holder.join(60)
+    assert response.status_code == 200
+    assert committed_while_held.is_set()
+    assert _keys(runtime)[ingest_key.id] == ("renamed", T0)
 
 
 def test_a_read_while_another_writer_holds_the_key_answers_and_loses_nothing(

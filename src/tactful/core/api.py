@@ -61,15 +61,22 @@ class _Threads:
 # Commit, roll back and close run on threads of their own. Requests wait for SQLite's single
 # write lock on the shared worker threads; the request holding the lock must never need one
 # of those threads to let it go, or a burst of calls deadlocks until the busy timeout.
-_ENDING = _Threads(16)
+# Nor may a commit wait for a thread of its own kind: a commit that flushes a change can wait
+# for a row lock (PostgreSQL) held by another request that is itself waiting to commit. So
+# these threads are never the limit; the connection pool is (a request commits on the
+# connection it holds; one that holds none has nothing to wait for).
+_ENDING = _Threads(1024)
 # Recording API key uses waits for the write lock too, so it takes neither kind of thread.
 _KEY_USES = _Threads(1)
 
 
 def _record_key_use_after(request: Request, response: Response) -> None:
-    """A read-only request cannot record the use of its API key (it never commits, and on
-    SQLite a write would upgrade its read transaction and fail when another writer went
-    first): record it in a transaction of its own once the response has gone out."""
+    """Record the use of the request's API key, when one is due, in a transaction of its own
+    once the response has gone out. Not in the request's transaction: a read-only one never
+    commits (and on SQLite a write would upgrade its read transaction and fail when another
+    writer went first), and in a write one the key's row would stay locked until the commit,
+    so concurrent requests with the same key would queue behind each other; under load they
+    held every commit thread, and the request holding the lock waited for one of them."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None or principal.key_id is None or principal.unrecorded_use is None:
         return
@@ -106,10 +113,9 @@ class TransactionalRoute(APIRoute):
             request.state.db_session = session
             try:
                 response = await original(request)
-                if readonly:
-                    _record_key_use_after(request, response)
-                else:
+                if not readonly:
                     await _ENDING.run(session.commit)
+                _record_key_use_after(request, response)
                 return response
             except BaseException:
                 await _ENDING.run(session.rollback)

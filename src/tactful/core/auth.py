@@ -60,7 +60,8 @@ class Principal:
     role: str | None = None
     # a person's roles per brand (None: the whole workspace)
     brand_roles: tuple[tuple[int | None, str], ...] = ()
-    # a use of the API key that a read-only request could not record; written after it
+    # a use of the API key still to be recorded (authentication writes nothing): the API
+    # records it after the response, in a transaction of its own
     unrecorded_use: datetime | None = None
 
     def allows(self, scope: str) -> bool:

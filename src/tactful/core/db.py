@@ -349,12 +349,6 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
     return bind.dialect.name == "sqlite"
 
 
-def is_readonly(session: Session) -> bool:
-    """True for a session of a read-only scope: it never commits, so nothing it writes lasts
-    (and on SQLite a write would have to upgrade its read transaction)."""
-    return _readonly(session.get_bind().get_execution_options())
-
-
 class Database:
     """An engine with its session factories."""
 

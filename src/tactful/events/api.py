@@ -86,6 +86,7 @@ def _principal(request: Request, session: Any, body: Any) -> Principal:
         )
     principal: Principal = request.app.state.authenticate_key(session, key)
     principal.require("ingest")
+    request.state.principal = principal  # the route records the key's use after the answer
     return principal
 
 

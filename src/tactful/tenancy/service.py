@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from tactful.core import clock
 from tactful.core.auth import SCOPES, Principal
-from tactful.core.db import is_readonly
 from tactful.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from tactful.core.runtime import ensure_installation_secret
 from tactful.core.security import hash_api_key, hashes_match, new_api_key, split_api_key
@@ -198,20 +197,19 @@ def authenticate_api_key(session: Session, plain: str) -> Principal:
     if key.revoked_at is not None:
         raise Unauthorized("the API key has been revoked")
     now = clock.now()
-    unrecorded = None
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        # A read-only request never commits: its caller records the use afterwards.
-        if is_readonly(session):
-            unrecorded = now
-        else:
-            key.last_used_at = now
+    # Authentication writes nothing: the caller records a due use in a transaction of its
+    # own (the API does it after the response). A read-only request never commits, and
+    # inside a write request the key's row would be locked until the request commits, so
+    # every concurrent request with the same key (all the tills of a shop) would queue
+    # behind it.
+    due = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
     return Principal(
         workspace_id=key.workspace_id,
         brand_id=key.brand_id,
         scopes=frozenset(key.scopes),
         actor=f"api_key:{key.id}",
         key_id=key.id,
-        unrecorded_use=unrecorded,
+        unrecorded_use=now if due else None,
     )
 
 
