@@ -70,29 +70,23 @@ def plan(connection: Connection, statement: str, parameters: Any) -> str:
             cursor.execute("DEALLOCATE lots_plan")
 
 
+def confirm_state(bursts: tuple[datetime, int, int] | None) -> Callable[[Session], object]:
+    """A confirm's state read, without or with the redemption bursts."""
+    return lambda s: store.confirm_state(
+        s,
+        program_id=1,
+        key="pos:1",
+        account_id=1,
+        terminal_id="T1",
+        since=NOW - timedelta(days=365),
+        bursts=bursts,
+    )
+
+
 QUERIES: dict[str, tuple[Callable[[Session], object], str]] = {
-    "a confirm's state (the open lots)": (
-        lambda s: store.confirm_state(
-            s,
-            program_id=1,
-            key="pos:1",
-            account_id=1,
-            terminal_id="T1",
-            since=NOW - timedelta(days=365),
-            bursts=None,
-        ),
-        "ix_loyalty_lots_open",
-    ),
+    "a confirm's state (the open lots)": (confirm_state(None), "ix_loyalty_lots_open"),
     "a redeeming confirm's state": (
-        lambda s: store.confirm_state(
-            s,
-            program_id=1,
-            key="pos:1",
-            account_id=1,
-            terminal_id="T1",
-            since=NOW - timedelta(days=365),
-            bursts=(NOW - timedelta(minutes=10), 5, 50),
-        ),
+        confirm_state((NOW - timedelta(minutes=10), 5, 50)),
         "ix_loyalty_lots_open",
     ),
     "an account's open lots": (lambda s: store.open_lots(s, 1), "ix_loyalty_lots_open"),
