@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.type_api import _BindProcessorType, _ResultProcessorType
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -17,6 +21,40 @@ BigInt = BigInteger()
 
 # JSON documents: JSONB on PostgreSQL, JSON text on SQLite.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _orjson_loads(value: str | bytes | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def _orjson_dumps(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+class OrjsonJSON(TypeDecorator[Any]):
+    """JSON text that orjson writes and reads on SQLite, for columns read in bulk (the
+    inbox): orjson reads about three times faster than the standard library, and reading a
+    batch of inbox rows spent a fifth of its time decoding. Reading with orjson is exact
+    only for what orjson wrote (it would turn an integer wider than 64 bits, which the
+    standard library writes and orjson refuses, into a float), so both sides go through
+    it. On PostgreSQL: JSONB, as ``JSONType``."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> _BindProcessorType[Any] | None:
+        if dialect.name == "sqlite":
+            return _orjson_dumps
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> _ResultProcessorType[Any] | None:
+        if dialect.name == "sqlite":
+            return _orjson_loads
+        return super().result_processor(dialect, coltype)
+
+
+# JSON documents written by orjson only: JSONB on PostgreSQL, JSON text on SQLite.
+OrjsonJSONType = OrjsonJSON().with_variant(JSONB(), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -10,7 +10,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tactful.core.db import Base
-from tactful.core.types import BigInt, BigIntPK
+from tactful.core.types import BigInt, BigIntPK, OrjsonJSONType
 
 # Inbox record types: the Segment spec calls plus first-class purchases.
 IDENTIFY = "identify"
@@ -57,10 +57,11 @@ class InboxEvent(Base):
     user_id: Mapped[str | None] = mapped_column(String(200))
     anonymous_id: Mapped[str | None] = mapped_column(String(200))
     # normalised identifiers found in the call: [[kind, namespace, value, raw, valid, reason]]
-    identities: Mapped[list[Any]] = mapped_column(default=list)
-    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # (read in bulk by the resolver and the loader: orjson on SQLite)
+    identities: Mapped[list[Any]] = mapped_column(OrjsonJSONType, default=list)
+    traits: Mapped[dict[str, Any]] = mapped_column(OrjsonJSONType, default=dict)
+    properties: Mapped[dict[str, Any]] = mapped_column(OrjsonJSONType, default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(OrjsonJSONType, default=dict)
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(100))

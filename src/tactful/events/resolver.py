@@ -18,7 +18,7 @@ from tactful.customers.models import ANONYMOUS, EXTERNAL, MATCHABLE_KINDS
 from tactful.customers.profile import infer_type
 from tactful.events import store
 from tactful.events.ingest import USER_ID_NAMESPACE
-from tactful.events.models import ALIAS, IDENTIFY, PURCHASE, InboxEvent
+from tactful.events.models import ALIAS, IDENTIFY, PURCHASE
 from tactful.tenancy.models import Workspace
 
 RESOLVE_BATCH = 2000
@@ -32,7 +32,7 @@ class ResolveOutcome:
     more: bool
 
 
-def _alias_idents(session: Session, workspace: Workspace, row: InboxEvent) -> list[Ident]:
+def _alias_idents(session: Session, workspace: Workspace, row: store.UnresolvedRow) -> list[Ident]:
     """An alias call joins ``previousId`` (an anonymous id or an old user id) to ``userId``."""
     previous = str(row.properties.get("previousId", ""))
     candidates = [
@@ -46,7 +46,7 @@ def _alias_idents(session: Session, workspace: Workspace, row: InboxEvent) -> li
     return [Ident.from_list(i) for i in row.identities] + chosen
 
 
-def _source(row: InboxEvent) -> str:
+def _source(row: store.UnresolvedRow) -> str:
     return row.source.split(":", 1)[0]
 
 
@@ -88,14 +88,14 @@ def resolve_pending(session: Session, *, limit: int = RESOLVE_BATCH) -> ResolveO
     if not rows:
         return ResolveOutcome(0, False)
     now = clock.now()
-    by_workspace: dict[int, list[InboxEvent]] = defaultdict(list)
+    by_workspace: dict[int, list[store.UnresolvedRow]] = defaultdict(list)
     for row in rows:
         by_workspace[row.workspace_id].append(row)
     assignments: list[tuple[int, int | None]] = []
     for workspace_id, ws_rows in by_workspace.items():
         workspace = customers.workspace_of(session, workspace_id)
         records: list[ProfileRecord] = []
-        owners: list[InboxEvent] = []
+        owners: list[store.UnresolvedRow] = []
         for row in ws_rows:
             idents = (
                 _alias_idents(session, workspace, row)

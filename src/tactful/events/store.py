@@ -4,36 +4,83 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import orjson
-from sqlalchemy import JSON, Insert, bindparam, delete, func, select, update
+from sqlalchemy import JSON, Insert, Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tactful.core.dialect import insert_ignore, lock_rows
+from tactful.core.types import OrjsonJSON
 from tactful.events.models import EventCatalog, InboxEvent, Product, Store
 
 
-def unresolved(session: Session, limit: int) -> list[InboxEvent]:
+class UnresolvedRow(Protocol):
+    """What the resolver reads of an inbox row."""
+
+    seq: int
+    workspace_id: int
+    type: str
+    name: str | None
+    identities: list[Any]
+    traits: dict[str, Any]
+    properties: dict[str, Any]
+    occurred_at: datetime
+    source: str
+    historical: bool
+
+
+class UnloadedRow(Protocol):
+    """What the loader copies of an inbox row to the warehouse."""
+
+    seq: int
+    workspace_id: int
+    brand_id: int | None
+    message_id: str
+    type: str
+    name: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    historical: bool
+    customer_id: int | None
+
+
+def _columns(shape: type[Any]) -> list[InstrumentedAttribute[Any]]:
+    return [getattr(InboxEvent, name) for name in shape.__annotations__]
+
+
+# Plain rows of the named columns, not ORM objects: building an object (identity map,
+# instance state) for each of thousands of rows cost about a fifth of reading a batch.
+_UNRESOLVED_COLUMNS = _columns(UnresolvedRow)
+_UNLOADED_COLUMNS = _columns(UnloadedRow)
+
+
+def unresolved(session: Session, limit: int) -> Sequence[UnresolvedRow]:
     """The oldest inbox rows still waiting for identity resolution (locked on PostgreSQL)."""
     stmt = (
-        select(InboxEvent)
+        select(*_UNRESOLVED_COLUMNS)
         .where(InboxEvent.resolved_at.is_(None))
         .order_by(InboxEvent.seq)
         .limit(limit)
     )
-    return list(session.scalars(lock_rows(session, stmt, skip_locked=True)))
+    rows = session.execute(lock_rows(session, stmt, skip_locked=True)).all()
+    return cast(Sequence[UnresolvedRow], rows)
 
 
-def unloaded(session: Session, limit: int) -> list[InboxEvent]:
+def unloaded(session: Session, limit: int) -> Sequence[UnloadedRow]:
     """The oldest resolved rows not yet copied to the warehouse."""
     stmt = (
-        select(InboxEvent)
+        select(*_UNLOADED_COLUMNS)
         .where(InboxEvent.loaded_at.is_(None), InboxEvent.resolved_at.is_not(None))
         .order_by(InboxEvent.seq)
         .limit(limit)
     )
-    return list(session.scalars(stmt))
+    return cast(Sequence[UnloadedRow], session.execute(stmt).all())
 
 
 def insert_new_inbox_rows(
@@ -91,7 +138,7 @@ def _execute_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     for name in order:
         values = [row[name] for row in rows]
         column_type = table.c[name].type
-        if isinstance(column_type, JSON):
+        if isinstance(column_type, JSON | OrjsonJSON):
             columns.append([None if v is None else orjson.dumps(v).decode() for v in values])
             continue
         process = column_type.dialect_impl(dialect).bind_processor(dialect)
@@ -105,22 +152,33 @@ def _execute_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def mark_resolved(
     session: Session, assignments: Sequence[tuple[int, int | None]], at: datetime
 ) -> None:
-    """Set customer and resolution time of inbox rows: ``(seq, customer_id)`` pairs."""
+    """Set customer and resolution time of inbox rows: ``(seq, customer_id)`` pairs.
+
+    The time is set for many rows per statement and the customers by one Core executemany
+    of plain integers: the ORM's bulk UPDATE by primary key cost about a tenth of a
+    resolver run."""
     if not assignments:
         return
-    # ORM bulk UPDATE by primary key: one executemany
-    session.execute(
-        update(InboxEvent),
-        [{"seq": seq, "customer_id": customer, "resolved_at": at} for seq, customer in assignments],
-    )
+    _set_by_seq(session, [seq for seq, _ in assignments], resolved_at=at)
+    owned = [{"s": seq, "c": customer} for seq, customer in assignments if customer is not None]
+    if owned:
+        table = cast(Table, InboxEvent.__table__)
+        session.execute(
+            update(table).where(table.c.seq == bindparam("s")).values(customer_id=bindparam("c")),
+            owned,
+        )
 
 
 def mark_loaded(session: Session, seqs: Sequence[int], at: datetime) -> None:
+    _set_by_seq(session, seqs, loaded_at=at)
+
+
+def _set_by_seq(session: Session, seqs: Sequence[int], **values: Any) -> None:
     for start in range(0, len(seqs), 900):
         session.execute(
             update(InboxEvent)
             .where(InboxEvent.seq.in_(seqs[start : start + 900]))
-            .values(loaded_at=at)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
 

@@ -13,7 +13,8 @@ import orjson
 import pyarrow as pa
 
 from tactful.core.warehouse import Warehouse
-from tactful.events.models import PURCHASE, InboxEvent
+from tactful.events.models import PURCHASE
+from tactful.events.store import UnloadedRow
 
 EVENTS = "events"
 RECEIPTS = "receipts"
@@ -111,7 +112,7 @@ def _arrow(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _channel(row: InboxEvent) -> str | None:
+def _channel(row: UnloadedRow) -> str | None:
     context = row.context or {}
     if row.type == "screen" or (isinstance(context.get("app"), dict) and context["app"]):
         return "app"
@@ -120,7 +121,7 @@ def _channel(row: InboxEvent) -> str | None:
     return None
 
 
-def inbox_to_arrow(rows: Sequence[InboxEvent]) -> dict[str, pa.Table]:
+def inbox_to_arrow(rows: Sequence[UnloadedRow]) -> dict[str, pa.Table]:
     """Inbox rows as warehouse batches: events, receipts and receipt lines."""
     events: list[dict[str, Any]] = []
     receipts: list[dict[str, Any]] = []
