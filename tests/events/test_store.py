@@ -3,6 +3,7 @@ what was stored, on both databases."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,11 +11,14 @@ import orjson
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
 
 from tactful.core.runtime import Runtime
 from tactful.events import store
 from tactful.events.models import InboxEvent
+from tactful.journeys import store as journeys_store
 from tests.conftest import Tenant
+from tests.query_plans import plan, statements_over
 
 AT = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
 LATER = datetime(2026, 5, 1, 12, 31, tzinfo=UTC)
@@ -120,3 +124,35 @@ def test_on_sqlite_the_orm_writes_inbox_json_as_orjson_does(
     with runtime.db.scope(readonly=True) as session:
         raw = session.execute(text("SELECT properties FROM event_inbox")).scalar_one()
     assert raw == orjson.dumps(PROPERTIES).decode()
+
+
+INBOX_QUERIES: dict[str, tuple[Callable[[Session], object], str]] = {
+    "a trigger's range of events": (
+        lambda s: store.live_range(s, 1, 100, 2100),
+        "USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
+    ),
+    "a profile's timeline": (
+        lambda s: store.customer_inbox(s, 1, [1, 2], LATER, 50),
+        "USING INDEX ix_event_inbox_customer",
+    ),
+    "a journey's awaited events": (
+        lambda s: journeys_store.inbox_events(s, 1, [1, 2], ["Cart Abandoned", "$purchase"], AT),
+        "USING INDEX ix_event_inbox_customer",
+    ),
+}
+
+
+@pytest.mark.parametrize("query", list(INBOX_QUERIES))
+def test_inbox_queries_never_read_the_whole_workspace(runtime: Runtime, query: str) -> None:
+    """Without statistics SQLite took the workspace in the (workspace, message id) key for a
+    selective condition and read every inbox row of the workspace (see ``in_workspace``)."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL plans from its statistics")
+    run, access = INBOX_QUERIES[query]
+    with statements_over(runtime, "event_inbox") as caught, runtime.db.scope() as session:
+        run(session)
+    assert len(caught) == 1
+    with runtime.db.engine.connect() as connection:
+        found = plan(connection, *caught[0])
+    assert access in found, found
+    assert "sqlite_autoindex_event_inbox" not in found, found

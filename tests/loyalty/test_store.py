@@ -12,62 +12,17 @@ index leaves one; SQLite (which looks at the bound values) for the plan it uses.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from psycopg import sql
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tactful.core.runtime import Runtime
 from tactful.loyalty import store
+from tests.query_plans import plan, statements_over
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@contextmanager
-def lot_statements(runtime: Runtime) -> Iterator[list[tuple[str, Any]]]:
-    """The statements over ``loyalty_lots`` executed meanwhile, with their parameters."""
-    caught: list[tuple[str, Any]] = []
-
-    def catch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "loyalty_lots" in statement:
-            caught.append((statement, parameters))
-
-    engine = runtime.db.engine
-    event.listen(engine, "before_cursor_execute", catch)
-    try:
-        yield caught
-    finally:
-        event.remove(engine, "before_cursor_execute", catch)
-
-
-def plan(connection: Connection, statement: str, parameters: Any) -> str:
-    """The plan the database uses for ``statement``; on PostgreSQL the generic one of the
-    statement prepared as the driver prepares repeated statements."""
-    if connection.dialect.name == "sqlite":
-        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-        return "\n".join(str(row[-1]) for row in rows)
-    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
-    numbered = statement
-    for number, name in enumerate(names, start=1):
-        numbered = numbered.replace(f"%({name})s", f"${number}")
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    values = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
-    with raw.cursor() as cursor:
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(sql.SQL("PREPARE lots_plan AS {}").format(sql.SQL(numbered)))  # type: ignore[arg-type]
-        try:
-            cursor.execute(sql.SQL("EXPLAIN EXECUTE lots_plan ({})").format(values))
-            return "\n".join(str(row[0]) for row in cursor.fetchall())
-        finally:
-            cursor.execute("DEALLOCATE lots_plan")
 
 
 def confirm_state(bursts: tuple[datetime, int, int] | None) -> Callable[[Session], object]:
@@ -101,7 +56,7 @@ QUERIES: dict[str, tuple[Callable[[Session], object], str]] = {
 @pytest.mark.parametrize("query", list(QUERIES))
 def test_lot_queries_use_the_partial_indexes(runtime: Runtime, query: str) -> None:
     run, index = QUERIES[query]
-    with lot_statements(runtime) as caught, runtime.db.scope() as session:
+    with statements_over(runtime, "loyalty_lots") as caught, runtime.db.scope() as session:
         run(session)
     assert len(caught) == 1
     with runtime.db.engine.connect() as connection:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tactful.core.db import Base
@@ -71,6 +80,16 @@ class InboxEvent(Base):
     resolved_at: Mapped[datetime | None]
     loaded_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# The inbox's workspace as a condition the query planner cannot take an index for. SQLite,
+# without statistics, takes an equality on the leading column of the (workspace, message id)
+# key for a selective one: with the workspace named beside a range of ``seq`` (a trigger's
+# batch), it read every inbox row of the workspace and sorted them instead of reading the
+# range (40 ms for 2,000 rows with 40,000 in the inbox, growing with the inbox). Beside a
+# list of customers the planner takes the customer index either way.
+def in_workspace(workspace_id: int) -> ColumnElement[bool]:
+    return InboxEvent.workspace_id + literal_column("0") == workspace_id
 
 
 class EventCatalog(Base):

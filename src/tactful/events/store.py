@@ -12,7 +12,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tactful.core.dialect import insert_ignore, lock_rows
 from tactful.core.types import OrjsonJSON
-from tactful.events.models import EventCatalog, InboxEvent, Product, Store
+from tactful.events.models import EventCatalog, InboxEvent, Product, Store, in_workspace
 
 
 class UnresolvedRow(Protocol):
@@ -332,7 +332,7 @@ def live_range(session: Session, workspace_id: int, seq_from: int, seq_to: int) 
         session.execute(
             select(*_TRIGGER_COLUMNS)
             .where(
-                InboxEvent.workspace_id == workspace_id,
+                in_workspace(workspace_id),
                 InboxEvent.seq >= seq_from,
                 InboxEvent.seq <= seq_to,
                 InboxEvent.historical.is_(False),
