@@ -5,7 +5,6 @@ reason, so they can be kept but never used."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -26,7 +25,7 @@ from tactful.customers.models import (
 MAX_ID_LENGTH = 200
 CARD_PATTERN = re.compile(r"^[0-9A-Za-z]{4,40}$")
 # A lower-case ASCII dot-atom address: email-validator accepts it exactly as written whenever
-# it accepts its domain (checked once per domain below), so bulk work skips the full parse.
+# it accepts its domain (checked once per domain below), so such addresses skip the full parse.
 PLAIN_EMAIL = re.compile(r"([a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*)@([a-z0-9.-]+)")
 MAX_LOCAL_PART = 64
 MAX_EMAIL = 254
@@ -92,7 +91,25 @@ def normalise_phone(raw: str, region: str) -> Ident:
 
 @lru_cache(maxsize=65536)
 def normalise_email(raw: str) -> Ident:
-    """The normalised, lower-cased address; otherwise marked invalid with the reason."""
+    """The normalised, lower-cased address; otherwise marked invalid with the reason.
+
+    A plain address (lower-case ASCII dot-atom) is checked by its domain, once per domain;
+    everything else goes through email-validator's full parse."""
+    text = raw.strip()
+    lowered = text.lower()
+    match = PLAIN_EMAIL.fullmatch(lowered) if text.isascii() else None
+    if (
+        match is not None
+        and len(match.group(1)) <= MAX_LOCAL_PART
+        and len(lowered) <= MAX_EMAIL
+        and _plain_domain(match.group(2))
+    ):
+        return Ident(EMAIL, lowered, text)
+    return parse_email(raw)
+
+
+def parse_email(raw: str) -> Ident:
+    """:func:`normalise_email` by email-validator's full parse, whatever the address."""
     text = raw.strip()
     try:
         result = validate_email(text, check_deliverability=False)
@@ -110,26 +127,6 @@ def _plain_domain(domain: str) -> bool:
     except EmailNotValidError:
         return False
     return bool(result.domain == domain)
-
-
-def normalise_emails(values: Sequence[str]) -> list[Ident]:
-    """:func:`normalise_email` for many values: plain addresses are checked by their domain
-    (once per domain), everything else goes through the full parse."""
-    found: list[Ident] = []
-    for raw in values:
-        text = raw.strip()
-        lowered = text.lower()
-        match = PLAIN_EMAIL.fullmatch(lowered) if text.isascii() else None
-        if (
-            match is not None
-            and len(match.group(1)) <= MAX_LOCAL_PART
-            and len(lowered) <= MAX_EMAIL
-            and _plain_domain(match.group(2))
-        ):
-            found.append(Ident(EMAIL, lowered, text))
-        else:
-            found.append(normalise_email(raw))
-    return found
 
 
 def normalise_card(raw: str) -> Ident:

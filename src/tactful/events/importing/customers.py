@@ -21,7 +21,7 @@ from tactful.customers import service as customers
 from tactful.customers.contacts import (
     Ident,
     normalise_card,
-    normalise_emails,
+    normalise_email,
     normalise_phone,
     normalise_plain,
 )
@@ -138,7 +138,7 @@ def _identities(ctx: ImportContext, data: dict[str, list[Any]], n: int) -> list[
         rows = [i for i, v in enumerate(values) if v is not None]
         texts = [values[i] for i in rows]
         if name == "email":
-            idents = normalise_emails(texts)
+            idents = [normalise_email(t) for t in texts]
         elif name == "phone":
             idents = [normalise_phone(t, region) for t in texts]
         elif name == "loyalty_card":

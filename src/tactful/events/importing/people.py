@@ -13,7 +13,7 @@ from tactful.customers import service as customers
 from tactful.customers.contacts import (
     Ident,
     normalise_card,
-    normalise_emails,
+    normalise_email,
     normalise_phone,
     normalise_plain,
 )
@@ -39,7 +39,7 @@ def identities(
         present = [i for i, v in enumerate(values) if v is not None]
         texts = [str(values[i]) for i in present]
         if kind == EMAIL:
-            idents = normalise_emails(texts)
+            idents = [normalise_email(t) for t in texts]
         elif kind == PHONE:
             idents = [normalise_phone(t, region) for t in texts]
         elif kind == CARD:
