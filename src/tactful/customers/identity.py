@@ -340,9 +340,20 @@ def _apply_records(
     touching: dict[int, list[int]] = {}  # customer -> records that changed their profile
     for index, (record, cid) in enumerate(zip(records, customer_ids, strict=True)):
         customer = batch.profile(cid)
-        state = _profile_state(customer)
-        before.setdefault(cid, state)
+        # The state before the record, taken only when the record is about to write to the
+        # profile (most events only move ``last_seen_at``, which is not part of it). Until
+        # then the batch's records left the state as it was, so the first one taken for a
+        # customer is also the state before the batch.
+        state: tuple[Any, ...] | None = None
+
+        def snapshot(cid: int = cid, customer: Profile = customer) -> None:
+            nonlocal state
+            if state is None:
+                state = _profile_state(customer)
+                before.setdefault(cid, state)
+
         if record.traits:
+            snapshot()
             custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
             custom_written.update(custom)
         for ident in record.idents:
@@ -350,14 +361,17 @@ def _apply_records(
                 continue
             new_here = pending.get(ident.key, (None, -1, ""))[1] == index
             if ident.kind == EMAIL and (customer.email is None or new_here):
+                snapshot()
                 customer.email = ident.value
             elif ident.kind == PHONE and (customer.phone is None or new_here):
+                snapshot()
                 customer.phone = ident.value
             elif customer.anonymous and ident.kind not in ANONYMOUS_KINDS:
+                snapshot()
                 customer.anonymous = False
         if record.seen and (customer.last_seen_at is None or record.at > customer.last_seen_at):
             customer.last_seen_at = record.at
-        if _profile_state(customer) != state:
+        if state is not None and _profile_state(customer) != state:
             touching.setdefault(cid, []).append(index)
     for cid, indices in touching.items():
         customer = batch.profile(cid)
