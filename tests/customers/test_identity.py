@@ -262,3 +262,46 @@ def test_revert_merge_restores_both(runtime: Runtime, tenant: Tenant) -> None:
             service.revert_merge(
                 session, workspace_id=tenant.workspace_id, merge_id=merge.id, actor="test"
             )
+
+
+def test_records_that_only_see_a_customer_move_last_seen_forward_never_back(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """Events that write nothing to a known profile only move ``last_seen_at`` (without
+    loading the customer); in the same batch as a record that writes to the profile, the
+    latest moment still wins."""
+    early, mid, late = (datetime(2026, 5, day, 12, 0, tzinfo=UTC) for day in (2, 3, 4))
+
+    def seen(session: Session, *records: tuple[str, datetime, dict[str, object]]) -> list[int]:
+        workspace = session.scalars(select(Workspace)).one()
+        return resolve_profiles(
+            session,
+            workspace=workspace,
+            records=[
+                ProfileRecord(idents=[ident("anonymous", a)], traits=t, source="api", at=at)
+                for a, at, t in records
+            ],
+        ).customer_ids
+
+    with runtime.db.scope() as session:
+        first, second = seen(session, ("a1", mid, {}), ("a2", mid, {}))
+    with runtime.db.scope() as session:
+        before = {c.id: c.updated_at for c in session.scalars(select(Customer))}
+        assert seen(
+            session,
+            ("a1", early, {}),  # older than the stored moment: kept
+            ("a2", late, {}),
+            ("a2", early, {}),  # the batch's latest wins
+        ) == [first, second, second]
+    with runtime.db.scope() as session:
+        got = {c.id: (c.last_seen_at, c.updated_at) for c in session.scalars(select(Customer))}
+    assert got == {first: (mid, before[first]), second: (late, before[second])}
+
+    with runtime.db.scope() as session:  # a record writing traits beside seen-only ones
+        assert seen(
+            session, ("a1", late, {}), ("a1", early, {"first_name": "Anna"}), ("a2", mid, {})
+        ) == [first, first, second]
+    with runtime.db.scope() as session:
+        customers = {c.id: c for c in session.scalars(select(Customer))}
+        assert customers[first].first_name == "Anna"
+        assert [customers[first].last_seen_at, customers[second].last_seen_at] == [late, late]

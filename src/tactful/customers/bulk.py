@@ -4,12 +4,12 @@ last-seen times from imported activity."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_
+from sqlalchemy import Table, bindparam
 from sqlalchemy.orm import Session
 
 from tactful.core import domain_events
@@ -21,7 +21,6 @@ from tactful.customers.models import (
     REVOKED,
     Consent,
     ConsentChange,
-    Customer,
 )
 from tactful.customers.service import CONSENT_CHANGED_EVENT, brand_scope, consent_event
 from tactful.tenancy.models import Workspace
@@ -62,7 +61,7 @@ def resolve_records(
         )
         for index, customer in zip(rest, resolution.customer_ids, strict=True):
             found[index] = customer
-    mark_seen(session, seen=seen)
+    store.mark_seen(session, seen=seen)
     return found
 
 
@@ -71,25 +70,6 @@ def survivors(session: Session, customer_ids: Sequence[int]) -> dict[int, int]:
     found = {customer_id: customer_id for customer_id in customer_ids}
     found.update(store.merged_into(session, list(found)))
     return found
-
-
-def mark_seen(session: Session, *, seen: Mapping[int, datetime]) -> None:
-    """Move customers' ``last_seen_at`` forward to the given times (never back)."""
-    if not seen:
-        return
-    table = Customer.__table__
-    assert isinstance(table, Table)
-    store.execute_many(
-        session,
-        table.update()
-        .where(
-            table.c.id == bindparam("customer"),
-            or_(table.c.last_seen_at.is_(None), table.c.last_seen_at < bindparam("seen")),
-        )
-        .values(last_seen_at=bindparam("seen")),
-        [{"customer": c, "seen": at} for c, at in seen.items()],
-        {"customer": table.c.id.type, "seen": table.c.last_seen_at.type},
-    )
 
 
 @dataclass(frozen=True)

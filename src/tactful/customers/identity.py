@@ -121,8 +121,11 @@ _NEW_CUSTOMER_FIELDS = tuple(NewCustomer.__dataclass_fields__)
 class _Batch:
     """In-memory state of one resolution: owners of identifiers, merges, new customers."""
 
-    def __init__(self, existing: dict[int, Customer]) -> None:
-        self.customers = existing  # real customers touched by the batch
+    def __init__(self, contacts: dict[int, Any]) -> None:
+        # real customers touched by the batch: the contact state of each
+        # (store.contact_states), and loaded as customers those whose profile it writes
+        self.contacts = contacts
+        self.customers: dict[int, Customer] = {}
         self.created: dict[int, NewCustomer] = {}  # temporary id -> customer to create
         self.parent: dict[int, int] = {}  # union-find: merged -> survivor
         self.next_tmp = -1
@@ -146,7 +149,7 @@ class _Batch:
     def is_anonymous(self, cid: int) -> bool:
         if cid < 0:
             return self.anonymous_tmp[cid]
-        return self.customers[cid].anonymous
+        return bool(self.contacts[cid].anonymous)
 
     def profile(self, cid: int) -> Profile:
         return self.created[cid] if cid < 0 else self.customers[cid]
@@ -183,7 +186,7 @@ def resolve_profiles(
     stored = store.identity_owners(session, workspace.id, keys)
     owners = {k: v for k, v in stored.items() if k[0] in MATCHABLE_KINDS}
     anchors = {r.customer_id for r in records if r.customer_id is not None}
-    batch = _Batch(store.customers_by_ids(session, set(owners.values()) | anchors))
+    batch = _Batch(store.contact_states(session, set(owners.values()) | anchors))
     # identities to write: key -> (ident, index of the record that brought it, source)
     pending: dict[tuple[str, str, str], tuple[Ident, int, str]] = {}
     # delivery addresses (push tokens, chats) follow the customer who last presented them
@@ -231,6 +234,19 @@ def resolve_profiles(
             workspace_id=workspace.id, anonymous=batch.anonymous_tmp[tmp], created_at=now
         )
 
+    # Existing customers are loaded only where the batch writes their profile: merges, and
+    # records that bring traits or contacts. The others only move last_seen_at.
+    writing = {batch.find(s) for s, _, _ in batch.merges} | {m for _, m, _ in batch.merges}
+    for index, record in enumerate(records):
+        cid = batch.find(assigned[index])
+        if (
+            cid > 0
+            and cid not in writing
+            and _writes_profile(record, batch.contacts[cid], pending, index)
+        ):
+            writing.add(cid)
+    batch.customers = store.customers_by_ids(session, writing)
+
     priority = source_priority(workspace)
     for survivor, merged, reason in batch.merges:
         # a survivor is always an existing customer: existing ones win over new ones
@@ -246,6 +262,7 @@ def resolve_profiles(
 
     roots_of = [batch.find(c) for c in assigned]
     custom = _apply_records(batch, records, roots_of, changed, priority, pending, now)
+    store.mark_seen(session, seen=_seen_only(batch, records, roots_of))
     real_ids = store.insert_customers(session, [batch.created[tmp].row() for tmp in roots])
     real_of = dict(zip(roots, real_ids, strict=True))
 
@@ -285,6 +302,46 @@ def resolve_profiles(
         merges=[(final(s), m) for s, m, _ in batch.merges],
         custom_attributes=custom,
     )
+
+
+def _writes_profile(
+    record: ProfileRecord,
+    contact: Any,
+    pending: dict[tuple[str, str, str], tuple[Ident, int, str]],
+    index: int,
+) -> bool:
+    """Whether applying ``record`` may write to the profile of the existing customer whose
+    contact state is ``contact`` (the conditions of :func:`_apply_records`)."""
+    if record.traits:
+        return True
+    for ident in record.idents:
+        if not ident.valid:
+            continue
+        new_here = pending.get(ident.key, (None, -1, ""))[1] == index
+        if ident.kind == EMAIL:
+            if contact.email is None or new_here:
+                return True
+        elif ident.kind == PHONE:
+            if contact.phone is None or new_here:
+                return True
+        elif contact.anonymous and ident.kind not in ANONYMOUS_KINDS:
+            return True
+    return False
+
+
+def _seen_only(
+    batch: _Batch, records: Sequence[ProfileRecord], customer_ids: Sequence[int]
+) -> dict[int, datetime]:
+    """The latest moment each existing, not loaded customer was seen in the batch, where it
+    is later than the stored one."""
+    seen: dict[int, datetime] = {}
+    for record, cid in zip(records, customer_ids, strict=True):
+        if cid < 0 or cid in batch.customers or not record.seen:
+            continue
+        stored = batch.contacts[cid].last_seen_at
+        if (stored is None or record.at > stored) and (cid not in seen or record.at > seen[cid]):
+            seen[cid] = record.at
+    return seen
 
 
 def _identity_row(
@@ -339,6 +396,8 @@ def _apply_records(
     before: dict[int, tuple[Any, ...]] = {}
     touching: dict[int, list[int]] = {}  # customer -> records that changed their profile
     for index, (record, cid) in enumerate(zip(records, customer_ids, strict=True)):
+        if cid > 0 and cid not in batch.customers:
+            continue  # nothing to write but last_seen_at: see _seen_only
         customer = batch.profile(cid)
         # The state before the record, taken only when the record is about to write to the
         # profile (most events only move ``last_seen_at``, which is not part of it). Until
