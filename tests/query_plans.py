@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from psycopg import sql
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from tactful.core.runtime import Runtime
 
@@ -53,3 +54,12 @@ def plan(connection: Connection, statement: str, parameters: Any) -> str:
             return "\n".join(str(row[0]) for row in cursor.fetchall())
         finally:
             cursor.execute("DEALLOCATE tested_plan")
+
+
+def plan_of(runtime: Runtime, table: str, run: Callable[[Session], object]) -> str:
+    """The plan of the one statement over ``table`` that ``run`` executes."""
+    with statements_over(runtime, table) as caught, runtime.db.scope() as session:
+        run(session)
+    assert len(caught) == 1, caught
+    with runtime.db.engine.connect() as connection:
+        return plan(connection, *caught[0])

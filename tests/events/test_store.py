@@ -18,7 +18,7 @@ from tactful.events import store
 from tactful.events.models import InboxEvent
 from tactful.journeys import store as journeys_store
 from tests.conftest import Tenant
-from tests.query_plans import plan, statements_over
+from tests.query_plans import plan_of
 
 AT = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
 LATER = datetime(2026, 5, 1, 12, 31, tzinfo=UTC)
@@ -149,10 +149,6 @@ def test_inbox_queries_never_read_the_whole_workspace(runtime: Runtime, query: s
     if runtime.db.dialect != "sqlite":
         pytest.skip("PostgreSQL plans from its statistics")
     run, access = INBOX_QUERIES[query]
-    with statements_over(runtime, "event_inbox") as caught, runtime.db.scope() as session:
-        run(session)
-    assert len(caught) == 1
-    with runtime.db.engine.connect() as connection:
-        found = plan(connection, *caught[0])
+    found = plan_of(runtime, "event_inbox", run)
     assert access in found, found
     assert "sqlite_autoindex_event_inbox" not in found, found

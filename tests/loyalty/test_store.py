@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tactful.core.runtime import Runtime
 from tactful.loyalty import store
-from tests.query_plans import plan, statements_over
+from tests.query_plans import plan_of
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -56,10 +56,6 @@ QUERIES: dict[str, tuple[Callable[[Session], object], str]] = {
 @pytest.mark.parametrize("query", list(QUERIES))
 def test_lot_queries_use_the_partial_indexes(runtime: Runtime, query: str) -> None:
     run, index = QUERIES[query]
-    with statements_over(runtime, "loyalty_lots") as caught, runtime.db.scope() as session:
-        run(session)
-    assert len(caught) == 1
-    with runtime.db.engine.connect() as connection:
-        found = plan(connection, *caught[0])
+    found = plan_of(runtime, "loyalty_lots", run)
     assert index in found, found
     assert not re.search(r"Seq Scan on loyalty_lots|SCAN loyalty_lots(?! USING)", found), found
