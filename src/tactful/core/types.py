@@ -53,7 +53,7 @@ class OrjsonJSON(TypeDecorator[Any]):
         return super().result_processor(dialect, coltype)
 
 
-# JSON documents written by orjson only: JSONB on PostgreSQL, JSON text on SQLite.
+# JSON documents read in bulk: JSONB on PostgreSQL, JSON text by orjson on SQLite.
 OrjsonJSONType = OrjsonJSON().with_variant(JSONB(), "postgresql")
 
 
