@@ -411,6 +411,7 @@ def _apply_records(
                 state = _profile_state(customer)
                 before.setdefault(cid, state)
 
+        # What writes to the profile here is what _writes_profile predicts: change both.
         if record.traits:
             snapshot()
             custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
