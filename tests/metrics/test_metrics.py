@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import ibis
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
@@ -223,6 +225,41 @@ def test_metrics_follow_each_load_for_the_customers_it_touched(
         after["metrics"]["returns_count"],
         after["metrics"]["days_since_last_purchase"],
     ) == (6_000, 1, 6)
+
+
+def test_each_refresh_counts_its_windows_from_its_own_minute(
+    client: TestClient, tenant: Tenant, worker: Worker, runtime: Runtime, olga: int
+) -> None:
+    """On DuckDB the refresh queries are compiled once per workspace and read the moments
+    from variables: a later refresh moves every window, exactly as a fresh compilation."""
+    _buy(client, tenant, "R1", 89.5, 4_000)
+    _buy(client, tenant, "R2", 364.5, 1_000)
+    worker.drain()
+    warehouse, ids = runtime.warehouse, pa.array([olga], pa.int64())
+
+    def stored() -> dict[str, Any]:
+        (row,) = _rows(runtime, mw.METRICS, customer_id=olga)
+        return row
+
+    def compiled_now() -> dict[str, Any]:
+        chosen = ibis.memtable(pa.table({"customer_id": ids}))
+        fresh = mw.compute_metrics(
+            warehouse, workspace_id=tenant.workspace_id, now=clock.now(), customers=chosen
+        )
+        (row,) = warehouse.con.to_pyarrow(fresh).to_pylist()
+        return row
+
+    windows = ("avg_check_90d", "avg_check_prev_90d", "revenue_365d", "receipts_365d")
+    assert [stored()[k] for k in windows] == [4_000, None, 5_000, 2]
+    assert stored() == compiled_now()
+    for _ in range(2):  # the second run reuses the first's compiled queries
+        clock.advance(timedelta(days=1))
+        mw.refresh_customers(
+            warehouse, workspace_id=tenant.workspace_id, customer_ids=ids, now=clock.now()
+        )
+    assert [stored()[k] for k in windows] == [None, 4_000, 4_000, 1]
+    assert clock.ensure_utc(stored()["computed_at"]) == NOW + timedelta(days=2)
+    assert stored() == compiled_now()
 
 
 def test_metric_catalog_rebuild_and_unknown_customers(

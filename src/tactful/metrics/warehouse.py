@@ -22,6 +22,7 @@ import operator
 import threading
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -201,6 +202,37 @@ def _ts(value: datetime) -> ibis.TimestampScalar:
     return ibis.literal(value, type=dt.Timestamp(timezone="UTC"))
 
 
+@ibis.udf.scalar.builtin(  # type: ignore[untyped-decorator]
+    name="getvariable", signature=((dt.string,), dt.Timestamp(timezone="UTC"))
+)
+def _getvariable(variable: str) -> datetime:  # type: ignore[empty-body]
+    """DuckDB: the value of a variable set with ``SET VARIABLE``."""
+
+
+class _Moments:
+    """The moments the metrics count from: ``now`` and so many days before it.
+
+    With ``now`` they are literals. Without, they are DuckDB variables that :meth:`assign`
+    sets before each run, so a query compiled once serves every minute (compiling the
+    refresh query holds the interpreter for a third of a second or more)."""
+
+    def __init__(self, now: datetime | None) -> None:
+        self.now = now
+        self.used: set[int] = set()  # the variables' days before now
+
+    def ago(self, days: int = 0) -> ibis.TimestampScalar:
+        if self.now is not None:
+            return _ts(self.now - timedelta(days=days))
+        self.used.add(days)
+        return _getvariable(f"tactful_metrics_{days}d")
+
+    def assign(self, con: Any, now: datetime) -> None:
+        """Set the variables this query reads, as of ``now`` (in UTC)."""
+        for days in sorted(self.used):
+            moment = (now - timedelta(days=days)).astimezone(UTC).isoformat()
+            con.raw_sql(f"SET VARIABLE tactful_metrics_{days}d = TIMESTAMPTZ '{moment}'")
+
+
 def _epoch(value: ibis.TimestampValue) -> ibis.IntegerValue:
     """Whole seconds since 1970, rounded down, the same on every engine. From 1970 that is
     the floor of the epoch (Spark's epoch drops the fraction that DuckDB and PostgreSQL
@@ -249,11 +281,11 @@ def _narrowed(
     return raw.filter(raw.customer_id.isin(wanted.customer_id))
 
 
-def _receipt_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
+def _receipt_metrics(receipts: ibis.Table, at: _Moments) -> ibis.Table:
     sale = receipts.kind == "sale"
-    year = receipts.occurred_at > _ts(now - timedelta(days=YEAR_DAYS))
-    recent = receipts.occurred_at > _ts(now - timedelta(days=RECENT_DAYS))
-    previous = ~recent & (receipts.occurred_at > _ts(now - timedelta(days=2 * RECENT_DAYS)))
+    year = receipts.occurred_at > at.ago(YEAR_DAYS)
+    recent = receipts.occurred_at > at.ago(RECENT_DAYS)
+    previous = ~recent & (receipts.occurred_at > at.ago(2 * RECENT_DAYS))
 
     def count(cond: ibis.BooleanValue) -> ibis.IntegerValue:
         return ibis.ifelse(cond, 1, 0).sum()
@@ -307,8 +339,10 @@ def _receipt_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
     )
 
 
-def _favourite(starts: ibis.Table, low: datetime, high: datetime, name: str) -> ibis.Table:
-    window = starts.filter(starts.started_at > _ts(low), starts.started_at <= _ts(high))
+def _favourite(
+    starts: ibis.Table, low: ibis.TimestampScalar, high: ibis.TimestampScalar, name: str
+) -> ibis.Table:
+    window = starts.filter(starts.started_at > low, starts.started_at <= high)
     per_store = window.group_by(["customer_id", "store_id"]).aggregate(
         visits=window.count(), latest=window.started_at.max()
     )
@@ -321,7 +355,7 @@ def _favourite(starts: ibis.Table, low: datetime, high: datetime, name: str) -> 
     return ranked.filter(ranked["rank"] == 0).select("customer_id", **{name: ranked.store_id})
 
 
-def _visit_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
+def _visit_metrics(receipts: ibis.Table, at: _Moments) -> ibis.Table:
     starts = visit_starts(receipts.filter(receipts.kind == "sale"))
     ordered = starts.mutate(
         previous=starts.started_at.lag().over(
@@ -339,15 +373,13 @@ def _visit_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
     with_gap = ordered.mutate(gap=gap)
     stats = with_gap.group_by("customer_id").aggregate(
         visits_count=with_gap.count(),
-        purchase_frequency=ibis.ifelse(
-            with_gap.started_at > _ts(now - timedelta(days=YEAR_DAYS)), 1, 0
-        ).sum(),
+        purchase_frequency=ibis.ifelse(with_gap.started_at > at.ago(YEAR_DAYS), 1, 0).sum(),
         typical_interval_days=with_gap.gap.median(),
         last_gap_days=ibis.ifelse(with_gap.position == 0, with_gap.gap, ibis.null("float64")).max(),
     )
-    year_ago = now - timedelta(days=YEAR_DAYS)
-    recent = _favourite(starts, year_ago, now, "favourite_store")
-    before = _favourite(starts, year_ago - timedelta(days=YEAR_DAYS), year_ago, "previous_store")
+    year_ago = at.ago(YEAR_DAYS)
+    recent = _favourite(starts, year_ago, at.ago(), "favourite_store")
+    before = _favourite(starts, at.ago(2 * YEAR_DAYS), year_ago, "previous_store")
     joined = stats.left_join(recent, "customer_id").left_join(before, "customer_id")
     return joined.select(
         stats.customer_id,
@@ -365,11 +397,9 @@ def _visit_metrics(receipts: ibis.Table, now: datetime) -> ibis.Table:
     )
 
 
-def _category_metrics(lines: ibis.Table, now: datetime) -> ibis.Table:
+def _category_metrics(lines: ibis.Table, at: _Moments) -> ibis.Table:
     window = lines.filter(
-        lines.kind == "sale",
-        lines.category_id.notnull(),
-        lines.occurred_at > _ts(now - timedelta(days=YEAR_DAYS)),
+        lines.kind == "sale", lines.category_id.notnull(), lines.occurred_at > at.ago(YEAR_DAYS)
     )
     per_category = window.group_by(["customer_id", "category_id"]).aggregate(
         spent=window.amount.sum()
@@ -390,12 +420,10 @@ def _category_metrics(lines: ibis.Table, now: datetime) -> ibis.Table:
 
 
 def _engagement_metrics(
-    warehouse: Warehouse, events: ibis.Table, profiles: ibis.Table, now: datetime
+    warehouse: Warehouse, events: ibis.Table, profiles: ibis.Table, at: _Moments
 ) -> ibis.Table:
     names = ("Message Delivered", "Message Opened", "Message Clicked")
-    window = events.filter(
-        events.name.isin(names), events.occurred_at > _ts(now - timedelta(days=YEAR_DAYS))
-    )
+    window = events.filter(events.name.isin(names), events.occurred_at > at.ago(YEAR_DAYS))
     messages = window.mutate(
         message_channel=json_text(warehouse, window.properties, "channel"),
         delivery=json_text(warehouse, window.properties, "delivery_id"),
@@ -470,6 +498,16 @@ def compute_metrics(
     """The stored metrics of a workspace's customers (of ``customers`` only, when given), as
     one expression in the column order of ``customer_metrics``. ``sources`` reads history
     from other tables of the same shape (the narrowed copies of :func:`refresh_customers`)."""
+    return _metrics_query(warehouse, workspace_id, _Moments(now), customers, sources)
+
+
+def _metrics_query(
+    warehouse: Warehouse,
+    workspace_id: int,
+    at: _Moments,
+    customers: ibis.Table | None,
+    sources: dict[str, str] | None,
+) -> ibis.Table:
     ensure_metric_tables(warehouse)
     names = {RECEIPTS: RECEIPTS, RECEIPT_LINES: RECEIPT_LINES, EVENTS: EVENTS, PROFILES: PROFILES}
     names.update(sources or {})
@@ -485,10 +523,10 @@ def compute_metrics(
     events = history(EVENTS)
     profiles = _scope(warehouse.table(names[PROFILES]), workspace_id, customers)
 
-    money = _receipt_metrics(receipts, now)
-    visit = _visit_metrics(receipts, now)
-    category = _category_metrics(lines, now)
-    engagement = _engagement_metrics(warehouse, events, profiles, now)
+    money = _receipt_metrics(receipts, at)
+    visit = _visit_metrics(receipts, at)
+    category = _category_metrics(lines, at)
+    engagement = _engagement_metrics(warehouse, events, profiles, at)
     everyone = money.select("customer_id").union(engagement.select("customer_id")).distinct()
     joined = (
         everyone.left_join(money, "customer_id")
@@ -509,7 +547,7 @@ def compute_metrics(
         elif name == "customer_id":
             value = everyone.customer_id
         elif name == "computed_at":
-            value = _ts(now)
+            value = at.ago()
         else:
             value = sources[name]
             if name in ZERO_DEFAULT:
@@ -632,9 +670,22 @@ _READ = {
     RECEIPT_LINES: ("workspace_id", "customer_id", "kind", "category_id", "amount", "occurred_at"),
     EVENTS: ("workspace_id", "customer_id", "name", "occurred_at", "properties"),
 }
-# The compiled refresh query of the current minute per (warehouse, workspace): compiling the
-# Ibis expression costs about a second, executing it for a few thousand customers far less.
-_COMPILED: dict[tuple[str, int, datetime], str] = {}
+_COPIES = {name: f"tactful_refresh_{name}" for name in _READ}
+
+
+@dataclass(frozen=True)
+class _RefreshPlan:
+    """A workspace's refresh on DuckDB, compiled once: the copies' queries and the metric
+    query, counting from the moments ``at`` sets."""
+
+    at: _Moments
+    copies: tuple[tuple[str, str], ...]  # (temporary table, the query that fills it)
+    query: str
+
+
+# per warehouse and workspace: compiling costs about a second, running for a few thousand
+# customers far less
+_PLANS: weakref.WeakKeyDictionary[Warehouse, dict[int, _RefreshPlan]] = weakref.WeakKeyDictionary()
 
 
 def stale_profiles(
@@ -667,7 +718,8 @@ def refresh_customers(
     warehouse: Warehouse, *, workspace_id: int, customer_ids: pa.Array, now: datetime
 ) -> datetime:
     """Recompute and replace the stored metrics of some customers, as of the start of the
-    current minute (returned). On DuckDB the compiled query is reused within the minute."""
+    current minute (returned). On DuckDB the queries are compiled once per workspace and
+    count from variables set for each run (see ``_Moments``)."""
     anchor = now.replace(second=0, microsecond=0)
     ids = customer_ids.cast(pa.int64())
     if warehouse.kind != "duckdb":
@@ -682,39 +734,49 @@ def refresh_customers(
         return anchor
     con: Any = warehouse.con
     with _WRITE_LOCK:
+        plans = _PLANS.setdefault(warehouse, {})
         con.create_table(IDS_TABLE, pa.table({"customer_id": ids}), temp=True, overwrite=True)
+        plan = plans.get(workspace_id)
+        at = plan.at if plan is not None else _Moments(None)
+        copies = plan.copies if plan is not None else _copy_queries(warehouse, workspace_id, at)
         # Copy the customers' history out once (one scan per table), then compute on the
         # copies: the metric query reads receipts several times.
-        chosen = con.table(IDS_TABLE)
-        copies = {name: f"tactful_refresh_{name}" for name in _READ}
-        for name, copy in copies.items():
-            rows = _narrowed(warehouse, name, workspace_id, chosen).select(*_READ[name])
-            if name == RECEIPT_LINES:  # lines only feed the categories of the last year
-                rows = rows.filter(
-                    rows.kind == "sale", rows.occurred_at > _ts(anchor - timedelta(days=YEAR_DAYS))
-                )
-            con.create_table(copy, rows, temp=True, overwrite=True)
-        key = (warehouse.url, workspace_id, anchor)
-        sql = _COMPILED.get(key)
-        if sql is None:
-            expr = compute_metrics(
-                warehouse, workspace_id=workspace_id, now=anchor, customers=chosen, sources=copies
+        at.assign(con, anchor)
+        for copy, query in copies:
+            con.raw_sql(f"CREATE OR REPLACE TEMP TABLE {copy} AS {query}")
+        if plan is None:  # compiled against the copies, which exist now
+            chosen = con.table(IDS_TABLE)
+            expr = _metrics_query(warehouse, workspace_id, at, chosen, _COPIES)
+            plan = plans[workspace_id] = _RefreshPlan(
+                at, copies, str(ibis.to_sql(expr, dialect="duckdb"))
             )
-            sql = str(ibis.to_sql(expr, dialect="duckdb"))
-            _COMPILED.clear()
-            _COMPILED[key] = sql
+            at.assign(con, anchor)  # with the moments the metric query added
         con.raw_sql("BEGIN")
         try:
             con.raw_sql(
                 f"DELETE FROM {METRICS} WHERE workspace_id = {int(workspace_id)} "  # noqa: S608
                 f"AND customer_id IN (SELECT customer_id FROM {IDS_TABLE})"
             )
-            con.raw_sql(f"INSERT INTO {METRICS} {sql}")
+            con.raw_sql(f"INSERT INTO {METRICS} {plan.query}")
             con.raw_sql("COMMIT")
         except BaseException:
             con.raw_sql("ROLLBACK")
             raise
     return anchor
+
+
+def _copy_queries(
+    warehouse: Warehouse, workspace_id: int, at: _Moments
+) -> tuple[tuple[str, str], ...]:
+    """The queries that copy out the history of the customers in ``IDS_TABLE``."""
+    chosen = warehouse.con.table(IDS_TABLE)
+    queries = []
+    for name, copy in _COPIES.items():
+        rows = _narrowed(warehouse, name, workspace_id, chosen).select(*_READ[name])
+        if name == RECEIPT_LINES:  # lines only feed the categories of the last year
+            rows = rows.filter(rows.kind == "sale", rows.occurred_at > at.ago(YEAR_DAYS))
+        queries.append((copy, str(ibis.to_sql(rows, dialect="duckdb"))))
+    return tuple(queries)
 
 
 def replace_rows(
