@@ -20,7 +20,7 @@ from tactful.core.errors import TactfulError
 from tactful.core.jobs.registry import own_process_jobs
 from tactful.core.logging import configure_logging
 from tactful.core.migrate import upgrade
-from tactful.core.runtime import Runtime, build_runtime, freeze_startup_heap
+from tactful.core.runtime import Runtime, build_runtime, prepare_heap_for_serving
 from tactful.demo.load import load_demo
 from tactful.events import cli as events_cli
 from tactful.loyalty import cli as loyalty_cli
@@ -130,7 +130,7 @@ def serve_runtime(
         skip_jobs=own_process_jobs() if second is not None else frozenset(),
     )
     console.print(f"Tactful is listening on [bold]http://{host}:{port}[/] (API docs at /docs).")
-    freeze_startup_heap()
+    prepare_heap_for_serving()
     try:
         uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
     finally:

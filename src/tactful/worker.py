@@ -23,7 +23,7 @@ from tactful import wiring
 from tactful.core.errors import ConfigError
 from tactful.core.jobs.registry import own_process_jobs
 from tactful.core.jobs.runner import Worker
-from tactful.core.runtime import Runtime, freeze_startup_heap
+from tactful.core.runtime import Runtime, prepare_heap_for_serving
 
 log = structlog.get_logger("tactful.worker")
 
@@ -75,7 +75,7 @@ def run_process(
     signal.signal(signal.SIGINT, _stop)
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(worker, parent), daemon=True).start()
-    freeze_startup_heap()
+    prepare_heap_for_serving()
     worker.run_forever()
 
 
