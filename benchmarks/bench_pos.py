@@ -59,7 +59,7 @@ from tactful.config import DatabaseSettings, SecuritySettings, Settings
 from tactful.core import clock
 from tactful.core.db import Database, create_db_engine
 from tactful.core.migrate import upgrade
-from tactful.core.runtime import build_runtime, freeze_startup_heap
+from tactful.core.runtime import build_runtime, prepare_heap_for_serving
 from tactful.core.security import Signer, random_token
 from tactful.loyalty.schemas import FraudLimits, ProgramRules, TierRule
 from tactful.loyalty.service import codes, pos, programs
@@ -463,7 +463,7 @@ def _process(
     ``interval`` seconds (an open loop: latency runs from the scheduled start, so waiting
     behind a slow operation counts); without, each starts the next as soon as one ends."""
     operate = _ours(setup) if kind == "ours" else _bare(setup)
-    freeze_startup_heap()  # as `tactful serve` does before its first request
+    prepare_heap_for_serving()  # as `tactful serve` does before its first request
     latencies: list[float] = []
     errors: list[str] = []
     warmup_errors: list[str] = []
@@ -670,7 +670,7 @@ def _serve(setup: Setup, sock: socket.socket, data_dir: str) -> None:
         # the wait for the start): the connection must still be there
         timeout_keep_alive=STALL,
     )
-    freeze_startup_heap()  # as `tactful serve` does
+    prepare_heap_for_serving()  # as `tactful serve` does
     uvicorn.Server(config).run(sockets=[sock])
 
 
