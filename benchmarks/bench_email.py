@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import select
 
 from tactful import wiring
-from tactful.bench import BenchResult, free_port, smtp_sender, smtp_sink, stopwatch
+from tactful.bench import (
+    BenchResult,
+    free_port,
+    serving_heap,
+    smtp_sender,
+    smtp_sink,
+    stopwatch,
+)
 from tactful.config import DatabaseSettings, Settings
 from tactful.core.jobs.models import Job
 from tactful.core.migrate import upgrade
@@ -219,7 +226,8 @@ def run(scale: str) -> list[BenchResult]:
     server = smtp_sink(port)
     try:
         _baseline(port, _messages(50))  # warm the server up
-        with tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:
+        # the sending process's collector settings (it is a `worker` process)
+        with serving_heap(), tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:
             ours, extra = _ours(port, count, Path(folder))
         baseline = _baseline(port, _messages(count))
     finally:

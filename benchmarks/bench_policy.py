@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from tactful import wiring
-from tactful.bench import BenchResult, stopwatch
+from tactful.bench import BenchResult, serving_heap, stopwatch
 from tactful.config import DatabaseSettings, Settings
 from tactful.core.dialect import copy_rows
 from tactful.core.migrate import upgrade
@@ -243,8 +243,9 @@ def _measure(size: int, sample: int, database_url: str | None) -> BenchResult:
                         now=NOW,
                     )
                 nested.rollback()
-            # the commit is part of planning: the decisions are durable only once it is done
-            with stopwatch() as ours_time, runtime.db.scope() as session:
+            # the commit is part of planning: the decisions are durable only once it is done;
+            # the collector set as in the worker processes that plan campaigns
+            with serving_heap(), stopwatch() as ours_time, runtime.db.scope() as session:
                 outcome = policy.decide_audience(session, message, ids, now=NOW)
             reasons = collections.Counter(outcome.reason.tolist())
             scheduled = int((outcome.status == "scheduled").sum())

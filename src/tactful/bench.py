@@ -7,6 +7,7 @@ process, so the ratio holds on a noisy machine.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
@@ -28,6 +29,7 @@ from rich.table import Table
 
 import tactful
 from tactful.core.errors import NotFound
+from tactful.core.runtime import prepare_heap_for_serving
 from tactful.messaging import service as messaging
 
 
@@ -70,6 +72,20 @@ def stopwatch() -> Iterator[Callable[[], float]]:
         yield elapsed
     finally:
         finished.append(time.perf_counter())
+
+
+@contextmanager
+def serving_heap() -> Iterator[None]:
+    """Run the block with this process's garbage collector set up as ``serve`` and ``worker``
+    set theirs (:func:`prepare_heap_for_serving`), then put it back: a benchmark that runs
+    our code in its own process measures it as the serving processes run it."""
+    threshold = gc.get_threshold()
+    prepare_heap_for_serving()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def free_port() -> int:
