@@ -310,23 +310,35 @@ def _writes_profile(
     pending: dict[tuple[str, str, str], tuple[Ident, int, str]],
     index: int,
 ) -> bool:
-    """Whether applying ``record`` may write to the profile of the existing customer whose
-    contact state is ``contact`` (the conditions of :func:`_apply_records`)."""
-    if record.traits:
-        return True
-    for ident in record.idents:
-        if not ident.valid:
-            continue
-        new_here = pending.get(ident.key, (None, -1, ""))[1] == index
-        if ident.kind == EMAIL:
-            if contact.email is None or new_here:
-                return True
-        elif ident.kind == PHONE:
-            if contact.phone is None or new_here:
-                return True
-        elif contact.anonymous and ident.kind not in ANONYMOUS_KINDS:
-            return True
-    return False
+    """Whether applying ``record`` (record ``index`` of the batch) may write to the profile
+    of the existing customer whose contact state is ``contact``, as :func:`_apply_records`
+    would apply it. Judged on the stored state: until some record writes to a profile, the
+    batch leaves that state as it was."""
+    return bool(record.traits) or any(
+        _contact_write(ident, contact, pending, index) is not None for ident in record.idents
+    )
+
+
+def _contact_write(
+    ident: Ident,
+    contact: Any,
+    pending: dict[tuple[str, str, str], tuple[Ident, int, str]],
+    index: int,
+) -> tuple[str, Any] | None:
+    """The profile field and value that ``ident`` of record ``index`` writes to a profile
+    with the contact state ``contact`` (its ``email``, ``phone`` and ``anonymous``), if any:
+    an e-mail or phone where there is none or this record brought it first, and a known
+    identity makes an anonymous profile known."""
+    if not ident.valid:
+        return None
+    new_here = pending.get(ident.key, (None, -1, ""))[1] == index
+    if ident.kind == EMAIL:
+        return ("email", ident.value) if contact.email is None or new_here else None
+    if ident.kind == PHONE:
+        return ("phone", ident.value) if contact.phone is None or new_here else None
+    if contact.anonymous and ident.kind not in ANONYMOUS_KINDS:
+        return ("anonymous", False)
+    return None
 
 
 def _seen_only(
@@ -417,18 +429,10 @@ def _apply_records(
             custom = apply_traits(customer, record.traits, source=record.source, priority=priority)
             custom_written.update(custom)
         for ident in record.idents:
-            if not ident.valid:
-                continue
-            new_here = pending.get(ident.key, (None, -1, ""))[1] == index
-            if ident.kind == EMAIL and (customer.email is None or new_here):
+            write = _contact_write(ident, customer, pending, index)
+            if write is not None:
                 snapshot()
-                customer.email = ident.value
-            elif ident.kind == PHONE and (customer.phone is None or new_here):
-                snapshot()
-                customer.phone = ident.value
-            elif customer.anonymous and ident.kind not in ANONYMOUS_KINDS:
-                snapshot()
-                customer.anonymous = False
+                setattr(customer, *write)
         if record.seen and (customer.last_seen_at is None or record.at > customer.last_seen_at):
             customer.last_seen_at = record.at
         if state is not None and _profile_state(customer) != state:
