@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from tactful.campaigns.schemas import WEEKDAYS, RecurringSchedule
+from tactful.core.arrays import distinct
 
 # customers of one wave are handed to the contact policy in one transaction
 WAVE_SIZE = 10_000
@@ -179,9 +180,9 @@ def union_minus(
 ) -> tuple[np.ndarray, int]:
     """The union of target member arrays without the exclusions' members, and how many the
     exclusions removed."""
-    union = np.unique(np.concatenate(targets)) if targets else np.zeros(0, dtype=np.int64)
+    union = distinct(np.concatenate(targets)) if targets else np.zeros(0, dtype=np.int64)
     if not exclusions:
         return union, 0
-    excluded = np.unique(np.concatenate(exclusions))
+    excluded = distinct(np.concatenate(exclusions))
     kept = union[~np.isin(union, excluded, assume_unique=True)]
     return kept, len(union) - len(kept)

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
+from tactful.core.arrays import distinct
 from tactful.core.errors import NotFound, ValidationFailed
 from tactful.customers import service as customers
 from tactful.policy import bulk, gate, rules, store, whatif
@@ -82,7 +83,7 @@ def decide_audience(
     """Decide one message for a whole audience (a campaign): ``message`` is the intent
     without its customer; the decisions come back as arrays in the audience's order."""
     ids = np.asarray(customer_ids, dtype=np.int64)
-    if len(np.unique(ids)) != len(ids):
+    if len(distinct(ids)) != len(ids):
         raise ValidationFailed("the audience names a customer twice", field="customer_ids")
     if message.bundle_key or message.is_test:
         raise ValidationFailed("bundled and test messages are decided one by one", field="message")
