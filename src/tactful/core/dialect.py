@@ -178,12 +178,18 @@ def copy_rows(
     )
 
 
+_NULLS = "fetch_int_table reads integer columns without NULLs"
+
+
 def fetch_int_table(session: Session, stmt: Select[Any]) -> np.ndarray:
     """Run a select of integer columns (no NULLs) and return an (rows, columns) int64 array.
 
-    Millions of rows come back as one text blob the database builds itself (SQLite's
-    group_concat, PostgreSQL's COPY TO STDOUT) and a C parser reads, instead of one Python
-    tuple per row: several times faster at campaign scale.
+    Millions of rows come back as text the database builds itself and a C parser reads,
+    instead of one Python tuple per row: several times faster at campaign scale.
+    PostgreSQL sends the rows with COPY TO STDOUT. SQLite builds one list per column with
+    ``group_concat`` (the aggregates of one query step through the same rows in the same
+    order); concatenating a row's values first cost more than the query itself (1.5M rows
+    of six columns: 2.6 s against 1.1 s).
     """
     labels = [f"c{i}" for i in range(len(stmt.selected_columns))]
     labelled = stmt.with_only_columns(
@@ -200,17 +206,17 @@ def fetch_int_table(session: Session, stmt: Select[Any]) -> np.ndarray:
             for block in copy:
                 buffer.write(block)
         blob = buffer.getvalue().decode()
-        separator = "\t"
-    else:
-        joined = " || ',' || ".join(labels)
-        blob = (
-            connection.exec_driver_sql(
-                f"SELECT group_concat({joined}, char(10)) FROM ({compiled})"  # noqa: S608
-            ).scalar()
-            or ""
-        )
-        separator = ","
-    if not blob:
-        return np.zeros((0, len(labels)), dtype=np.int64)
-    frame = pd.read_csv(io.StringIO(blob), sep=separator, header=None, dtype=np.int64, engine="c")
-    return np.ascontiguousarray(frame.to_numpy(dtype=np.int64))
+        if "\\N" in blob:  # COPY's NULL
+            raise ValueError(_NULLS)
+        if not blob:
+            return np.zeros((0, len(labels)), dtype=np.int64)
+        frame = pd.read_csv(io.StringIO(blob), sep="\t", header=None, dtype=np.int64, engine="c")
+        return np.ascontiguousarray(frame.to_numpy(dtype=np.int64))
+    lists = ", ".join(f"group_concat({label})" for label in labels)
+    count, *texts = connection.exec_driver_sql(
+        f"SELECT count(*), {lists} FROM ({compiled})"  # noqa: S608
+    ).one()
+    columns = [np.fromstring(text or "", dtype=np.int64, sep=",") for text in texts]
+    if any(len(column) != count for column in columns):
+        raise ValueError(_NULLS)
+    return np.stack(columns, axis=1) if columns else np.zeros((count, 0), dtype=np.int64)
