@@ -7,7 +7,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import BigInteger, Select, bindparam, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    bindparam,
+    literal,
+    select,
+    union_all,
+)
 
 from tactful.core import dialect
 from tactful.core.runtime import Runtime
@@ -64,3 +76,73 @@ def test_fetch_int_table_refuses_nulls(runtime: Runtime) -> None:
     stmt = _rows_select([(1, None), (3, 4), (None, 6)])
     with runtime.db.scope(readonly=True) as session, pytest.raises(ValueError, match="NULLs"):
         dialect.fetch_int_table(session, stmt)
+
+
+def _probe_table(runtime: Runtime) -> Table:
+    table = Table(
+        "copy_probe",
+        MetaData(),
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("customer", BigInteger, nullable=False),
+        Column("status", String(20)),
+        Column("step", Integer),
+        Column("source", String(20)),
+        Column("note", String(20)),
+    )
+    table.create(runtime.db.engine)
+    return table
+
+
+@pytest.mark.parametrize("largest", [10**6, 2**61], ids=["packed", "too-wide-to-pack"])
+def test_copy_columns_stores_every_row_as_given(runtime: Runtime, largest: int) -> None:
+    table = _probe_table(runtime)
+    customers = np.array([7, largest, 0, 7, 123_456], dtype=np.int64)
+    status = np.array(["sent", None, "sent", "suppressed", None], dtype=object)
+    step = np.array([0, 2, 0, 1, 2], dtype=np.int64)
+    with runtime.db.scope() as session:
+        dialect.copy_columns(
+            session,
+            table,
+            {
+                "id": np.arange(41, 46, dtype=np.int64),
+                "customer": customers,
+                "status": status,
+                "step": step,
+                "source": "campaign:spring",
+                "note": None,
+            },
+            key="customer",
+            count=5,
+        )
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.execute(select(table).order_by(table.c.id)).all()
+    assert [tuple(row) for row in stored] == [
+        (41, 7, "sent", 0, "campaign:spring", None),
+        (42, largest, None, 2, "campaign:spring", None),
+        (43, 0, "sent", 0, "campaign:spring", None),
+        (44, 7, "suppressed", 1, "campaign:spring", None),
+        (45, 123_456, None, 2, "campaign:spring", None),
+    ]
+
+
+def test_copy_columns_refuses_arrays_of_the_wrong_length(runtime: Runtime) -> None:
+    table = _probe_table(runtime)
+    with runtime.db.scope() as session:
+        dialect.copy_columns(
+            session,
+            table,
+            {"id": np.array([1]), "customer": np.array([5]), "source": "a"},
+            key="customer",
+            count=1,
+        )
+    with runtime.db.scope() as session, pytest.raises(ValueError, match="one value per row"):
+        dialect.copy_columns(
+            session,
+            table,
+            {"id": np.array([2, 3]), "customer": np.array([5, 6, 7]), "source": "b"},
+            key="customer",
+            count=2,
+        )
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.execute(select(table.c.id, table.c.customer, table.c.source)).all()
+    assert [tuple(row) for row in stored] == [(1, 5, "a")]

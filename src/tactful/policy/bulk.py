@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from tactful.core.dialect import copy_rows, epoch_seconds, fetch_int_table, reserve_ids
+from tactful.core.dialect import copy_columns, epoch_seconds, fetch_int_table, reserve_ids
 from tactful.customers.models import (
     ADVERTISING,
     CONTACT_OK,
@@ -871,55 +871,35 @@ def _write(
     updated, expires_at, requested_at = moment(now), moment(expires), moment(start)
     window = first.dedupe_window or timedelta(hours=rules.dedupe_window_hours)
     dedupe_until = moment(now + int(window.total_seconds())) if first.dedupe_key else None
-    columns = (
-        "id",
-        "batch_id",
-        "workspace_id",
-        "customer_id",
-        "message_class",
-        "status",
-        "reason",
-        "rule",
-        "channel",
-        "step",
-        "cost",
-        "send_at",
-        "requested_at",
-        "expires_at",
-        "updated_at",
-        "priority",
-        "expected_value",
-        "dedupe_key",
-        "dedupe_until",
-    )
-    # Build the rows column by column: a million calls of strftime would cost seconds, while
-    # the send times take only a few distinct values.
+    # the send times take only a few distinct values: a million calls of strftime would
+    # cost seconds
     moments, where = np.unique(send_at, return_inverse=True)
     texts = np.array([moment(int(m)) if m >= 0 else None for m in moments], dtype=object)
-    n = len(cids)
-    rows = list(
-        zip(
-            ids.tolist(),
-            [batch_id] * n,
-            [first.workspace_id] * n,
-            cids.tolist(),
-            [first.message_class] * n,
-            status.tolist(),
-            reason.tolist(),
-            rule.tolist(),
-            channel.tolist(),
-            step.tolist(),
-            cost.tolist(),
-            texts[where].tolist(),
-            [requested_at] * n,
-            [expires_at] * n,
-            [updated] * n,
-            [first.priority] * n,
-            [first.expected_value] * n,
-            [first.dedupe_key] * n,
-            [dedupe_until] * n,
-            strict=True,
-        )
+    copy_columns(
+        session,
+        table,  # type: ignore[arg-type]
+        {
+            "id": ids,
+            "batch_id": batch_id,
+            "workspace_id": first.workspace_id,
+            "customer_id": cids,
+            "message_class": first.message_class,
+            "status": status,
+            "reason": reason,
+            "rule": rule,
+            "channel": channel,
+            "step": step,
+            "cost": cost,
+            "send_at": texts[where],
+            "requested_at": requested_at,
+            "expires_at": expires_at,
+            "updated_at": updated,
+            "priority": first.priority,
+            "expected_value": first.expected_value,
+            "dedupe_key": first.dedupe_key,
+            "dedupe_until": dedupe_until,
+        },
+        key="customer_id",
+        count=len(cids),
     )
-    copy_rows(session, table, columns, rows)  # type: ignore[arg-type]
     return ids
