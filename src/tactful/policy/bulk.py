@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import case, distinct, func, select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from tactful.core.dialect import copy_columns, epoch_seconds, fetch_int_table, reserve_ids
@@ -183,6 +183,19 @@ def _lookup(
     return out
 
 
+def _bits_of(rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each wanted customer, the OR of the bits of its ``(customer, bits)`` rows.
+
+    Reading the rows and combining them here is faster than SQLite's GROUP BY with
+    ``sum(DISTINCT …)``, which keeps a temporary B-tree per customer (2.3M identities:
+    0.78 s against 1.18 s)."""
+    if not len(rows):
+        return np.zeros(len(wanted), dtype=np.int64)
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    starts = np.flatnonzero(np.r_[True, rows[1:, 0] != rows[:-1, 0]])
+    return _lookup(rows[starts, 0], np.bitwise_or.reduceat(rows[:, 1], starts), wanted, 0, np.int64)
+
+
 class _Counter:
     """Counts a customer's booked messages in time ranges, vectorised."""
 
@@ -337,25 +350,23 @@ def decide_audience(
     zone_of[~usable[zone_of]] = 0
 
     # -- reachability (the same rules as customers.service.reachability) -------------------
-    contact_bits = _ints(
-        session,
-        select(
-            Identity.customer_id,
-            func.sum(
-                distinct(case(*((Identity.kind == k, v) for k, v in CONTACT_BITS.items()), else_=0))
+    contact = _bits_of(
+        _ints(
+            session,
+            select(
+                Identity.customer_id,
+                case(*((Identity.kind == k, v) for k, v in CONTACT_BITS.items()), else_=0),
+            ).where(
+                Identity.workspace_id == workspace.id,
+                Identity.valid.is_(True),
+                Identity.status == CONTACT_OK,
+                Identity.kind.in_(list(CONTACT_BITS)),
             ),
-        )
-        .where(
-            Identity.workspace_id == workspace.id,
-            Identity.valid.is_(True),
-            Identity.status == CONTACT_OK,
-            Identity.kind.in_(list(CONTACT_BITS)),
-        )
-        .group_by(Identity.customer_id),
+            cids,
+            Identity.customer_id,
+        ),
         cids,
-        Identity.customer_id,
     )
-    contact = _lookup(contact_bits[:, 0], contact_bits[:, 1], cids, 0, np.int64)
     scope = brand_scope(first.brand_id)
     consent_cases = [
         (
@@ -392,18 +403,17 @@ def decide_audience(
                 TOPIC_REVOKED_BIT,
             ),
         ]
-    consent_bits = _ints(
-        session,
-        select(
+    consent = _bits_of(
+        _ints(
+            session,
+            select(Consent.customer_id, case(*consent_cases, else_=0)).where(
+                Consent.workspace_id == workspace.id, Consent.brand_scope.in_(["ws", scope])
+            ),
+            cids,
             Consent.customer_id,
-            func.sum(distinct(case(*consent_cases, else_=0))),
-        )
-        .where(Consent.workspace_id == workspace.id, Consent.brand_scope.in_(["ws", scope]))
-        .group_by(Consent.customer_id),
+        ),
         cids,
-        Consent.customer_id,
     )
-    consent = _lookup(consent_bits[:, 0], consent_bits[:, 1], cids, 0, np.int64)
     topic_default = (
         topic_subscribed_by_default(
             session, workspace_id=workspace.id, brand_id=first.brand_id, key=first.topic
