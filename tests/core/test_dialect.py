@@ -93,8 +93,15 @@ def _probe_table(runtime: Runtime) -> Table:
     return table
 
 
-@pytest.mark.parametrize("largest", [10**6, 2**61], ids=["packed", "too-wide-to-pack"])
-def test_copy_columns_stores_every_row_as_given(runtime: Runtime, largest: int) -> None:
+@pytest.mark.parametrize(
+    ("largest", "most"),
+    [(10**6, 2**20), (2**61, 2**20), (10**6, 1)],
+    ids=["packed", "key-too-wide-to-pack", "too-many-combinations"],
+)
+def test_copy_columns_stores_every_row_as_given(
+    runtime: Runtime, largest: int, most: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialect, "_MOST_COMBINATIONS", most)
     table = _probe_table(runtime)
     customers = np.array([7, largest, 0, 7, 123_456], dtype=np.int64)
     status = np.array(["sent", None, "sent", "suppressed", None], dtype=object)
