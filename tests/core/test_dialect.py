@@ -153,3 +153,39 @@ def test_copy_columns_refuses_arrays_of_the_wrong_length(runtime: Runtime) -> No
     with runtime.db.scope(readonly=True) as session:
         stored = session.execute(select(table.c.id, table.c.customer, table.c.source)).all()
     assert [tuple(row) for row in stored] == [(1, 5, "a")]
+
+
+def test_copy_columns_on_sqlite_counts_combinations_not_column_sizes(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three columns of 128 values each could combine 2M ways; these vary together, so
+    there are 128 combinations and the rows still go in with one INSERT … SELECT."""
+    if runtime.db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL takes COPY")
+    monkeypatch.setattr(dialect, "_MOST_COMBINATIONS", 1_000)
+
+    def row_by_row(*args: object) -> None:
+        raise AssertionError("took the row-by-row path")
+
+    monkeypatch.setattr(dialect, "copy_rows", row_by_row)
+    table = _probe_table(runtime)
+    value = np.arange(512, dtype=np.int64) % 128
+    with runtime.db.scope() as session:
+        dialect.copy_columns(
+            session,
+            table,
+            {
+                "id": np.arange(1, 513, dtype=np.int64),
+                "customer": np.arange(512, dtype=np.int64) * 7,
+                "status": np.array([f"s{v}" for v in value], dtype=object),
+                "step": value,
+                "source": np.array([f"c{v}" for v in value], dtype=object),
+            },
+            key="customer",
+            count=512,
+        )
+    with runtime.db.scope(readonly=True) as session:
+        stored = session.execute(select(table).order_by(table.c.id)).all()
+    assert [tuple(row) for row in stored] == [
+        (i + 1, i * 7, f"s{i % 128}", i % 128, f"c{i % 128}", None) for i in range(512)
+    ]

@@ -244,12 +244,14 @@ def _copy_packed(
             [None if isinstance(u, float) and math.isnan(u) else u for u in unique.tolist()]
         )
     radix = [len(u) for u in uniques]
-    if np.prod(np.array(radix, dtype=np.float64)) > _MOST_COMBINATIONS:
+    if np.prod(np.array(radix, dtype=np.float64)) >= 2**62:  # would overflow int64
         return False
     combined = np.zeros(count, dtype=np.int64)
     for code, size in zip(codes, radix, strict=True):
         combined = combined * size + code
     combos, kind = np.unique(combined, return_inverse=True)  # sorts: fast for many rows
+    if len(combos) > _MOST_COMBINATIONS:
+        return False
     bits = max(1, int(len(combos) - 1).bit_length())
     keys = arrays[key].astype(np.int64)
     if keys.min() < 0 or int(keys.max()) >= 1 << (62 - bits):
