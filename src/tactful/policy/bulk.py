@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
+from tactful.core.arrays import index_of
 from tactful.core.dialect import copy_columns, epoch_seconds, fetch_int_table, reserve_ids
 from tactful.customers.models import (
     ADVERTISING,
@@ -170,16 +171,11 @@ def _ints(session: Session, stmt: Any, ids: np.ndarray, column: Any) -> np.ndarr
 def _lookup(
     keys: np.ndarray, values: np.ndarray, wanted: np.ndarray, default: Any, dtype: Any
 ) -> np.ndarray:
-    """values[keys == wanted] for each wanted key (vectorised join on sorted keys)."""
+    """values[keys == wanted] for each wanted key (keys distinct), else ``default``."""
     out = np.full(len(wanted), default, dtype=dtype)
-    if len(keys) == 0:
-        return out
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    pos = np.searchsorted(sorted_keys, wanted)
-    pos = np.clip(pos, 0, len(sorted_keys) - 1)
-    hit = sorted_keys[pos] == wanted
-    out[hit] = values[order][pos[hit]]
+    at = index_of(keys, wanted)
+    hit = at >= 0
+    out[hit] = values[at[hit]]
     return out
 
 
@@ -495,11 +491,9 @@ def decide_audience(
         ContactDecision.customer_id,
     )
     history = ledger[ledger[:, 1] >= since]
-    order = np.argsort(cids, kind="stable")
-    sorted_cids = cids[order]
-    where = np.clip(np.searchsorted(sorted_cids, history[:, 0]), 0, max(n - 1, 0))
-    mine = (sorted_cids[where] == history[:, 0]) if n else np.zeros(0, dtype=bool)
-    h_pos = order[where[mine]]
+    at = index_of(cids, history[:, 0])
+    mine = at >= 0
+    h_pos = at[mine]
     h_at = history[mine, 1]
     h_channel = np.array([*CHANNELS, None], dtype=object)[history[mine, 2]]
     h_class = np.array([*CLASSES, None], dtype=object)[history[mine, 3]]
@@ -627,10 +621,8 @@ def _best_steps(
     if not len(rows):
         return chosen
     n = len(cids)
-    order = np.argsort(cids, kind="stable")
-    where = np.clip(np.searchsorted(cids[order], rows[:, 0]), 0, n - 1)
-    mine = cids[order][where] == rows[:, 0]
-    pos, rows = order[where[mine]], rows[mine]
+    at = index_of(cids, rows[:, 0])
+    pos, rows = at[at >= 0], rows[at >= 0]
     sent = np.zeros((len(steps), n), dtype=np.int64)
     reads = np.zeros((len(steps), n), dtype=np.int64)
     for index, step in enumerate(steps):
