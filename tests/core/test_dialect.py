@@ -163,6 +163,7 @@ def test_copy_columns_on_sqlite_counts_combinations_not_column_sizes(
     if runtime.db.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL takes COPY")
     monkeypatch.setattr(dialect, "_MOST_COMBINATIONS", 1_000)
+    monkeypatch.setattr(dialect, "_PACKED_CHUNK", 100)  # 512 rows: five statements
 
     def row_by_row(*args: object) -> None:
         raise AssertionError("took the row-by-row path")

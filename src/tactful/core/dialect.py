@@ -218,6 +218,7 @@ def copy_columns(
 
 
 _MOST_COMBINATIONS = 2**20  # of the other columns' values, for the temporary table
+_PACKED_CHUNK = 4_000_000  # rows per INSERT … SELECT
 
 
 def _copy_packed(
@@ -277,18 +278,21 @@ def _copy_packed(
     marks = ", ".join("?" for _ in range(len(variant_names) + 1))
     connection.exec_driver_sql(f"INSERT INTO temp.{temp} VALUES ({marks})", variants)  # noqa: S608
     mask = (1 << bits) - 1
-    selected = [
-        *(f"{first} + j.key" for first in counting.values()),
-        f"j.value >> {bits}",
-        *(f"v.v{i}" for i in range(len(variant_names))),
-        *("?" for _ in constants),
-    ]
     names = ", ".join(f'"{c}"' for c in [*counting, key, *variant_names, *constants])
-    connection.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} '  # noqa: S608
-        f"FROM json_each(?) AS j CROSS JOIN temp.{temp} AS v ON v.code = (j.value & {mask})",
-        (*constants.values(), orjson.dumps(packed, option=orjson.OPT_SERIALIZE_NUMPY).decode()),
-    )
+    # chunks keep each JSON text far below SQLite's longest string (1e9 bytes)
+    for start in range(0, count, _PACKED_CHUNK):
+        selected = [
+            *(f"{first + start} + j.key" for first in counting.values()),
+            f"j.value >> {bits}",
+            *(f"v.v{i}" for i in range(len(variant_names))),
+            *("?" for _ in constants),
+        ]
+        chunk = packed[start : start + _PACKED_CHUNK]
+        connection.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} '  # noqa: S608
+            f"FROM json_each(?) AS j CROSS JOIN temp.{temp} AS v ON v.code = (j.value & {mask})",
+            (*constants.values(), orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY).decode()),
+        )
     connection.exec_driver_sql(f"DROP TABLE temp.{temp}")
     return True
 
