@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from sqlalchemy import (
     BigInteger,
@@ -16,12 +18,14 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    func,
     literal,
     select,
     union_all,
 )
+from sqlalchemy.exc import IntegrityError
 
-from tactful.core import dialect
+from tactful.core import db, dialect
 from tactful.core.runtime import Runtime
 from tactful.core.types import UTCDateTime
 
@@ -168,7 +172,7 @@ def test_copy_columns_on_sqlite_counts_combinations_not_column_sizes(
     def row_by_row(*args: object) -> None:
         raise AssertionError("took the row-by-row path")
 
-    monkeypatch.setattr(dialect, "copy_rows", row_by_row)
+    monkeypatch.setattr(dialect, "_copy_rows", row_by_row)
     table = _probe_table(runtime)
     value = np.arange(512, dtype=np.int64) % 128
     with runtime.db.scope() as session:
@@ -190,3 +194,97 @@ def test_copy_columns_on_sqlite_counts_combinations_not_column_sizes(
     assert [tuple(row) for row in stored] == [
         (i + 1, i * 7, f"s{i % 128}", i % 128, f"c{i % 128}", None) for i in range(512)
     ]
+
+
+def _chunk(first: int, count: int) -> dict[str, Any]:
+    ids = np.arange(first, first + count, dtype=np.int64)
+    return {
+        "id": ids,
+        "customer": ids * 10,
+        "status": np.array(["sent" if i % 2 else None for i in ids.tolist()], dtype=object),
+        "step": ids % 3,
+        "source": "campaign:spring",
+    }
+
+
+def _stored(runtime: Runtime, table: Table) -> list[tuple[Any, ...]]:
+    with runtime.db.scope(readonly=True) as session:
+        return [tuple(row) for row in session.execute(select(table).order_by(table.c.id))]
+
+
+def test_copy_columns_behind_writes_every_chunk_in_order(runtime: Runtime) -> None:
+    table = _probe_table(runtime)
+    with runtime.db.scope() as session:
+        with dialect.copy_columns_behind(session, table, key="customer") as put:
+            for first, count in [(1, 4), (5, 0), (5, 3), (8, 1)]:
+                put(_chunk(first, count), count)
+        # the block has waited for the last chunk: the session sees every row
+        assert session.scalar(select(func.count()).select_from(table)) == 8
+    assert _stored(runtime, table) == [
+        (i, i * 10, "sent" if i % 2 else None, i % 3, "campaign:spring", None) for i in range(1, 9)
+    ]
+
+
+def test_copy_columns_behind_raises_a_chunks_error_and_stores_nothing(runtime: Runtime) -> None:
+    table = _probe_table(runtime)
+    with runtime.db.scope() as session:
+        dialect.copy_columns(session, table, _chunk(1, 2), key="customer", count=2)
+    before = _stored(runtime, table)
+    # SQLAlchemy's error on SQLite; the driver's own from PostgreSQL's COPY
+    with (
+        pytest.raises((IntegrityError, psycopg.IntegrityError)),
+        runtime.db.scope() as session,
+        dialect.copy_columns_behind(session, table, key="customer") as put,
+    ):
+        put(_chunk(3, 2), 2)
+        put(_chunk(2, 2), 2)  # id 2 exists
+        put(_chunk(10, 2), 2)
+    assert _stored(runtime, table) == before
+    # and the block left the connection free: the next scope writes as usual
+    with runtime.db.scope() as session:
+        dialect.copy_columns(session, table, _chunk(3, 1), key="customer", count=1)
+    assert len(_stored(runtime, table)) == 3
+
+
+def test_unchanged_sqlite_writer_is_a_write_scope_that_changed_nothing(runtime: Runtime) -> None:
+    if runtime.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    table = _probe_table(runtime)
+    with runtime.db.scope() as session:
+        assert db.unchanged_sqlite_writer(session.connection())
+        session.execute(select(table.c.id))
+        assert db.unchanged_sqlite_writer(session.connection())
+        dialect.copy_columns(session, table, _chunk(1, 1), key="customer", count=1)
+        assert not db.unchanged_sqlite_writer(session.connection())
+    with runtime.db.scope(readonly=True) as session:
+        assert not db.unchanged_sqlite_writer(session.connection())
+
+
+def test_fetch_int_table_aside_reads_what_the_session_sees(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a session that changed nothing reads on another connection (and thread);
+    once it has written, the rows it has not committed must count, so it reads itself."""
+    table = _probe_table(runtime)
+    with runtime.db.scope() as session:
+        dialect.copy_columns(session, table, _chunk(1, 3), key="customer", count=3)
+    threads: list[str] = []
+    parse = dialect._parse_lists
+
+    def spy(row: Any) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return parse(row)
+
+    monkeypatch.setattr(dialect, "_parse_lists", spy)
+    stmt = select(table.c.id, table.c.customer).order_by(table.c.id)
+    with runtime.db.scope() as session:
+        early = dialect.fetch_int_table_aside(session, stmt)
+        assert early().tolist() == [[1, 10], [2, 20], [3, 30]]
+        dialect.copy_columns(session, table, _chunk(4, 1), key="customer", count=1)
+        late = dialect.fetch_int_table_aside(session, stmt)
+        assert late().tolist() == [[1, 10], [2, 20], [3, 30], [4, 40]]
+    if runtime.db.engine.dialect.name == "sqlite":
+        assert threads[0].startswith("tactful-read")
+        assert threads[1] == threading.current_thread().name
+    else:  # PostgreSQL reads through COPY, in the session
+        assert threads == []

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -128,6 +128,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         if _readonly(connection.get_execution_options()):
+            connection.info[_CHANGES_AT_BEGIN] = None
             connection.exec_driver_sql("BEGIN")
             return
         raw = connection.connection.dbapi_connection
@@ -137,6 +138,19 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         except BaseException:
             gate.leave(raw)
             raise
+        connection.info[_CHANGES_AT_BEGIN] = raw.total_changes
+
+
+_CHANGES_AT_BEGIN = "tactful_changes_at_begin"
+
+
+def unchanged_sqlite_writer(connection: Connection) -> bool:
+    """True when this SQLite connection is in a read-write transaction that has changed no
+    row yet. It holds the database's write lock from its ``BEGIN IMMEDIATE``, so nobody
+    commits meanwhile: another connection reading now sees exactly what this one sees."""
+    raw: Any = connection.connection.dbapi_connection
+    at_begin = connection.info.get(_CHANGES_AT_BEGIN)
+    return at_begin is not None and raw.in_transaction and raw.total_changes == at_begin
 
 
 # How long a background writer (a job) lets waiting foreground writers (API requests) go

@@ -5,18 +5,33 @@ Every feature goes through these helpers instead of branching on the dialect its
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import BigInteger, ColumnElement, Insert, Select, Table, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Insert,
+    Select,
+    Table,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
+
+from tactful.core.db import SQLITE_PRAGMAS, unchanged_sqlite_writer
 
 
 def _table(model: type[DeclarativeBase] | Table) -> Table:
@@ -159,10 +174,16 @@ def copy_rows(
     Values must already be in the database's representation (ints, strings, naive UTC
     datetimes for SQLite, aware ones for PostgreSQL, JSON as text).
     """
+    if rows:
+        _copy_rows(session.connection(), table, columns, rows)
+
+
+def _copy_rows(
+    connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
     if not rows:
         return
-    connection = session.connection()
-    if session.get_bind().dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql":
         raw: Any = connection.connection.dbapi_connection  # psycopg 3's connection
         names = ", ".join(f'"{c}"' for c in columns)
         with (
@@ -201,37 +222,122 @@ def copy_columns(
     the durable server is bound by writing the WAL, and the gain did not pay for a second
     path.
     """
-    if count <= 0:
-        return
+    _prepare_copy(session, table, columns, key=key, count=count)()
+
+
+def _prepare_copy(
+    session: Session, table: Table, columns: Mapping[str, Any], *, key: str, count: int
+) -> Callable[[], None]:
+    """:func:`copy_columns` in two parts: the rows encoded now (Python's work), and the
+    returned function, which writes them (mostly the database's work)."""
     arrays = {name: value for name, value in columns.items() if isinstance(value, np.ndarray)}
     constants = {name: value for name, value in columns.items() if name not in arrays}
     if any(len(value) != count for value in arrays.values()):
         raise ValueError("copy_columns needs one value per row in every array")
-    if session.get_bind().dialect.name == "sqlite" and _copy_packed(
-        session, table, arrays, constants, key, count
-    ):
-        return
+    connection = session.connection()
+    if count <= 0:
+        return lambda: None
+    if connection.dialect.name == "sqlite":
+        packed = _pack(arrays, constants, key, count)
+        if packed is not None:
+            return lambda: packed.insert(connection, table)
     names = [*arrays, *constants]
     lists = [value.tolist() for value in arrays.values()]
     lists += [[value] * count for value in constants.values()]
-    copy_rows(session, table, names, list(zip(*lists, strict=True)))
+    rows = list(zip(*lists, strict=True))
+    return lambda: _copy_rows(connection, table, names, rows)
+
+
+@contextlib.contextmanager
+def copy_columns_behind(
+    session: Session, table: Table, *, key: str
+) -> Iterator[Callable[[Mapping[str, Any], int], None]]:
+    """:func:`copy_columns` for rows that come in chunks, each inserted on a second thread
+    while the caller computes the next one.
+
+    Yields ``put(columns, count)``, which encodes the rows on the caller's thread and
+    leaves the writing to the other. The database does that without holding Python's lock,
+    so on two cores the chunks' computation hides behind the writing (a campaign's million
+    decisions: see ``policy.bulk``). One chunk is written at a time, in order; ``put``
+    waits for the one before. The caller must not use the session until the block
+    ends: leaving it waits for the last insert, and raises the first error of any.
+    """
+    session.connection()  # the transaction's connection exists before the thread uses it
+    pending: list[Future[None]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="tactful-copy") as writer:
+
+        def put(columns: Mapping[str, Any], count: int) -> None:
+            write = _prepare_copy(session, table, columns, key=key, count=count)
+            if pending:
+                pending.pop().result()
+            pending.append(writer.submit(write))
+
+        try:
+            yield put
+        except BaseException:
+            for future in pending:  # the connection must be free before the rollback
+                future.exception()
+            raise
+        for future in pending:
+            future.result()
 
 
 _MOST_COMBINATIONS = 2**20  # of the other columns' values, for the temporary table
 _PACKED_CHUNK = 4_000_000  # rows per INSERT … SELECT
 
 
-def _copy_packed(
-    session: Session,
-    table: Table,
-    arrays: Mapping[str, np.ndarray],
-    constants: Mapping[str, Any],
-    key: str,
-    count: int,
-) -> bool:
-    """SQLite's path of :func:`copy_columns`; False when the values do not pack."""
+@dataclass
+class _Packed:
+    """Rows encoded for SQLite's ``INSERT … SELECT`` from ``json_each`` (``copy_columns``)."""
+
+    counting: dict[str, int]  # columns that count up by one: their first value
+    key: str
+    variant_names: list[str]
+    variants: list[tuple[Any, ...]]
+    constants: Mapping[str, Any]
+    bits: int
+    packed: np.ndarray
+
+    def insert(self, connection: Connection, table: Table) -> None:
+        temp = "_tactful_copy_variants"
+        slots = ", ".join(f"v{i}" for i in range(len(self.variant_names)))
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{temp}")
+        connection.exec_driver_sql(
+            f"CREATE TEMP TABLE {temp} (code INTEGER PRIMARY KEY{', ' if slots else ''}{slots})"
+        )
+        marks = ", ".join("?" for _ in range(len(self.variant_names) + 1))
+        connection.exec_driver_sql(f"INSERT INTO temp.{temp} VALUES ({marks})", self.variants)  # noqa: S608
+        mask = (1 << self.bits) - 1
+        names = ", ".join(
+            f'"{c}"' for c in [*self.counting, self.key, *self.variant_names, *self.constants]
+        )
+        # chunks keep each JSON text far below SQLite's longest string (1e9 bytes)
+        for start in range(0, len(self.packed), _PACKED_CHUNK):
+            selected = [
+                *(f"{first + start} + j.key" for first in self.counting.values()),
+                f"j.value >> {self.bits}",
+                *(f"v.v{i}" for i in range(len(self.variant_names))),
+                *("?" for _ in self.constants),
+            ]
+            chunk = self.packed[start : start + _PACKED_CHUNK]
+            connection.exec_driver_sql(
+                f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} '  # noqa: S608
+                f"FROM json_each(?) AS j CROSS JOIN temp.{temp} AS v "
+                f"ON v.code = (j.value & {mask})",
+                (
+                    *self.constants.values(),
+                    orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+                ),
+            )
+        connection.exec_driver_sql(f"DROP TABLE temp.{temp}")
+
+
+def _pack(
+    arrays: Mapping[str, np.ndarray], constants: Mapping[str, Any], key: str, count: int
+) -> _Packed | None:
+    """SQLite's encoding for :func:`copy_columns`; None when the values do not pack."""
     position = np.arange(count, dtype=np.int64)
-    counting: dict[str, int] = {}  # columns that count up by one: their first value
+    counting: dict[str, int] = {}
     codes, uniques = [], []
     for name, values in arrays.items():
         if name == key:
@@ -247,20 +353,17 @@ def _copy_packed(
         )
     radix = [len(u) for u in uniques]
     if np.prod(np.array(radix, dtype=np.float64)) >= 2**62:  # would overflow int64
-        return False
+        return None
     combined = np.zeros(count, dtype=np.int64)
     for code, size in zip(codes, radix, strict=True):
         combined = combined * size + code
     combos, kind = np.unique(combined, return_inverse=True)  # sorts: fast for many rows
     if len(combos) > _MOST_COMBINATIONS:
-        return False
+        return None
     bits = max(1, int(len(combos) - 1).bit_length())
     keys = arrays[key].astype(np.int64)
     if keys.min() < 0 or int(keys.max()) >= 1 << (62 - bits):
-        return False
-    packed = (keys << bits) | kind.astype(np.int64)
-
-    variant_names = [name for name in arrays if name != key and name not in counting]
+        return None
     variants: list[tuple[Any, ...]] = []
     for combo in combos.tolist():
         row, rest = [], combo
@@ -268,36 +371,27 @@ def _copy_packed(
             rest, code = divmod(rest, size)
             row.append(unique[code])
         variants.append((len(variants), *reversed(row)))
-    connection = session.connection()
-    temp = "_tactful_copy_variants"
-    slots = ", ".join(f"v{i}" for i in range(len(variant_names)))
-    connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{temp}")
-    connection.exec_driver_sql(
-        f"CREATE TEMP TABLE {temp} (code INTEGER PRIMARY KEY{', ' if slots else ''}{slots})"
+    return _Packed(
+        counting=counting,
+        key=key,
+        variant_names=[name for name in arrays if name != key and name not in counting],
+        variants=variants,
+        constants=constants,
+        bits=bits,
+        packed=(keys << bits) | kind.astype(np.int64),
     )
-    marks = ", ".join("?" for _ in range(len(variant_names) + 1))
-    connection.exec_driver_sql(f"INSERT INTO temp.{temp} VALUES ({marks})", variants)  # noqa: S608
-    mask = (1 << bits) - 1
-    names = ", ".join(f'"{c}"' for c in [*counting, key, *variant_names, *constants])
-    # chunks keep each JSON text far below SQLite's longest string (1e9 bytes)
-    for start in range(0, count, _PACKED_CHUNK):
-        selected = [
-            *(f"{first + start} + j.key" for first in counting.values()),
-            f"j.value >> {bits}",
-            *(f"v.v{i}" for i in range(len(variant_names))),
-            *("?" for _ in constants),
-        ]
-        chunk = packed[start : start + _PACKED_CHUNK]
-        connection.exec_driver_sql(
-            f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} '  # noqa: S608
-            f"FROM json_each(?) AS j CROSS JOIN temp.{temp} AS v ON v.code = (j.value & {mask})",
-            (*constants.values(), orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY).decode()),
-        )
-    connection.exec_driver_sql(f"DROP TABLE temp.{temp}")
-    return True
 
 
 _NULLS = "fetch_int_table reads integer columns without NULLs"
+
+
+def _int_table_sql(session: Session, stmt: Select[Any]) -> str:
+    """The select with its columns named c0, c1 … and its values inlined."""
+    labelled = stmt.with_only_columns(
+        *[column.label(f"c{i}") for i, column in enumerate(stmt.selected_columns)]
+    )
+    dialect = session.get_bind().dialect
+    return str(labelled.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def fetch_int_table(session: Session, stmt: Select[Any]) -> np.ndarray:
@@ -311,12 +405,7 @@ def fetch_int_table(session: Session, stmt: Select[Any]) -> np.ndarray:
     of six columns: 2.6 s against 1.1 s).
     """
     labels = [f"c{i}" for i in range(len(stmt.selected_columns))]
-    labelled = stmt.with_only_columns(
-        *[column.label(label) for column, label in zip(stmt.selected_columns, labels, strict=True)]
-    )
-    compiled = str(
-        labelled.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
-    )
+    compiled = _int_table_sql(session, stmt)
     connection = session.connection()
     if session.get_bind().dialect.name == "postgresql":
         raw: Any = connection.connection.dbapi_connection  # psycopg 3's connection
@@ -331,11 +420,56 @@ def fetch_int_table(session: Session, stmt: Select[Any]) -> np.ndarray:
             return np.zeros((0, len(labels)), dtype=np.int64)
         frame = pd.read_csv(io.StringIO(blob), sep="\t", header=None, dtype=np.int64, engine="c")
         return np.ascontiguousarray(frame.to_numpy(dtype=np.int64))
-    lists = ", ".join(f"group_concat({label})" for label in labels)
-    count, *texts = connection.exec_driver_sql(
-        f"SELECT count(*), {lists} FROM ({compiled})"  # noqa: S608
-    ).one()
+    row = connection.exec_driver_sql(_sqlite_lists(compiled, len(labels))).one()
+    return _parse_lists(row)
+
+
+def _sqlite_lists(compiled: str, width: int) -> str:
+    """SQLite's query for :func:`fetch_int_table`: the row count and one list per column."""
+    lists = ", ".join(f"group_concat(c{i})" for i in range(width))
+    return f"SELECT count(*), {lists} FROM ({compiled})"  # noqa: S608
+
+
+def _parse_lists(row: Sequence[Any]) -> np.ndarray:
+    count, *texts = row
     columns = [np.fromstring(text or "", dtype=np.int64, sep=",") for text in texts]
     if any(len(column) != count for column in columns):
         raise ValueError(_NULLS)
     return np.stack(columns, axis=1) if columns else np.zeros((count, 0), dtype=np.int64)
+
+
+def fetch_int_table_aside(session: Session, stmt: Select[Any]) -> Callable[[], np.ndarray]:
+    """:func:`fetch_int_table` started at once on another connection and thread, where that
+    connection reads what the session would: SQLite, the session in a read-write
+    transaction that has changed nothing yet (``db.unchanged_sqlite_writer``). Call the
+    result for the table. Elsewhere the session itself reads when the result is called.
+
+    SQLite runs the query without holding Python's lock, so the caller's other reads and
+    its computation go on meanwhile: a campaign's 1.5M-row ledger is read while the
+    audience's profiles, contacts and consents are (see ``policy.bulk``)."""
+    connection = session.connection()
+    engine = connection.engine
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    if (
+        connection.dialect.name != "sqlite"
+        or args[0] == ":memory:"
+        or not unchanged_sqlite_writer(connection)
+    ):
+        return lambda: fetch_int_table(session, stmt)
+    sql = _sqlite_lists(_int_table_sql(session, stmt), len(stmt.selected_columns))
+
+    def read() -> np.ndarray:
+        raw = engine.dialect.loaded_dbapi.connect(*args, **kwargs)  # sqlite3's
+        try:
+            raw.isolation_level = None
+            for pragma in SQLITE_PRAGMAS:
+                raw.execute(pragma)
+            row = raw.execute(sql).fetchone()  # one statement: one consistent snapshot
+        finally:
+            raw.close()
+        return _parse_lists(row)
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="tactful-read")
+    future = reader.submit(read)
+    reader.shutdown(wait=False)
+    return future.result
