@@ -10,10 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tactful.core import db
 from tactful.core.runtime import Runtime
 from tactful.customers import service as customers
 from tactful.customers.contacts import normalise
@@ -21,6 +25,7 @@ from tactful.customers.identity import ProfileRecord, resolve_profiles
 from tactful.customers.service import ConsentInput
 from tactful.policy import bulk, gate
 from tactful.policy import service as policy
+from tactful.policy.models import ContactDecision
 from tactful.policy.schemas import (
     CapRule,
     ChannelStep,
@@ -167,10 +172,12 @@ def _fields(decisions: list[Any]) -> list[tuple[Any, ...]]:
     delay_hours=st.one_of(st.just(0), st.integers(0, 40)),
     lifetime_hours=st.integers(1, 24 * 9),
     dedupe=st.booleans(),
+    chunk=st.sampled_from([7, bulk.CHUNK]),
 )
 def test_bulk_matches_the_gate(
     runtime: Runtime,
     tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
     rules: RuleSet,
     consents: list[tuple[int, tuple[str, str, str], str]],
     history: list[tuple[int, int, str, str, str]],
@@ -180,7 +187,9 @@ def test_bulk_matches_the_gate(
     delay_hours: int,
     lifetime_hours: int,
     dedupe: bool,
+    chunk: int,
 ) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", chunk)  # placed and written 7 customers at a time
     with runtime.db.session() as session:
         ids = _customers(session, tenant)
         policy.set_rules(
@@ -254,3 +263,92 @@ def test_bulk_matches_the_gate(
         (i, e, a) for i, (e, a) in enumerate(zip(expected, actual, strict=True)) if e != a
     ]
     assert not mismatches, mismatches[:5]
+
+
+def test_reading_aside_and_writing_in_chunks_change_no_decision(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large audience's ledger is read on another connection while the session reads the
+    rest, and its decisions are placed and written in chunks: the same decisions, and the
+    same rows stored, as read and written at once."""
+    with runtime.db.scope() as session:
+        ids = _customers(session, tenant)
+        policy.set_rules(
+            session,
+            workspace_id=tenant.workspace_id,
+            brand_id=None,
+            rules_=RuleSet(
+                caps=[CapRule(id="day", limit=1, period="day")],
+                spacing=[SpacingRule(id="gap", min_hours=30, message_class="marketing")],
+            ),
+            actor="test",
+        )
+        for n in range(0, CUSTOMERS, 2):
+            gate.decide(
+                session,
+                [
+                    Intent(
+                        workspace_id=tenant.workspace_id,
+                        brand_id=tenant.brand_id,
+                        customer_id=ids[n],
+                        message_class="marketing",
+                        source=f"old:{n}",
+                        steps=(ChannelStep("sms"),),
+                    )
+                ],
+                now=NOW - timedelta(hours=n),
+            )
+    message = Intent(
+        workspace_id=tenant.workspace_id,
+        brand_id=tenant.brand_id,
+        customer_id=0,
+        message_class="marketing",
+        source="campaign:aside",
+        steps=(ChannelStep("push"), ChannelStep("email"), ChannelStep("sms")),
+    )
+    fields = ("status", "reason", "rule", "channel", "step", "send_at", "cost")
+    with runtime.db.session() as session:  # read and written at once, then rolled back
+        at_once = policy.decide_audience(session, message, ids, now=NOW)
+        session.rollback()
+    reads = []
+    aside = bulk.fetch_int_table_aside
+
+    def spy(session: Session, stmt: Any) -> Any:
+        reads.append(db.unchanged_sqlite_writer(session.connection()))
+        return aside(session, stmt)
+
+    monkeypatch.setattr(bulk, "fetch_int_table_aside", spy)
+    monkeypatch.setattr(bulk, "LARGE", 1)
+    monkeypatch.setattr(bulk, "CHUNK", 5)
+    with runtime.db.scope() as session:
+        chunked = policy.decide_audience(session, message, ids, now=NOW)
+    # SQLite read the ledger on another connection (PostgreSQL reads in the session)
+    assert reads == [runtime.db.engine.dialect.name == "sqlite"]
+    for name in fields:
+        assert getattr(chunked, name).tolist() == getattr(at_once, name).tolist(), name
+    assert sorted(set(at_once.reason.tolist())) == [
+        "deferred_cap",
+        "deferred_spacing",
+        "no_advertising_consent",
+        "no_contact",
+        "ok",
+    ]
+    with runtime.db.scope(readonly=True) as session:
+        stored = {
+            row.id: row
+            for row in session.scalars(
+                select(ContactDecision).where(ContactDecision.id.in_(chunked.decision_ids.tolist()))
+            )
+        }
+    assert len(stored) == CUSTOMERS
+    for i, decision_id in enumerate(chunked.decision_ids.tolist()):
+        row = stored[decision_id]
+        send_at = int(row.send_at.timestamp()) if row.send_at else -1
+        assert (row.customer_id, row.status, row.reason, row.channel, send_at) == (
+            ids[i],
+            chunked.status[i],
+            chunked.reason[i],
+            chunked.channel[i],
+            int(chunked.send_at[i]),
+        )
+    assert np.array_equal(np.diff(chunked.decision_ids), np.ones(CUSTOMERS - 1))

@@ -7,7 +7,7 @@ rule is applied to every still-undecided customer at once. Times are whole secon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -18,7 +18,13 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from tactful.core.arrays import index_of
-from tactful.core.dialect import copy_columns, epoch_seconds, fetch_int_table, reserve_ids
+from tactful.core.dialect import (
+    copy_columns_behind,
+    epoch_seconds,
+    fetch_int_table,
+    fetch_int_table_aside,
+    reserve_ids,
+)
 from tactful.customers.models import (
     ADVERTISING,
     CONTACT_OK,
@@ -81,6 +87,7 @@ TOPIC_REVOKED_BIT = 1 << 21
 CHANNELS = ("push", "email", "viber", "telegram", "sms", "webhook", "call")
 CLASSES = ("marketing", "service", "transactional")
 LARGE = 20_000
+CHUNK = 125_000  # customers placed and written at a time (see decide_audience)
 SPAN = 400 * 24 * 3600
 
 
@@ -166,6 +173,16 @@ def _ints(session: Session, stmt: Any, ids: np.ndarray, column: Any) -> np.ndarr
     ]
     width = len(stmt.selected_columns)
     return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.int64)
+
+
+def _ints_aside(
+    session: Session, stmt: Any, ids: np.ndarray, column: Any
+) -> Callable[[], np.ndarray]:
+    """``_ints`` begun on another connection where the database allows it
+    (``fetch_int_table_aside``); call the result for the rows."""
+    if len(ids) >= LARGE:
+        return fetch_int_table_aside(session, stmt)
+    return lambda: _ints(session, stmt, ids, column)
 
 
 def _lookup(
@@ -318,6 +335,32 @@ def decide_audience(
     cids = np.asarray(customer_ids, dtype=np.int64)
     n = len(cids)
 
+    # -- history: what caps and spacing count, and (one scan) what the best channel learns;
+    # the largest read, started first beside the others where the database allows ---------
+    since = now - int(HISTORY_WINDOW.total_seconds())
+    best_wanted = rules.use_best_channel and not first.is_test and len(first.steps) > 1
+    engaged_since = now - int(channels.WINDOW.total_seconds())
+    scan_from = min(since, engaged_since) if best_wanted else since
+    read_ledger = _ints_aside(
+        session,
+        select(
+            ContactDecision.customer_id,
+            epoch_seconds(session, ContactDecision.send_at),
+            case(*((ContactDecision.channel == c, i) for i, c in enumerate(CHANNELS)), else_=-1),
+            case(
+                *((ContactDecision.message_class == c, i) for i, c in enumerate(CLASSES)), else_=-1
+            ),
+            ContactDecision.batch_id,
+            case(*((ContactDecision.status == s, i) for i, s in enumerate(COUNTED)), else_=-1),
+        ).where(
+            ContactDecision.workspace_id == workspace.id,
+            ContactDecision.status.in_(COUNTED),
+            ContactDecision.send_at >= datetime.fromtimestamp(scan_from, UTC),
+        ),
+        cids,
+        ContactDecision.customer_id,
+    )
+
     # -- customers --------------------------------------------------------------------------
     zones = sorted(
         z
@@ -466,30 +509,7 @@ def decide_audience(
             suppress(none & service_ok, "no_advertising_consent", "consent")
         suppress(none, "unsubscribed_topic", "consent")
 
-    # -- history: what caps and spacing count, and (one scan) what the best channel learns --
-    since = now - int(HISTORY_WINDOW.total_seconds())
-    best_wanted = rules.use_best_channel and not first.is_test and len(steps) > 1
-    engaged_since = now - int(channels.WINDOW.total_seconds())
-    scan_from = min(since, engaged_since) if best_wanted else since
-    ledger = _ints(
-        session,
-        select(
-            ContactDecision.customer_id,
-            epoch_seconds(session, ContactDecision.send_at),
-            case(*((ContactDecision.channel == c, i) for i, c in enumerate(CHANNELS)), else_=-1),
-            case(
-                *((ContactDecision.message_class == c, i) for i, c in enumerate(CLASSES)), else_=-1
-            ),
-            ContactDecision.batch_id,
-            case(*((ContactDecision.status == s, i) for i, s in enumerate(COUNTED)), else_=-1),
-        ).where(
-            ContactDecision.workspace_id == workspace.id,
-            ContactDecision.status.in_(COUNTED),
-            ContactDecision.send_at >= datetime.fromtimestamp(scan_from, UTC),
-        ),
-        cids,
-        ContactDecision.customer_id,
-    )
+    ledger = read_ledger()
     history = ledger[ledger[:, 1] >= since]
     at = index_of(cids, history[:, 0])
     mine = at >= 0
@@ -531,57 +551,78 @@ def decide_audience(
     if best_wanted:
         engaged = _engagement(ledger[ledger[:, 1] >= engaged_since])
         chosen = _best_steps(cids, chosen, steps, reachable, engaged)
-    # -- placement ------------------------------------------------------------------------
+    # -- placement and writing, in chunks of customers: each chunk's decisions are inserted
+    # on a second thread while the next chunk is placed -------------------------------------
     channel_of = np.array([steps[c].channel if c >= 0 else None for c in chosen], dtype=object)
     tags = frozenset(first.tags) | ({first.topic} if first.topic else frozenset())
     h_tags = {b: store.batch_tags(info) for b, info in batch_info.items()}
     t = np.full(n, start, dtype=np.int64)
-    if klass != "transactional":
-        _place_all(
-            t,
-            status,
-            reason,
-            rule,
-            channel_of,
-            zone_of,
-            zone_names,
-            expires,
-            klass,
-            tags,
-            rules,
-            arrays,
-            h_tags,
-            base,
-        )
-    late = (status == SCHEDULED) & (t > expires)
-    reason[late] = [final_reason(r) for r in reason[late]]
-    status[late] = SUPPRESSED
-
-    # -- write ----------------------------------------------------------------------------
-    scheduled = status == SCHEDULED
+    by_pos = np.argsort(h_pos, kind="stable")
+    arrays = {name: values[by_pos] for name, values in arrays.items()}
+    batch_id, ids = _open_batch(session, first, rules, now, n)
+    send_at = np.full(n, -1, dtype=np.int64)
+    step_of = np.zeros(n, dtype=np.int64)
     cost = np.zeros(n, dtype=np.int64)
-    for index, step in enumerate(steps):
-        cost[scheduled & (chosen == index)] = prices.get(step.channel, 0)
-    send_at = np.where(scheduled, t, -1)
-    step_of = np.where(scheduled, chosen, 0)
-    channel_out = channel_of.copy()
-    channel_out[~scheduled] = None
-    ids = _write(
-        session,
-        first,
-        rules,
-        now,
-        start,
-        expires,
-        cids,
-        status,
-        reason,
-        rule,
-        channel_out,
-        step_of,
-        send_at,
-        cost,
-    )
+    channel_out = np.full(n, None, dtype=object)
+    texts = _Moments(session)
+    table = ContactDecision.__table__
+    with copy_columns_behind(session, table, key="customer_id") as put:  # type: ignore[arg-type]
+        for a in range(0, n, CHUNK):
+            b = min(n, a + CHUNK)
+            if klass != "transactional":
+                low, high = np.searchsorted(arrays["pos"], [a, b])
+                near = {name: values[low:high] for name, values in arrays.items()}
+                near["pos"] = near["pos"] - a
+                _place_all(
+                    t[a:b],
+                    status[a:b],
+                    reason[a:b],
+                    rule[a:b],
+                    channel_of[a:b],
+                    zone_of[a:b],
+                    zone_names,
+                    expires,
+                    klass,
+                    tags,
+                    rules,
+                    near,
+                    h_tags,
+                    base,
+                )
+            part = slice(a, b)
+            late = (status[part] == SCHEDULED) & (t[part] > expires)
+            reason[part][late] = [final_reason(r) for r in reason[part][late]]
+            status[part][late] = SUPPRESSED
+            scheduled = status[part] == SCHEDULED
+            for index, step in enumerate(steps):
+                cost[part][scheduled & (chosen[part] == index)] = prices.get(step.channel, 0)
+            send_at[part] = np.where(scheduled, t[part], -1)
+            step_of[part] = np.where(scheduled, chosen[part], 0)
+            channel_out[part][scheduled] = channel_of[part][scheduled]
+            put(
+                {
+                    "id": ids[part],
+                    "batch_id": batch_id,
+                    "workspace_id": first.workspace_id,
+                    "customer_id": cids[part],
+                    "message_class": first.message_class,
+                    "status": status[part],
+                    "reason": reason[part],
+                    "rule": rule[part],
+                    "channel": channel_out[part],
+                    "step": step_of[part],
+                    "cost": cost[part],
+                    "send_at": texts.of(send_at[part]),
+                    "requested_at": texts.one(start),
+                    "expires_at": texts.one(expires),
+                    "updated_at": texts.one(now),
+                    "priority": first.priority,
+                    "expected_value": first.expected_value,
+                    "dedupe_key": first.dedupe_key,
+                    "dedupe_until": _dedupe_until(first, rules, now, texts),
+                },
+                b - a,
+            )
     return Outcome(
         decision_ids=ids,
         customer_ids=cids,
@@ -824,24 +865,10 @@ def _place_all(
     reason[kept], rule[kept] = first_reason[kept], first_rule[kept]
 
 
-def _write(
-    session: Session,
-    first: Intent,
-    rules: EffectiveRules,
-    now: int,
-    start: int,
-    expires: int,
-    cids: np.ndarray,
-    status: np.ndarray,
-    reason: np.ndarray,
-    rule: np.ndarray,
-    channel: np.ndarray,
-    step: np.ndarray,
-    send_at: np.ndarray,
-    cost: np.ndarray,
-) -> np.ndarray:
-    """Record the batch and its decisions with one bulk insert."""
-    stamp = datetime.fromtimestamp(now, UTC)
+def _open_batch(
+    session: Session, first: Intent, rules: EffectiveRules, now: int, count: int
+) -> tuple[int, np.ndarray]:
+    """Record the batch and reserve its decisions' ids (consecutive)."""
     batch_id = store.insert_batch(
         session,
         {
@@ -856,52 +883,39 @@ def _write(
             "is_test": first.is_test,
             "reference": first.reference,
             "rule_versions": dict(rules.versions),
-            "intents": len(cids),
-            "decided_at": stamp,
+            "intents": count,
+            "decided_at": datetime.fromtimestamp(now, UTC),
         },
     )
     table = ContactDecision.__table__
-    ids = np.array(reserve_ids(session, table, len(cids)), dtype=np.int64)  # type: ignore[arg-type]
-    sqlite = session.get_bind().dialect.name == "sqlite"
+    ids = np.array(reserve_ids(session, table, count), dtype=np.int64)  # type: ignore[arg-type]
+    return batch_id, ids
 
-    def moment(seconds: int) -> Any:
-        value = datetime.fromtimestamp(seconds, UTC)
-        # SQLite keeps timestamps as text in SQLAlchemy's own format; match it exactly so
-        # comparisons in SQL order correctly
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else value
 
-    updated, expires_at, requested_at = moment(now), moment(expires), moment(start)
+def _dedupe_until(first: Intent, rules: EffectiveRules, now: int, texts: _Moments) -> Any:
+    if not first.dedupe_key:
+        return None
     window = first.dedupe_window or timedelta(hours=rules.dedupe_window_hours)
-    dedupe_until = moment(now + int(window.total_seconds())) if first.dedupe_key else None
-    # a million calls of strftime would cost seconds; the send times take far fewer
-    # distinct values (36,052 for the policy bench's million)
-    moments, where = np.unique(send_at, return_inverse=True)
-    texts = np.array([moment(int(m)) if m >= 0 else None for m in moments], dtype=object)
-    copy_columns(
-        session,
-        table,  # type: ignore[arg-type]
-        {
-            "id": ids,
-            "batch_id": batch_id,
-            "workspace_id": first.workspace_id,
-            "customer_id": cids,
-            "message_class": first.message_class,
-            "status": status,
-            "reason": reason,
-            "rule": rule,
-            "channel": channel,
-            "step": step,
-            "cost": cost,
-            "send_at": texts[where],
-            "requested_at": requested_at,
-            "expires_at": expires_at,
-            "updated_at": updated,
-            "priority": first.priority,
-            "expected_value": first.expected_value,
-            "dedupe_key": first.dedupe_key,
-            "dedupe_until": dedupe_until,
-        },
-        key="customer_id",
-        count=len(cids),
-    )
-    return ids
+    return texts.one(now + int(window.total_seconds()))
+
+
+class _Moments:
+    """Times in seconds as the database's column values. SQLite keeps timestamps as text in
+    SQLAlchemy's own format; they must match it exactly to order correctly in SQL. A
+    million calls of ``strftime`` would cost seconds; send times take far fewer distinct
+    values (36,052 for the policy bench's million), each formatted once."""
+
+    def __init__(self, session: Session) -> None:
+        self.sqlite = session.get_bind().dialect.name == "sqlite"
+        self.known: dict[int, Any] = {-1: None}
+
+    def one(self, seconds: int) -> Any:
+        if seconds not in self.known:
+            value = datetime.fromtimestamp(seconds, UTC)
+            self.known[seconds] = value.strftime("%Y-%m-%d %H:%M:%S.%f") if self.sqlite else value
+        return self.known[seconds]
+
+    def of(self, seconds: np.ndarray) -> np.ndarray:
+        """One value per element; -1 (not scheduled) becomes NULL."""
+        moments, where = np.unique(seconds, return_inverse=True)
+        return np.array([self.one(int(m)) for m in moments], dtype=object)[where]
