@@ -278,11 +278,11 @@ def test_fetch_int_table_aside_reads_what_the_session_sees(
     monkeypatch.setattr(dialect, "_parse_lists", spy)
     stmt = select(table.c.id, table.c.customer).order_by(table.c.id)
     with runtime.db.scope() as session:
-        early = dialect.fetch_int_table_aside(session, stmt)
-        assert early().tolist() == [[1, 10], [2, 20], [3, 30]]
+        early = dialect.fetch_int_table_aside(session, stmt, np.ndarray.tolist)
+        assert early() == [[1, 10], [2, 20], [3, 30]]
         dialect.copy_columns(session, table, _chunk(4, 1), key="customer", count=1)
-        late = dialect.fetch_int_table_aside(session, stmt)
-        assert late().tolist() == [[1, 10], [2, 20], [3, 30], [4, 40]]
+        late = dialect.fetch_int_table_aside(session, stmt, np.ndarray.tolist)
+        assert late() == [[1, 10], [2, 20], [3, 30], [4, 40]]
     if runtime.db.engine.dialect.name == "sqlite":
         assert threads[0].startswith("tactful-read")
         assert threads[1] == threading.current_thread().name

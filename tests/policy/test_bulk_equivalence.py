@@ -313,9 +313,9 @@ def test_reading_aside_and_writing_in_chunks_change_no_decision(
     reads = []
     aside = bulk.fetch_int_table_aside
 
-    def spy(session: Session, stmt: Any) -> Any:
+    def spy(session: Session, stmt: Any, then: Any) -> Any:
         reads.append(db.unchanged_sqlite_writer(session.connection()))
-        return aside(session, stmt)
+        return aside(session, stmt, then)
 
     monkeypatch.setattr(bulk, "fetch_int_table_aside", spy)
     monkeypatch.setattr(bulk, "LARGE", 1)

@@ -82,6 +82,7 @@ def upsert(
 
 
 _T = TypeVar("_T", bound=Any)
+_R = TypeVar("_R")
 
 
 def lock_rows(session: Session, stmt: Select[_T], *, skip_locked: bool = False) -> Select[_T]:
@@ -438,11 +439,15 @@ def _parse_lists(row: Sequence[Any]) -> np.ndarray:
     return np.stack(columns, axis=1) if columns else np.zeros((count, 0), dtype=np.int64)
 
 
-def fetch_int_table_aside(session: Session, stmt: Select[Any]) -> Callable[[], np.ndarray]:
+def fetch_int_table_aside(
+    session: Session, stmt: Select[Any], then: Callable[[np.ndarray], _R]
+) -> Callable[[], _R]:
     """:func:`fetch_int_table` started at once on another connection and thread, where that
     connection reads what the session would: SQLite, the session in a read-write
-    transaction that has changed nothing yet (``db.unchanged_sqlite_writer``). Call the
-    result for the table. Elsewhere the session itself reads when the result is called.
+    transaction that has changed nothing yet (``db.unchanged_sqlite_writer``); ``then``
+    (the table's first use, which must not touch the session) runs on that thread too.
+    Call the result for what ``then`` returns. Elsewhere the session itself reads when the
+    result is called.
 
     SQLite runs the query without holding Python's lock, so the caller's other reads and
     its computation go on meanwhile: a campaign's 1.5M-row ledger is read while the
@@ -455,10 +460,10 @@ def fetch_int_table_aside(session: Session, stmt: Select[Any]) -> Callable[[], n
         or args[0] == ":memory:"
         or not unchanged_sqlite_writer(connection)
     ):
-        return lambda: fetch_int_table(session, stmt)
+        return lambda: then(fetch_int_table(session, stmt))
     sql = _sqlite_lists(_int_table_sql(session, stmt), len(stmt.selected_columns))
 
-    def read() -> np.ndarray:
+    def read() -> _R:
         raw = engine.dialect.loaded_dbapi.connect(*args, **kwargs)  # sqlite3's
         try:
             raw.isolation_level = None
@@ -467,7 +472,7 @@ def fetch_int_table_aside(session: Session, stmt: Select[Any]) -> Callable[[], n
             row = raw.execute(sql).fetchone()  # one statement: one consistent snapshot
         finally:
             raw.close()
-        return _parse_lists(row)
+        return then(_parse_lists(row))
 
     reader = ThreadPoolExecutor(1, thread_name_prefix="tactful-read")
     future = reader.submit(read)

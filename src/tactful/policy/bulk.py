@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,7 @@ CLASSES = ("marketing", "service", "transactional")
 LARGE = 20_000
 CHUNK = 125_000  # customers placed and written at a time (see decide_audience)
 SPAN = 400 * 24 * 3600
+_R = TypeVar("_R")
 
 
 def advertising_bit(channel: str) -> int:
@@ -176,13 +177,36 @@ def _ints(session: Session, stmt: Any, ids: np.ndarray, column: Any) -> np.ndarr
 
 
 def _ints_aside(
-    session: Session, stmt: Any, ids: np.ndarray, column: Any
-) -> Callable[[], np.ndarray]:
-    """``_ints`` begun on another connection where the database allows it
-    (``fetch_int_table_aside``); call the result for the rows."""
+    session: Session, stmt: Any, ids: np.ndarray, column: Any, then: Callable[[np.ndarray], _R]
+) -> Callable[[], _R]:
+    """``then(_ints(…))`` begun on another connection and thread where the database allows
+    it (``fetch_int_table_aside``); call the result for what ``then`` returns."""
     if len(ids) >= LARGE:
-        return fetch_int_table_aside(session, stmt)
-    return lambda: _ints(session, stmt, ids, column)
+        return fetch_int_table_aside(session, stmt, then)
+    return lambda: then(_ints(session, stmt, ids, column))
+
+
+def _history(
+    ledger: np.ndarray, cids: np.ndarray, since: int, engaged_since: int | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """From the ledger rows ``decide_audience`` reads: the audience's messages since
+    ``since`` as arrays ordered by the customer's position (pos, at, channel, class,
+    batch), and the engagement rows (``_engagement``) since ``engaged_since`` if given."""
+    recent = ledger[ledger[:, 1] >= since]
+    at = index_of(cids, recent[:, 0])
+    mine = np.flatnonzero(at >= 0)
+    mine = mine[np.argsort(at[mine], kind="stable")]
+    rows = recent[mine]
+    history = {
+        "pos": at[mine],
+        "at": rows[:, 1],
+        "channel": np.array([*CHANNELS, None], dtype=object)[rows[:, 2]],
+        "class": np.array([*CLASSES, None], dtype=object)[rows[:, 3]],
+        "batch": rows[:, 4],
+    }
+    if engaged_since is None:
+        return history, np.zeros((0, 4), dtype=np.int64)
+    return history, _engagement(ledger[ledger[:, 1] >= engaged_since])
 
 
 def _lookup(
@@ -359,6 +383,7 @@ def decide_audience(
         ),
         cids,
         ContactDecision.customer_id,
+        lambda ledger: _history(ledger, cids, since, engaged_since if best_wanted else None),
     )
 
     # -- customers --------------------------------------------------------------------------
@@ -509,16 +534,8 @@ def decide_audience(
             suppress(none & service_ok, "no_advertising_consent", "consent")
         suppress(none, "unsubscribed_topic", "consent")
 
-    ledger = read_ledger()
-    history = ledger[ledger[:, 1] >= since]
-    at = index_of(cids, history[:, 0])
-    mine = at >= 0
-    h_pos = at[mine]
-    h_at = history[mine, 1]
-    h_channel = np.array([*CHANNELS, None], dtype=object)[history[mine, 2]]
-    h_class = np.array([*CLASSES, None], dtype=object)[history[mine, 3]]
-    h_batch = history[mine, 4]
-    arrays = {"pos": h_pos, "at": h_at, "channel": h_channel, "class": h_class, "batch": h_batch}
+    history, engaged = read_ledger()
+    h_pos, h_at, h_batch = history["pos"], history["at"], history["batch"]
     batch_info = store.batches(session, sorted(set(h_batch.tolist())))
     base = since - WEEK
 
@@ -549,7 +566,6 @@ def decide_audience(
     if first.source in rules.held_out_sources:
         suppress(np.ones(n, dtype=bool), "held_out", f"held_out_source:{first.source}")
     if best_wanted:
-        engaged = _engagement(ledger[ledger[:, 1] >= engaged_since])
         chosen = _best_steps(cids, chosen, steps, reachable, engaged)
     # -- placement and writing, in chunks of customers: each chunk's decisions are inserted
     # on a second thread while the next chunk is placed -------------------------------------
@@ -557,8 +573,6 @@ def decide_audience(
     tags = frozenset(first.tags) | ({first.topic} if first.topic else frozenset())
     h_tags = {b: store.batch_tags(info) for b, info in batch_info.items()}
     t = np.full(n, start, dtype=np.int64)
-    by_pos = np.argsort(h_pos, kind="stable")
-    arrays = {name: values[by_pos] for name, values in arrays.items()}
     batch_id, ids = _open_batch(session, first, rules, now, n)
     send_at = np.full(n, -1, dtype=np.int64)
     step_of = np.zeros(n, dtype=np.int64)
@@ -570,8 +584,8 @@ def decide_audience(
         for a in range(0, n, CHUNK):
             b = min(n, a + CHUNK)
             if klass != "transactional":
-                low, high = np.searchsorted(arrays["pos"], [a, b])
-                near = {name: values[low:high] for name, values in arrays.items()}
+                low, high = np.searchsorted(h_pos, [a, b])
+                near = {name: values[low:high] for name, values in history.items()}
                 near["pos"] = near["pos"] - a
                 _place_all(
                     t[a:b],
