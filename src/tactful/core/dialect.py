@@ -223,11 +223,11 @@ def copy_columns(
     the durable server is bound by writing the WAL, and the gain did not pay for a second
     path.
     """
-    _prepare_copy(session, table, columns, key=key, count=count)()
+    _prepare_copy(session.connection(), table, columns, key=key, count=count)()
 
 
 def _prepare_copy(
-    session: Session, table: Table, columns: Mapping[str, Any], *, key: str, count: int
+    connection: Connection, table: Table, columns: Mapping[str, Any], *, key: str, count: int
 ) -> Callable[[], None]:
     """:func:`copy_columns` in two parts: the rows encoded now (Python's work), and the
     returned function, which writes them (mostly the database's work)."""
@@ -235,7 +235,6 @@ def _prepare_copy(
     constants = {name: value for name, value in columns.items() if name not in arrays}
     if any(len(value) != count for value in arrays.values()):
         raise ValueError("copy_columns needs one value per row in every array")
-    connection = session.connection()
     if count <= 0:
         return lambda: None
     if connection.dialect.name == "sqlite":
@@ -263,12 +262,12 @@ def copy_columns_behind(
     waits for the one before. The caller must not use the session until the block
     ends: leaving it waits for the last insert, and raises the first error of any.
     """
-    session.connection()  # the transaction's connection exists before the thread uses it
+    connection = session.connection()
     pending: list[Future[None]] = []
     with ThreadPoolExecutor(1, thread_name_prefix="tactful-copy") as writer:
 
         def put(columns: Mapping[str, Any], count: int) -> None:
-            write = _prepare_copy(session, table, columns, key=key, count=count)
+            write = _prepare_copy(connection, table, columns, key=key, count=count)
             if pending:
                 pending.pop().result()
             pending.append(writer.submit(write))
@@ -454,12 +453,9 @@ def fetch_int_table_aside(
     audience's profiles, contacts and consents are (see ``policy.bulk``)."""
     connection = session.connection()
     engine = connection.engine
-    args, kwargs = engine.dialect.create_connect_args(engine.url)
-    if (
-        connection.dialect.name != "sqlite"
-        or args[0] == ":memory:"
-        or not unchanged_sqlite_writer(connection)
-    ):
+    aside = connection.dialect.name == "sqlite" and unchanged_sqlite_writer(connection)
+    args, kwargs = engine.dialect.create_connect_args(engine.url) if aside else ([""], {})
+    if not aside or args[0] == ":memory:":  # another connection would open another database
         return lambda: then(fetch_int_table(session, stmt))
     sql = _sqlite_lists(_int_table_sql(session, stmt), len(stmt.selected_columns))
 
