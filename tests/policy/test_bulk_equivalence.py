@@ -29,6 +29,7 @@ from tactful.policy.models import ContactDecision
 from tactful.policy.schemas import (
     CapRule,
     ChannelStep,
+    Decision,
     Intent,
     RuleSet,
     SendWindows,
@@ -127,6 +128,36 @@ def _customers(session: Session, tenant: Tenant) -> list[int]:
     return ids
 
 
+def _book(
+    session: Session,
+    tenant: Tenant,
+    customer_id: int,
+    n: int,
+    *,
+    klass: str,
+    channel: str,
+    at: datetime,
+    tags: tuple[str, ...] = (),
+) -> Decision:
+    """An earlier message through the gate: the history the campaign meets."""
+    [decision] = gate.decide(
+        session,
+        [
+            Intent(
+                workspace_id=tenant.workspace_id,
+                brand_id=tenant.brand_id,
+                customer_id=customer_id,
+                message_class=klass,
+                source=f"old:{n}",
+                steps=(ChannelStep(channel),),
+                tags=tags,
+            )
+        ],
+        now=at,
+    )
+    return decision
+
+
 def _fields(decisions: list[Any]) -> list[tuple[Any, ...]]:
     return [(d.outcome, d.reason, d.rule, d.channel, d.step, d.send_at, d.cost) for d in decisions]
 
@@ -215,20 +246,15 @@ def test_bulk_matches_the_gate(
                 audit=False,
             )
         for n, (index, hours, channel, hclass, status) in enumerate(history):
-            [old] = gate.decide(
+            old = _book(
                 session,
-                [
-                    Intent(
-                        workspace_id=tenant.workspace_id,
-                        brand_id=tenant.brand_id,
-                        customer_id=ids[index],
-                        message_class="transactional",
-                        source=f"old:{n}",
-                        steps=(ChannelStep(channel),),
-                        tags=("promo",) if n % 2 else (),
-                    )
-                ],
-                now=NOW + timedelta(hours=hours),
+                tenant,
+                ids[index],
+                n,
+                klass="transactional",
+                channel=channel,
+                at=NOW + timedelta(hours=hours),
+                tags=("promo",) if n % 2 else (),
             )
             if old.decision_id:
                 row = policy.record_status(session, old.decision_id, status)
@@ -284,19 +310,14 @@ def test_reading_aside_and_writing_in_chunks_change_no_decision(
             actor="test",
         )
         for n in range(0, CUSTOMERS, 2):
-            gate.decide(
+            _book(
                 session,
-                [
-                    Intent(
-                        workspace_id=tenant.workspace_id,
-                        brand_id=tenant.brand_id,
-                        customer_id=ids[n],
-                        message_class="marketing",
-                        source=f"old:{n}",
-                        steps=(ChannelStep("sms"),),
-                    )
-                ],
-                now=NOW - timedelta(hours=n),
+                tenant,
+                ids[n],
+                n,
+                klass="marketing",
+                channel="sms",
+                at=NOW - timedelta(hours=n),
             )
     message = Intent(
         workspace_id=tenant.workspace_id,
