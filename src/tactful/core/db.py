@@ -113,15 +113,31 @@ def _install_read_only_guard(engine: Engine) -> None:
             )
 
 
+def _configure_sqlite(dbapi_connection: Any) -> None:
+    # Autocommit at the driver level: SQLAlchemy's "begin" hook emits BEGIN itself.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def open_sqlite_outside_pool(engine: Engine) -> sqlite3.Connection | None:
+    """A new driver connection to the engine's SQLite file, set up as the pool's are, for
+    work on another thread that must not wait for a pooled connection; the caller closes
+    it. None for an in-memory database (another connection would open another one)."""
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    if args[0] == ":memory:":
+        return None
+    raw: sqlite3.Connection = engine.dialect.loaded_dbapi.connect(*args, **kwargs)
+    _configure_sqlite(raw)
+    return raw
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Autocommit at the driver level: SQLAlchemy's "begin" hook below emits BEGIN itself.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
+        _configure_sqlite(dbapi_connection)
 
     gate = _install_write_gate(engine)
 

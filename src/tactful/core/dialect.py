@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from tactful.core.db import SQLITE_PRAGMAS, unchanged_sqlite_writer
+from tactful.core.db import open_sqlite_outside_pool, unchanged_sqlite_writer
 
 
 def _table(model: type[DeclarativeBase] | Table) -> Table:
@@ -182,8 +182,6 @@ def copy_rows(
 def _copy_rows(
     connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    if not rows:
-        return
     if connection.dialect.name == "postgresql":
         raw: Any = connection.connection.dbapi_connection  # psycopg 3's connection
         names = ", ".join(f'"{c}"' for c in columns)
@@ -452,19 +450,14 @@ def fetch_int_table_aside(
     its computation go on meanwhile: a campaign's 1.5M-row ledger is read while the
     audience's profiles, contacts and consents are (see ``policy.bulk``)."""
     connection = session.connection()
-    engine = connection.engine
     aside = connection.dialect.name == "sqlite" and unchanged_sqlite_writer(connection)
-    args, kwargs = engine.dialect.create_connect_args(engine.url) if aside else ([""], {})
-    if not aside or args[0] == ":memory:":  # another connection would open another database
+    raw = open_sqlite_outside_pool(connection.engine) if aside else None
+    if raw is None:
         return lambda: then(fetch_int_table(session, stmt))
     sql = _sqlite_lists(_int_table_sql(session, stmt), len(stmt.selected_columns))
 
     def read() -> _R:
-        raw = engine.dialect.loaded_dbapi.connect(*args, **kwargs)  # sqlite3's
         try:
-            raw.isolation_level = None
-            for pragma in SQLITE_PRAGMAS:
-                raw.execute(pragma)
             row = raw.execute(sql).fetchone()  # one statement: one consistent snapshot
         finally:
             raw.close()

@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from tactful.core.arrays import index_of
+from tactful.core.arrays import distinct, index_of
 from tactful.core.dialect import (
     copy_columns_behind,
     epoch_seconds,
@@ -536,7 +536,7 @@ def decide_audience(
 
     history, engaged = read_ledger()
     h_pos, h_at, h_batch = history["pos"], history["at"], history["batch"]
-    batch_info = store.batches(session, sorted(set(h_batch.tolist())))
+    batch_info = store.batches(session, distinct(h_batch).tolist())
     base = since - WEEK
 
     if first.dedupe_key:
