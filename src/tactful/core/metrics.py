@@ -27,3 +27,10 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+DISPATCH_SECONDS = Counter(
+    "tactful_dispatch_seconds_total",
+    "Time dispatch runs spent, by provider kind and phase: preparing (policy re-check, "
+    "rendering, MIME, the 'sending' commit) and recording (the outcomes' commit) run on a "
+    "database thread while the previous group is on the wire (sending)",
+    ["kind", "phase"],
+)

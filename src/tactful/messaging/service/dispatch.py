@@ -16,8 +16,10 @@ are read and written with one statement each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
+from tactful.core.metrics import DISPATCH_SECONDS
 from tactful.core.runtime import Runtime
 from tactful.customers import service as customers
 from tactful.customers.models import Customer
@@ -114,9 +117,13 @@ class ProviderInfo:
         )
 
 
+PHASES = ("preparing", "sending", "recording")
+
+
 @dataclass
 class RunStats:
-    """What one dispatch run did."""
+    """What one dispatch run did, and the seconds it spent in each of ``PHASES`` (preparing
+    and recording run beside sending, so the three add up to more than the run took)."""
 
     sent: int = 0
     failed: int = 0
@@ -124,6 +131,15 @@ class RunStats:
     suppressed: int = 0
     unknown: int = 0
     resent: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    @contextlib.contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
 
 
 @dataclass
@@ -161,6 +177,8 @@ def dispatch(runtime: Runtime, *, ids: Sequence[int], provider_id: int | None) -
                     _fail(session, delivery, "the provider was removed or disabled", stats)
         return stats
     _run_to_end(_run(runtime, provider, list(ids), stats))
+    for phase, seconds in stats.seconds.items():
+        DISPATCH_SECONDS.labels(kind=provider.kind, phase=phase).inc(seconds)
     return stats
 
 
@@ -200,13 +218,18 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
         def prepare(index: int) -> list[_Prepared]:
             if index >= len(groups):
                 return []
-            return _prepare(runtime, provider, adapter, groups[index], caches, stats)
+            with stats.timing("preparing"):
+                return _prepare(runtime, provider, adapter, groups[index], caches, stats)
+
+        def record(done: tuple[list[_Prepared], list[SendResult]] | None) -> None:
+            if done is not None:
+                with stats.timing("recording"):
+                    _record(runtime, *done, stats)
 
         def record_then_prepare(
             done: tuple[list[_Prepared], list[SendResult]] | None, index: int
         ) -> list[_Prepared]:
-            if done is not None:
-                _record(runtime, *done, stats)
+            record(done)
             return prepare(index)
 
         # While a group is on the wire, one worker thread commits the previous group's
@@ -220,16 +243,16 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
                 asyncio.to_thread(record_then_prepare, done, index + 1)
             )
             try:
-                results = await adapter.send_batch(
-                    [p.message for p in prepared],
-                    concurrency=provider.concurrency,
-                    limiter=limiter,
-                )
+                with stats.timing("sending"):
+                    results = await adapter.send_batch(
+                        [p.message for p in prepared],
+                        concurrency=provider.concurrency,
+                        limiter=limiter,
+                    )
             finally:
                 following = await database
             done, prepared = (prepared, results), following
-        if done is not None:
-            await asyncio.to_thread(_record, runtime, *done, stats)
+        await asyncio.to_thread(record, done)
         await adapter.aclose()
     finally:
         if client is not None:
