@@ -265,10 +265,8 @@ def _ours(port: int, count: int, folder: Path) -> tuple[float, dict[str, Any]]:
     return elapsed(), {
         "planning (policy decisions, not timed above)": f"{planning():.3f} s",
         f"ours: {len(batches)} dispatch runs, groups on the wire": f"{phases['sending']:.3f} s",
-        "ours: preparing (re-check, render, MIME, commit), beside the wire": (
-            f"{phases['preparing']:.3f} s"
-        ),
-        "ours: recording the outcomes, beside the wire": f"{phases['recording']:.3f} s",
+        "ours: preparing (re-check, render, MIME, commit)": f"{phases['preparing']:.3f} s",
+        "ours: recording the outcomes": f"{phases['recording']:.3f} s",
     }
 
 
