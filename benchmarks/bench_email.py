@@ -8,9 +8,9 @@ master layout and a block, the text part, signed tracking links, MIME, the ``sen
 template, links and headers) rendered beforehand: the ceiling of SMTP on this machine.
 
 Beside the figures it prints where ours spends its time: the seconds its groups were on the
-wire, the seconds the database thread spent preparing and recording meanwhile (from the
-dispatch runs' own ``RunStats``), and our SMTP channel alone sending the baseline's
-messages (built beforehand) in the dispatcher's groups over as many connections.
+wire and the seconds its database thread spent preparing and recording (from the dispatch
+runs' own ``RunStats``), and our SMTP channel alone sending the baseline's messages (built
+beforehand) in the dispatcher's groups over as many connections.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ HTTP_LATENCY = Histogram(
 DISPATCH_SECONDS = Counter(
     "tactful_dispatch_seconds_total",
     "Time dispatch runs spent, by provider kind and phase: preparing (policy re-check, "
-    "rendering, MIME, the 'sending' commit) and recording (the outcomes' commit) run on a "
-    "database thread while the previous group is on the wire (sending)",
+    "rendering, MIME, the 'sending' commit), sending (on the wire) and recording (the "
+    "outcomes' commit); in runs of several groups the first and last overlap sending",
     ["kind", "phase"],
 )

@@ -127,8 +127,9 @@ PHASES = ("preparing", "sending", "recording")
 
 @dataclass
 class RunStats:
-    """What one dispatch run did, and the seconds it spent in each of ``PHASES`` (preparing
-    and recording run beside sending, so the three add up to more than the run took)."""
+    """What one dispatch run did, and the seconds it spent in each of ``PHASES`` (in a run of
+    several groups, preparing and recording run beside sending, so the three then add up to
+    more than the run took)."""
 
     sent: int = 0
     failed: int = 0
@@ -257,7 +258,8 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
             finally:
                 following = await database
             done, prepared = (prepared, results), following
-        await asyncio.to_thread(record, done)
+        if done is not None:
+            await asyncio.to_thread(record, done)
         await adapter.aclose()
     finally:
         if client is not None:
