@@ -579,6 +579,7 @@ def decide_audience(
     cost = np.zeros(n, dtype=np.int64)
     channel_out = np.full(n, None, dtype=object)
     texts = _Moments(session)
+    dedupe_until = _dedupe_until(first, rules, now, texts)
     table = ContactDecision.__table__
     with copy_columns_behind(session, table, key="customer_id") as put:  # type: ignore[arg-type]
         for a in range(0, n, CHUNK):
@@ -633,7 +634,7 @@ def decide_audience(
                     "priority": first.priority,
                     "expected_value": first.expected_value,
                     "dedupe_key": first.dedupe_key,
-                    "dedupe_until": _dedupe_until(first, rules, now, texts),
+                    "dedupe_until": dedupe_until,
                 },
                 b - a,
             )
