@@ -48,6 +48,8 @@ class Signer:
 
     def __init__(self, secret: str) -> None:
         self._secret = secret
+        # keyed HMAC states per purpose, copied for each message: the key is derived once
+        self._keyed: dict[str, hmac.HMAC] = {}
 
     def dumps(self, value: Any, *, purpose: str) -> str:
         return URLSafeTimedSerializer(self._secret, salt=purpose).dumps(value)
@@ -59,5 +61,11 @@ class Signer:
             raise Unauthorized("the link or token is invalid or has expired") from exc
 
     def hmac_hex(self, message: bytes, *, purpose: str) -> str:
-        key = hashlib.sha256(f"{purpose}:{self._secret}".encode()).digest()
-        return hmac.new(key, message, hashlib.sha256).hexdigest()
+        """HMAC-SHA256 of ``message`` under a key derived from the secret and ``purpose``."""
+        keyed = self._keyed.get(purpose)
+        if keyed is None:
+            key = hashlib.sha256(f"{purpose}:{self._secret}".encode()).digest()
+            keyed = self._keyed[purpose] = hmac.new(key, digestmod=hashlib.sha256)
+        mac = keyed.copy()
+        mac.update(message)
+        return mac.hexdigest()

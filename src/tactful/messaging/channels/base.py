@@ -64,6 +64,9 @@ class OutboundMessage:
     text: str
     subject: str | None = None
     html: str | None = None
+    # the HTML part's quoted-printable body (CRLF lines), when the renderer encoded it while
+    # putting ``html`` together from pieces; it decodes to ``html``
+    html_body: bytes | None = None
     title: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)

@@ -62,17 +62,27 @@ def _header(name: str, value: str) -> str:
 ASCII = bytes(range(128))
 
 
-def _part(content_type: bytes, text: str) -> bytes:
+def prefers_base64(non_ascii: int, size: int) -> bool:
+    """Whether a part of ``size`` bytes, ``non_ascii`` of them not ASCII, is smaller in
+    base64 than in quoted-printable: once more than a sixth of the bytes are not ASCII
+    (Cyrillic takes three bytes each in quoted-printable, so a Russian letter is a third
+    smaller, and quicker to encode, in base64)."""
+    return non_ascii * 6 > size
+
+
+def _part(content_type: bytes, text: str, encoded: bytes | None = None) -> bytes:
     """A text part's headers and body with CRLF line ends, in the smaller of the two standard
-    transfer encodings: quoted-printable for mostly-ASCII text, base64 once more than a
-    sixth of the bytes are not ASCII (Cyrillic takes three bytes each in quoted-printable,
-    so a Russian letter is a third smaller, and quicker to encode, in base64)."""
-    data = "\r\n".join(text.splitlines()).encode()
-    if len(data.translate(None, ASCII)) * 6 > len(data):
-        encoding, body = b"base64", binascii.b2a_base64(data, newline=False)
-        body = b"\r\n".join(body[i : i + 76] for i in range(0, len(body), 76))
+    transfer encodings (``prefers_base64``). ``encoded``: the body already in
+    quoted-printable."""
+    if encoded is not None:
+        encoding, body = b"quoted-printable", encoded
     else:
-        encoding, body = b"quoted-printable", binascii.b2a_qp(data, istext=True)
+        data = "\r\n".join(text.splitlines()).encode()
+        if prefers_base64(len(data.translate(None, ASCII)), len(data)):
+            encoding, body = b"base64", binascii.b2a_base64(data, newline=False)
+            body = b"\r\n".join(body[i : i + 76] for i in range(0, len(body), 76))
+        else:
+            encoding, body = b"quoted-printable", binascii.b2a_qp(data, istext=True)
     return b"".join(
         (
             b"Content-Type: ",
@@ -122,7 +132,7 @@ def build_email(message: OutboundMessage, *, dkim_config: Mapping[str, Any] | No
                 b"\r\n--",
                 boundary,
                 b"\r\n",
-                _part(b"text/html", message.html),
+                _part(b"text/html", message.html, message.html_body),
                 b"\r\n--",
                 boundary,
                 b"--\r\n",

@@ -59,6 +59,14 @@ SHARED_RENDERS = 64
 SEPARATOR = "\x00"
 
 
+class SharedPieces:
+    """The pieces of a segmented template that read only the shared context, rendered
+    once for it (what is derived from them may be kept against this object)."""
+
+    def __init__(self, values: list[str]) -> None:
+        self.values = values
+
+
 class Segmented:
     """A Liquid template cut at its top level into pieces that use a recipient's own
     variables and pieces that do not. The latter are rendered once per shared context, the
@@ -76,28 +84,39 @@ class Segmented:
         self.own = own
         self.per_recipient = per_recipient
         self.shared = shared
-        self._done: OrderedDict[bytes, list[str]] = OrderedDict()
+        self._done: OrderedDict[bytes, SharedPieces] = OrderedDict()
         self._lock = threading.Lock()
 
     def render(self, context: Mapping[str, Any], shared: bytes) -> str:
         """Render for one recipient; ``shared`` identifies the context's shared part (empty:
         unknown, render the whole template)."""
-        if not shared:
+        split = self.split(context, shared) if shared else None
+        if split is None:
             return self.whole.render(**context)
+        return self.join(*split)
+
+    def split(
+        self, context: Mapping[str, Any], shared: bytes
+    ) -> tuple[list[str], SharedPieces] | None:
+        """The recipient's own pieces and the shared ones, in the template's order within
+        each kind (None: a rendered value holds the separator)."""
         with self._lock:
             done = self._done.get(shared)
         if done is None:
-            done = self.shared.render(**context).split(SEPARATOR)
+            done = SharedPieces(self.shared.render(**context).split(SEPARATOR))
             with self._lock:
                 self._done[shared] = done
                 while len(self._done) > SHARED_RENDERS:
                     self._done.popitem(last=False)
         mine = self.per_recipient.render(**context).split(SEPARATOR)
-        if len(mine) != self.own.count(True) or len(done) != self.own.count(False):
-            return self.whole.render(**context)
-        mine.reverse()
-        theirs = list(reversed(done))
-        return "".join(mine.pop() if own else theirs.pop() for own in self.own)
+        if len(mine) != self.own.count(True) or len(done.values) != self.own.count(False):
+            return None
+        return mine, done
+
+    def join(self, mine: list[str], shared: SharedPieces) -> str:
+        """The document from its pieces."""
+        own, theirs = iter(mine), iter(shared.values)
+        return "".join(next(own) if is_own else next(theirs) for is_own in self.own)
 
 
 def segment(renderer: Renderer, source: str, *, escape: bool) -> Segmented | BoundTemplate | None:
@@ -169,7 +188,10 @@ class CompiledEmail:
         """The message for one recipient. ``shared`` names the part of the context that
         recipients share (e.g. its JSON without the recipient's own variables); pieces
         that read only that part are rendered once for it. Empty: render everything."""
-        document = _render(self.html, context, shared)
+        return self.finish(_render(self.html, context, shared), context, shared=shared)
+
+    def finish(self, document: str, context: Mapping[str, Any], *, shared: bytes) -> Rendered:
+        """The message around its rendered HTML: the text part and the subject."""
         if self.text is None:
             text = html_to_text(document)
         elif self.own_text:

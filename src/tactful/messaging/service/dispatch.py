@@ -73,7 +73,8 @@ from tactful.messaging.service.deliveries import (
 from tactful.messaging.service.limits import limiter_for
 from tactful.messaging.service.rendering import Rendered, render_part, renderer_for
 from tactful.messaging.service.templates import customer_context, layout_source
-from tactful.messaging.service.tracking import links_for, track_html
+from tactful.messaging.service.tracking import Links, links_for, track_html
+from tactful.messaging.service.wire import render_email
 from tactful.policy import service as policy
 from tactful.tenancy.service import get_brand
 
@@ -471,15 +472,11 @@ def _message(
         items = policy.bundle_items(session, row.decision_id)
         if items:
             context["items"] = items
-    rendered = _render(template, channel, context, caches)
+    rendered, html_body = _render(template, channel, context, caches, links)
     headers: dict[str, str] = {}
-    document = rendered.html
-    if channel == "email":
-        if row.message_class != "transactional":
-            headers["List-Unsubscribe"] = f"<{links.unsubscribe}>"
-            headers["List-Unsubscribe-Post"] = ONE_CLICK
-        if document is not None:
-            document = track_html(document, links)
+    if channel == "email" and row.message_class != "transactional":
+        headers["List-Unsubscribe"] = f"<{links.unsubscribe}>"
+        headers["List-Unsubscribe-Post"] = ONE_CLICK
     return OutboundMessage(
         delivery_id=row.id,
         channel=channel,
@@ -488,7 +485,8 @@ def _message(
         sender=sender,
         text=rendered.text,
         subject=rendered.subject,
-        html=document,
+        html=rendered.html,
+        html_body=html_body,
         title=rendered.title,
         headers=headers,
         data=rendered.data,
@@ -497,8 +495,14 @@ def _message(
 
 
 def _render(
-    template: MessageTemplate, channel: str, context: dict[str, Any], caches: _Caches
-) -> Rendered:
+    template: MessageTemplate,
+    channel: str,
+    context: dict[str, Any],
+    caches: _Caches,
+    links: Links,
+) -> tuple[Rendered, bytes | None]:
+    """The message with its links tracked, and the HTML part's encoded body when it was
+    put together from pieces (``wire``)."""
     compiled = caches.compiled.get(template.id) if channel == "email" else None
     if compiled is not None:
         # recipients of one send share their context but for their own variables
@@ -506,14 +510,17 @@ def _render(
             {k: v for k, v in context.items() if k not in RECIPIENT_KEYS},
             option=orjson.OPT_SORT_KEYS,
         )
-        return compiled.render(context, shared=shared)
+        return render_email(compiled, context, shared=shared, links=links)
     part = template.parts.get(channel)
     if part is None:
         raise ValueError(f"template {template.id} has no {channel} part")
     blocks = caches.blocks[template.brand_id]
-    return render_part(
+    rendered = render_part(
         renderer_for(blocks), channel, part, context, layout=caches.layouts[template.id]
     )
+    if rendered.html is not None:
+        rendered.html = track_html(rendered.html, links)
+    return rendered, None
 
 
 def _finish(

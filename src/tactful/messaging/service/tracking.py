@@ -102,21 +102,30 @@ def links_for(
     )
 
 
+def track_links(document: str, links: Links) -> str:
+    """Send every web link of an HTML document through the click redirect (but the
+    message's own unsubscribe and preference links)."""
+    return HREF.sub(lambda match: _tracked(match, links), document)
+
+
+def _tracked(match: re.Match[str], links: Links) -> str:
+    url = html.unescape(match.group(2))
+    if url.startswith((links.unsubscribe, links.preferences)):
+        return match.group(0)
+    return f'{match.group(1)}{html.escape(links.click(url))}"'
+
+
+def pixel(links: Links) -> str:
+    """The open pixel of a message."""
+    return PIXEL.format(src=html.escape(links.open))
+
+
 def track_html(document: str, links: Links) -> str:
     """Send every web link through the click redirect and add the open pixel."""
-    own = (links.unsubscribe, links.preferences)
-
-    def replace(match: re.Match[str]) -> str:
-        url = html.unescape(match.group(2))
-        if url.startswith(own):
-            return match.group(0)
-        return f'{match.group(1)}{html.escape(links.click(url))}"'
-
-    tracked = HREF.sub(replace, document)
-    pixel = PIXEL.format(src=html.escape(links.open))
+    tracked = track_links(document, links)
     if "</body>" in tracked:
-        return tracked.replace("</body>", f"{pixel}</body>", 1)
-    return tracked + pixel
+        return tracked.replace("</body>", f"{pixel(links)}</body>", 1)
+    return tracked + pixel(links)
 
 
 def _delivery(session: Session, delivery_id: int) -> Delivery:

@@ -1,0 +1,142 @@
+"""E-mail HTML put together from pieces (``service.wire``): the same document as tracking
+the whole rendered HTML, and a quoted-printable body that reads back as it."""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+import pytest
+
+from tactful.core.security import Signer
+from tactful.messaging.channels import qp
+from tactful.messaging.service.compiled import CompiledEmail, Segmented, compile_email
+from tactful.messaging.service.rendering import renderer_for
+from tactful.messaging.service.tracking import Links, links_for, track_html
+from tactful.messaging.service.wire import assemble, make_plan, render_email
+
+LAYOUT = """<mjml><mj-body>
+<mj-section><mj-column><mj-text>{{ brand.name }}</mj-text></mj-column></mj-section>
+{{ content }}
+<mj-section><mj-column><mj-text>{% render 'footer' %}</mj-text></mj-column></mj-section>
+</mj-body></mjml>"""
+BODY = """<mj-section><mj-column>
+<mj-text>Hello {{ customer.first_name | default: "friend" }}, your cart is waiting.</mj-text>
+{% for item in event.items %}<mj-text>{{ item.name }}: {{ item.price }} ₽</mj-text>{% endfor %}
+<mj-text>{% for item in items %}<a href="{{ item.url }}">{{ item.name }}</a> {% endfor %}</mj-text>
+<mj-button href="https://shop.example/cart?c={{ customer.id }}&amp;s=1">Back to the cart</mj-button>
+<mj-text><a href="https://shop.example/sale">Sale</a> <a href="mailto:help@shop.example">Help</a>
+<a href="#top">Top</a></mj-text>
+</mj-column></mj-section>"""
+FOOTER = (
+    '<a href="{{ links.unsubscribe }}">Unsubscribe</a> · '
+    '<a href="{{ links.preferences }}">Preferences</a>'
+)
+SIGNER = Signer("test")
+EVENT = {"items": [{"name": "Rake", "price": 990}, {"name": "Hose", "price": 1490}]}
+
+
+def _compiled(body: str = BODY) -> CompiledEmail:
+    blocks = {"footer": FOOTER}
+    compiled = compile_email(
+        renderer_for(blocks),
+        {"subject": "{{ customer.first_name }}, your cart", "body": body},
+        layout=LAYOUT,
+        blocks=blocks,
+    )
+    assert compiled is not None
+    assert isinstance(compiled.html, Segmented)
+    return compiled
+
+
+def _links(delivery_id: int) -> Links:
+    return links_for(
+        SIGNER,
+        "http://t.example",
+        delivery_id=delivery_id,
+        workspace_id=1,
+        brand_id=1,
+        customer_id=delivery_id,
+    )
+
+
+def _context(n: int, links: Links, **customer: Any) -> dict[str, Any]:
+    return {
+        "event": EVENT,
+        "customer": {"id": n, "first_name": f"Name{n}" * (n % 4), **customer},
+        "brand": {"id": 1, "name": "Garden & Co"},
+        "links": links.as_context(),
+        "message": {"id": n, "channel": "email"},
+        "items": [
+            {"name": f"Item {i}", "url": f"https://shop.example/p/{i}?n={n}"} for i in range(n % 3)
+        ],
+    }
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_the_document_is_the_whole_tracked_and_its_body_reads_back_as_it(n: int) -> None:
+    compiled, links = _compiled(), _links(n)
+    context = _context(n, links)
+    whole = compiled.render(context)  # rendered whole, no piece shared
+    assert whole.html is not None
+
+    rendered, body = render_email(compiled, context, shared=b"send-1", links=links)
+
+    assert rendered.html == qp.crlf(track_html(whole.html, links))
+    assert (rendered.text, rendered.subject) == (whole.text, whole.subject)
+    assert body is not None
+    assert binascii.a2b_qp(body) == rendered.html.encode()
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    # the cart button, the sale link and the recipient's items go through the redirect
+    assert rendered.html.count('href="http://t.example/t/c/') == 2 + n % 3
+    assert 'href="mailto:help@shop.example"' in rendered.html
+    assert 'href="#top"' in rendered.html
+    assert f'href="{links.unsubscribe}"' in rendered.html
+    assert rendered.html.count(links.open) == 1
+
+
+def test_a_send_in_russian_is_tracked_the_same_and_left_to_the_channel_to_encode() -> None:
+    compiled, links = (
+        _compiled(BODY.replace("your cart is waiting", "ваша корзина ждёт " * 80)),
+        _links(5),
+    )
+    context = _context(5, links)
+    whole = compiled.render(context)
+    assert whole.html is not None
+
+    rendered, body = render_email(compiled, context, shared=b"send-2", links=links)
+
+    assert body is None  # base64 suits it better: the channel encodes the whole
+    assert rendered.html == qp.crlf(track_html(whole.html, links))
+
+
+def test_a_recipients_piece_inside_a_tag_other_than_a_link_address_has_no_plan() -> None:
+    assert make_plan([False, True, False], ['<p style="color:', '">hi</p>']) is None
+    assert make_plan([False, True, False], ['<a href="https://x.example/', '">hi</a>']) is not None
+    assert make_plan([False, True, False], ["<p>", "</p>"]) is not None
+
+
+def test_a_piece_that_would_change_the_tags_is_not_assembled() -> None:
+    links = _links(3)
+    plan = make_plan([False, True, False], ["<body><p>", "</p></body>"])
+    assert plan is not None
+    assert assemble(plan, ['<a href="https://x.example/"'], links) is None  # left open
+    assert assemble(plan, ["</body>"], links) is None
+
+    assembled = assemble(plan, ['<a href="https://x.example/">x</a>'], links)
+
+    assert assembled is not None
+    document, body = assembled
+    expected = track_html('<body><p><a href="https://x.example/">x</a></p></body>', links)
+    assert document == expected
+    assert body is not None
+    assert binascii.a2b_qp(body) == document.encode()
+
+
+def test_a_quote_in_a_link_address_is_not_assembled() -> None:
+    plan = make_plan([False, True, False], ['<a href="https://x.example/', '">x</a>'])
+    assert plan is not None
+    assert assemble(plan, ['a" onclick="x'], _links(4)) is None
+    assembled = assemble(plan, ["a?b=1&amp;c=2"], _links(4))
+    assert assembled is not None
+    assert assembled[0] == track_html('<a href="https://x.example/a?b=1&amp;c=2">x</a>', _links(4))
