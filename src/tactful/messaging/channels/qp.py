@@ -76,3 +76,11 @@ def encode(text: str, column: int = 0) -> tuple[bytes, int]:
     """A piece of text (CR LF line ends) as quoted-printable from ``column`` on, and the
     column after it."""
     return wrap(escape(text.encode()), column)
+
+
+def non_ascii(data: bytes) -> int:
+    """How many of the bytes are not ASCII."""
+    return 0 if data.isascii() else len(data.translate(None, _ASCII))
+
+
+_ASCII = bytes(range(128))

@@ -129,14 +129,7 @@ def make_plan(own: list[bool], values: list[str]) -> Plan | None:
         steps.append((TEXT, len(constants)))
         constants.append(text[position:])
     data = "".join(constants).encode()
-    return Plan(steps, constants, len(data), len(data) - _ascii_count(data))
-
-
-def _ascii_count(data: bytes) -> int:
-    return len(data) if data.isascii() else len(data) - len(data.translate(None, _ASCII))
-
-
-_ASCII = bytes(range(128))
+    return Plan(steps, constants, len(data), qp.non_ascii(data))
 
 
 def assemble(plan: Plan, mine: list[str], links: Links) -> tuple[str, bytes | None] | None:
@@ -169,19 +162,19 @@ def assemble(plan: Plan, mine: list[str], links: Links) -> tuple[str, bytes | No
         pieces.append(value)
         constant.append(None)
     document = "".join(pieces)
-    size, non_ascii = plan.size, plan.non_ascii
-    for piece, index in zip(pieces, constant, strict=True):
-        if index is None:
-            data = piece.encode()
-            size += len(data)
-            non_ascii += len(data) - _ascii_count(data)
-    if prefers_base64(non_ascii, size):
+    # the recipient's pieces as bytes: whether quoted-printable suits the whole, and theirs
+    own = [
+        piece.encode() if index is None else b""
+        for piece, index in zip(pieces, constant, strict=True)
+    ]
+    size = plan.size + sum(map(len, own))
+    if prefers_base64(plan.non_ascii + sum(map(qp.non_ascii, own)), size):
         return document, None
     out: list[bytes] = []
     column = 0
-    for piece, index in zip(pieces, constant, strict=True):
+    for data, index in zip(own, constant, strict=True):
         if index is None:
-            chunk, column = qp.encode(piece, column)
+            chunk, column = qp.wrap(qp.escape(data), column)
         else:
             chunk, column = plan.encoding(index, column)
         out.append(chunk)
