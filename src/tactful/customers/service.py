@@ -95,6 +95,14 @@ def customers_by_ids(
     return {cid: c for cid, c in found.items() if c.workspace_id == workspace_id}
 
 
+def profiles_by_ids(
+    session: Session, *, workspace_id: int, customer_ids: Sequence[int]
+) -> dict[int, Any]:
+    """What templates read of customers (``store.PROFILE_COLUMNS``), as plain rows by id."""
+    found = store.profile_rows(session, customer_ids)
+    return {cid: row for cid, row in found.items() if row.workspace_id == workspace_id}
+
+
 def identity_owners(
     session: Session, *, workspace_id: int, keys: Sequence[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], int]:

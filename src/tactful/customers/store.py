@@ -66,6 +66,35 @@ def customers_by_ids(session: Session, ids: Iterable[int]) -> dict[int, Customer
     return found
 
 
+# what a message template reads of a customer (``customer.*``)
+PROFILE_COLUMNS = (
+    "id",
+    "workspace_id",
+    "first_name",
+    "last_name",
+    "gender",
+    "birthday",
+    "city",
+    "locale",
+    "timezone",
+    "email",
+    "phone",
+    "attributes",
+)
+
+
+def profile_rows(session: Session, ids: Iterable[int]) -> dict[int, Any]:
+    """``id -> row`` of ``PROFILE_COLUMNS``: plain rows for rendering many messages."""
+    wanted = list(set(ids))
+    columns = [getattr(Customer, name) for name in PROFILE_COLUMNS]
+    found: dict[int, Any] = {}
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        chunk = wanted[start : start + LOOKUP_CHUNK]
+        for row in session.execute(select(*columns).where(Customer.id.in_(chunk))):
+            found[row.id] = row
+    return found
+
+
 def contact_states(session: Session, ids: Iterable[int]) -> dict[int, Any]:
     """``id -> row`` of ``anonymous``, ``email``, ``phone`` and ``last_seen_at``: what the
     resolver needs of a customer whose profile a batch does not write (plain rows: loading

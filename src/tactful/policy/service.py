@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
@@ -148,9 +149,9 @@ def recheck_many(
 ) -> dict[int, tuple[str | None, str | None]]:
     """``recheck`` for many decisions at once (a dispatch batch): one reachability query per
     kind of message instead of one per decision."""
-    rows = store.decisions_by_ids(session, decision_ids)
+    rows = store.decision_facts(session, decision_ids)
     batches = store.batches(session, [r.batch_id for r in rows])
-    groups: dict[tuple[int, int, str, str | None], list[ContactDecision]] = {}
+    groups: dict[tuple[int, int, str, str | None], list[Row[Any]]] = {}
     for row in rows:
         batch = batches[row.batch_id]
         key = (row.workspace_id, batch.brand_id, row.message_class, batch.topic)
@@ -173,7 +174,7 @@ def recheck_many(
     return result
 
 
-def _verdict(row: ContactDecision, reach: customers.Reach) -> tuple[str | None, str | None]:
+def _verdict(row: Row[Any], reach: customers.Reach) -> tuple[str | None, str | None]:
     if row.channel is None:
         return "no_contact", None
     if row.channel not in reach.channels:

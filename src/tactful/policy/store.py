@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tactful.core.dialect import insert_with_ids
@@ -300,14 +300,24 @@ def reason_counts(
     return [(str(d), status, reason, int(count)) for d, status, reason, count in rows]
 
 
-def decisions_by_ids(session: Session, ids: Sequence[int]) -> list[ContactDecision]:
-    found: list[ContactDecision] = []
+def decision_facts(session: Session, ids: Sequence[int]) -> list[Row[Any]]:
+    """What re-checking needs of ledger rows (id, workspace, customer, batch, class,
+    channel, address): plain rows, not ORM objects, since a dispatch group reads 200."""
+    found: list[Row[Any]] = []
     wanted = list(dict.fromkeys(ids))
+    d = ContactDecision
+    columns = (
+        d.id,
+        d.workspace_id,
+        d.customer_id,
+        d.batch_id,
+        d.message_class,
+        d.channel,
+        d.address,
+    )
     for start in range(0, len(wanted), CHUNK):
         found.extend(
-            session.scalars(
-                select(ContactDecision).where(ContactDecision.id.in_(wanted[start : start + CHUNK]))
-            )
+            session.execute(select(*columns).where(d.id.in_(wanted[start : start + CHUNK])))
         )
     return found
 

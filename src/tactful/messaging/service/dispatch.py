@@ -35,7 +35,6 @@ from tactful.core import clock
 from tactful.core.metrics import DISPATCH_SECONDS
 from tactful.core.runtime import Runtime
 from tactful.customers import service as customers
-from tactful.customers.models import Customer
 from tactful.messaging import store
 from tactful.messaging.channels import HTTP_KINDS, build_channel
 from tactful.messaging.channels.base import (
@@ -378,7 +377,7 @@ def _render_group(
 ) -> None:
     """The policy's verdict for each candidate, and its message if it may go."""
     verdicts = policy.recheck_many(session, [r.decision_id for r in candidates])
-    people = customers.customers_by_ids(
+    people = customers.profiles_by_ids(
         session,
         workspace_id=candidates[0].workspace_id,
         customer_ids=[r.customer_id for r in candidates],
@@ -440,7 +439,7 @@ def _message(
     runtime: Runtime,
     provider: ProviderInfo,
     row: Any,
-    people: dict[int, Customer],
+    people: dict[int, Any],
     address: str | None,
     caches: _Caches,
 ) -> OutboundMessage:

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from tactful.core import clock
 from tactful.core.errors import Conflict, NotFound, ValidationFailed
 from tactful.customers import service as customers
-from tactful.customers.models import Customer
 from tactful.events import service as events
 from tactful.messaging import store
 from tactful.messaging.errors import TemplateInvalid
@@ -56,8 +55,9 @@ def _age(birthday: date | None, today: date) -> int | None:
     return today.year - birthday.year - ((today.month, today.day) < (birthday.month, birthday.day))
 
 
-def customer_context(customer: Customer) -> dict[str, Any]:
-    """What ``customer.*`` means in a template."""
+def customer_context(customer: Any) -> dict[str, Any]:
+    """What ``customer.*`` means in a template (of a ``Customer`` or a row of its
+    ``PROFILE_COLUMNS``)."""
     name = " ".join(p for p in (customer.first_name, customer.last_name) if p)
     return {
         "id": customer.id,
