@@ -7,6 +7,10 @@ master layout and a block, the text part, signed tracking links, MIME, the ``sen
 ``sent`` commits and the "Message Sent" events. The baseline sends the same messages (same
 template, links and headers) rendered beforehand: the ceiling of SMTP on this machine.
 
+At full scale it makes three rounds (ours, then the baseline, then our channel alone) and
+shows the round whose ratio is the median, with all three ratios: on this shared machine
+the pace changes from one minute to the next, less between runs that follow each other.
+
 Beside the figures it prints where ours spends its time: the seconds its groups were on the
 wire and the seconds its database thread spent preparing and recording (from the dispatch
 runs' own ``RunStats``), and our SMTP channel alone sending the baseline's messages (built
@@ -57,6 +61,8 @@ NAME = "email"
 TITLE = "e-mail dispatch (render + policy re-check + SMTP) vs a bare smtplib loop"
 BASELINE = "bare smtplib loop, the same messages rendered beforehand, same connections"
 SIZES = {"small": 300, "full": 3000}
+# rounds of ours, the baseline and our channel alone; the one with the median ratio is shown
+ROUNDS = {"small": 1, "full": 3}
 CONCURRENCY = 4
 LISTMONK = 830  # e-mails per second per node, as Listmonk reports
 
@@ -270,21 +276,35 @@ def _ours(port: int, count: int, folder: Path) -> tuple[float, dict[str, Any]]:
     }
 
 
+def _round(port: int, count: int) -> tuple[float, float, float, dict[str, Any]]:
+    """Ours, the baseline and our channel alone, one after the other: (seconds ×3, extra)."""
+    # the sending process's collector settings (it is a `worker` process)
+    with serving_heap(), tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:
+        ours, extra = _ours(port, count, Path(folder))
+    messages = _messages(count)
+    baseline = _baseline(port, messages)
+    alone = _channel_alone(port, messages)
+    return ours, baseline, alone, extra
+
+
 def run(scale: str) -> list[BenchResult]:
     count = SIZES.get(scale, SIZES["small"])
+    rounds = ROUNDS.get(scale, 1)
     port = free_port()
     server = smtp_sink(port)
     try:
         _baseline(port, _messages(50))  # warm the server up
-        # the sending process's collector settings (it is a `worker` process)
-        with serving_heap(), tempfile.TemporaryDirectory(prefix="tactful-bench-email-") as folder:
-            ours, extra = _ours(port, count, Path(folder))
-        messages = _messages(count)
-        baseline = _baseline(port, messages)
-        alone = _channel_alone(port, messages)
+        found = [_round(port, count) for _ in range(rounds)]
     finally:
         server.kill()
         server.wait()
+    # the round with the median ratio: a round's runs follow each other, so the machine's
+    # pace changes less between them than between rounds
+    ours, baseline, alone, extra = sorted(found, key=lambda r: r[0] / r[1])[len(found) // 2]
+    if rounds > 1:
+        extra[f"all {rounds} rounds, ours / baseline"] = ", ".join(
+            f"{o:.3f} / {b:.3f} s ({o / b:.2f}×)" for o, b, _a, _e in found
+        )
     per_second = count / ours
     extra["our SMTP channel alone, the baseline's messages"] = f"{alone:.3f} s"
     extra["Listmonk (reported, per node)"] = f"{LISTMONK} e-mails/s"
@@ -292,7 +312,8 @@ def run(scale: str) -> list[BenchResult]:
     return [
         BenchResult(
             benchmark=NAME,
-            case=f"{count} e-mails, {CONCURRENCY} connections",
+            case=f"{count} e-mails, {CONCURRENCY} connections"
+            + (f", median of {rounds} rounds" if rounds > 1 else ""),
             ours_seconds=ours,
             baseline=BASELINE,
             baseline_seconds=baseline,
