@@ -75,7 +75,17 @@ def _context(n: int, links: Links, **customer: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("n", range(1, 9))
 def test_the_document_is_the_whole_tracked_and_its_body_reads_back_as_it(n: int) -> None:
-    compiled, links = _compiled(), _links(n)
+    compiled = _compiled()
+    # the first recipient of a shared context is rendered whole, the plan is made for the next
+    first_links = _links(100)
+    first, first_body = render_email(
+        compiled, _context(100, first_links), shared=b"send-1", links=first_links
+    )
+    assert first_body is None
+    assert first.html == track_html(
+        compiled.render(_context(100, first_links)).html or "", first_links
+    )
+    links = _links(n)
     context = _context(n, links)
     whole = compiled.render(context)  # rendered whole, no piece shared
     assert whole.html is not None
@@ -104,6 +114,7 @@ def test_a_send_in_russian_is_tracked_the_same_and_left_to_the_channel_to_encode
     whole = compiled.render(context)
     assert whole.html is not None
 
+    render_email(compiled, _context(6, _links(6)), shared=b"send-2", links=_links(6))
     rendered, body = render_email(compiled, context, shared=b"send-2", links=links)
 
     assert body is None  # base64 suits it better: the channel encodes the whole

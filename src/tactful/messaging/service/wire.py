@@ -10,7 +10,8 @@ their links signed and encoded (``channels.qp``), and the HTML part's encoded bo
 joined from the kept encodings and theirs.
 
 The result is the document ``track_html`` makes of the whole rendered HTML, with CR LF
-line ends. A
+line ends. The first recipient of a shared context is rendered whole; the plan is made for
+the second. A
 template whose recipient's pieces sit inside a tag other than in a link's address (a
 personal ``style``, say) has no plan, and a message whose pieces would change the
 document's tags (a piece that opens a tag and leaves it open, a quote in a link's
@@ -64,17 +65,24 @@ class Plan:
 
 
 _PLANS: weakref.WeakKeyDictionary[SharedPieces, Plan | None] = weakref.WeakKeyDictionary()
+_SEEN_ONCE: weakref.WeakSet[SharedPieces] = weakref.WeakSet()
 _LOCK = threading.Lock()
 
 
 def plan_for(template: Segmented, shared: SharedPieces) -> Plan | None:
-    """The plan of a send's shared pieces (kept as long as they are), or None."""
+    """The plan of a send's shared pieces (kept as long as they are), or None. A plan is
+    made when a second recipient shares them: a context only one recipient has (a
+    triggered message's own event) costs no more than rendering whole."""
     with _LOCK:
         if shared in _PLANS:
             return _PLANS[shared]
+        if shared not in _SEEN_ONCE:
+            _SEEN_ONCE.add(shared)
+            return None
     found = make_plan(template.own, shared.values)
     with _LOCK:
         _PLANS[shared] = found
+        _SEEN_ONCE.discard(shared)
     return found
 
 
