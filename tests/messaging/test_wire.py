@@ -7,6 +7,7 @@ import binascii
 from typing import Any
 
 import pytest
+from tests.messaging.conftest import LAYOUT
 
 from tactful.core.security import Signer
 from tactful.messaging.channels import qp
@@ -15,11 +16,6 @@ from tactful.messaging.service.rendering import renderer_for
 from tactful.messaging.service.tracking import Links, links_for, track_html
 from tactful.messaging.service.wire import assemble, make_plan, render_email
 
-LAYOUT = """<mjml><mj-body>
-<mj-section><mj-column><mj-text>{{ brand.name }}</mj-text></mj-column></mj-section>
-{{ content }}
-<mj-section><mj-column><mj-text>{% render 'footer' %}</mj-text></mj-column></mj-section>
-</mj-body></mjml>"""
 BODY = """<mj-section><mj-column>
 <mj-text>Hello {{ customer.first_name | default: "friend" }}, your cart is waiting.</mj-text>
 {% for item in event.items %}<mj-text>{{ item.name }}: {{ item.price }} ₽</mj-text>{% endfor %}

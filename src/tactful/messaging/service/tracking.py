@@ -109,10 +109,16 @@ def track_links(document: str, links: Links) -> str:
 
 
 def _tracked(match: re.Match[str], links: Links) -> str:
-    url = html.unescape(match.group(2))
+    return f'{match.group(1)}{tracked_address(match.group(2), links)}"'
+
+
+def tracked_address(address: str, links: Links) -> str:
+    """A web link's address as written in HTML, through the click redirect, unless it is
+    the message's own unsubscribe or preference link."""
+    url = html.unescape(address)
     if url.startswith((links.unsubscribe, links.preferences)):
-        return match.group(0)
-    return f'{match.group(1)}{html.escape(links.click(url))}"'
+        return address
+    return html.escape(links.click(url))
 
 
 def pixel(links: Links) -> str:

@@ -20,7 +20,6 @@ address) is not assembled: both are rendered, tracked and encoded whole as befor
 
 from __future__ import annotations
 
-import html
 import re
 import threading
 import weakref
@@ -32,7 +31,13 @@ from tactful.messaging.channels import qp
 from tactful.messaging.channels.email import prefers_base64
 from tactful.messaging.service.compiled import CompiledEmail, Segmented, SharedPieces
 from tactful.messaging.service.rendering import Rendered
-from tactful.messaging.service.tracking import Links, pixel, track_html, track_links
+from tactful.messaging.service.tracking import (
+    Links,
+    pixel,
+    track_html,
+    track_links,
+    tracked_address,
+)
 
 HREF_VALUE = re.compile(r'(<a\b[^>]*?\bhref=")([^"]*)"', re.IGNORECASE)
 WEB = re.compile(r"https?://[^\"]", re.IGNORECASE)
@@ -143,7 +148,6 @@ def make_plan(own: list[bool], values: list[str]) -> Plan | None:
 def assemble(plan: Plan, mine: list[str], links: Links) -> tuple[str, bytes | None] | None:
     """One message's tracked HTML and, when quoted-printable suits it, the HTML part's
     encoded body; None when its pieces would change the document's tags."""
-    own_links = (links.unsubscribe, links.preferences)
     pieces: list[str] = []
     constant: list[int | None] = []
     for kind, what in plan.steps:
@@ -161,10 +165,7 @@ def assemble(plan: Plan, mine: list[str], links: Links) -> tuple[str, bytes | No
             address = "".join(part if isinstance(part, str) else mine[part] for part in what)
             if '"' in address or "\r" in address or "\n" in address:
                 return None
-            url = html.unescape(address)
-            if WEB.match(address) and not url.startswith(own_links):
-                address = html.escape(links.click(url))
-            value = address
+            value = tracked_address(address, links) if WEB.match(address) else address
         else:
             value = pixel(links)
         pieces.append(value)
