@@ -96,10 +96,11 @@ def customers_by_ids(
 
 
 def profiles_by_ids(
-    session: Session, *, workspace_id: int, customer_ids: Sequence[int]
+    session: Session, *, workspace_id: int, customer_ids: Sequence[int], columns: Sequence[str]
 ) -> dict[int, Any]:
-    """What templates read of customers (``store.PROFILE_COLUMNS``), as plain rows by id."""
-    found = store.profile_rows(session, customer_ids)
+    """Customers of the workspace by id, as plain rows of ``id`` and ``columns`` (for
+    reading many where the ORM objects are not needed)."""
+    found = store.customer_rows(session, customer_ids, ("workspace_id", *columns))
     return {cid: row for cid, row in found.items() if row.workspace_id == workspace_id}
 
 

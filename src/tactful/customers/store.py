@@ -66,31 +66,15 @@ def customers_by_ids(session: Session, ids: Iterable[int]) -> dict[int, Customer
     return found
 
 
-# what a message template reads of a customer (``customer.*``)
-PROFILE_COLUMNS = (
-    "id",
-    "workspace_id",
-    "first_name",
-    "last_name",
-    "gender",
-    "birthday",
-    "city",
-    "locale",
-    "timezone",
-    "email",
-    "phone",
-    "attributes",
-)
-
-
-def profile_rows(session: Session, ids: Iterable[int]) -> dict[int, Any]:
-    """``id -> row`` of ``PROFILE_COLUMNS``: plain rows for rendering many messages."""
+def customer_rows(session: Session, ids: Iterable[int], columns: Sequence[str]) -> dict[int, Any]:
+    """``id -> row`` of ``id`` and the named columns: plain rows, for reading many customers
+    (loading them as ORM objects costs several times as much)."""
     wanted = list(set(ids))
-    columns = [getattr(Customer, name) for name in PROFILE_COLUMNS]
+    selected = [Customer.id, *(getattr(Customer, name) for name in columns if name != "id")]
     found: dict[int, Any] = {}
     for start in range(0, len(wanted), LOOKUP_CHUNK):
         chunk = wanted[start : start + LOOKUP_CHUNK]
-        for row in session.execute(select(*columns).where(Customer.id.in_(chunk))):
+        for row in session.execute(select(*selected).where(Customer.id.in_(chunk))):
             found[row.id] = row
     return found
 
@@ -99,20 +83,7 @@ def contact_states(session: Session, ids: Iterable[int]) -> dict[int, Any]:
     """``id -> row`` of ``anonymous``, ``email``, ``phone`` and ``last_seen_at``: what the
     resolver needs of a customer whose profile a batch does not write (plain rows: loading
     the customer as an ORM object cost about a quarter of a resolver run)."""
-    wanted = list(set(ids))
-    found: dict[int, Any] = {}
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        for row in session.execute(
-            select(
-                Customer.id,
-                Customer.anonymous,
-                Customer.email,
-                Customer.phone,
-                Customer.last_seen_at,
-            ).where(Customer.id.in_(wanted[start : start + LOOKUP_CHUNK]))
-        ):
-            found[row.id] = row
-    return found
+    return customer_rows(session, ids, ("anonymous", "email", "phone", "last_seen_at"))
 
 
 def mark_seen(session: Session, *, seen: Mapping[int, datetime]) -> None:

@@ -71,7 +71,11 @@ from tactful.messaging.service.deliveries import (
 )
 from tactful.messaging.service.limits import limiter_for
 from tactful.messaging.service.rendering import Rendered, render_part, renderer_for
-from tactful.messaging.service.templates import customer_context, layout_source
+from tactful.messaging.service.templates import (
+    CONTEXT_COLUMNS,
+    customer_context,
+    layout_source,
+)
 from tactful.messaging.service.tracking import Links, links_for, track_html
 from tactful.messaging.service.wire import render_email
 from tactful.policy import service as policy
@@ -381,6 +385,7 @@ def _render_group(
         session,
         workspace_id=candidates[0].workspace_id,
         customer_ids=[r.customer_id for r in candidates],
+        columns=CONTEXT_COLUMNS,
     )
     for row in candidates:
         reason, address = verdicts[row.decision_id]

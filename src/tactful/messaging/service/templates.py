@@ -55,9 +55,24 @@ def _age(birthday: date | None, today: date) -> int | None:
     return today.year - birthday.year - ((today.month, today.day) < (birthday.month, birthday.day))
 
 
+# the columns ``customer_context`` reads (dispatch reads only these, as plain rows)
+CONTEXT_COLUMNS = (
+    "first_name",
+    "last_name",
+    "gender",
+    "birthday",
+    "city",
+    "locale",
+    "timezone",
+    "email",
+    "phone",
+    "attributes",
+)
+
+
 def customer_context(customer: Any) -> dict[str, Any]:
-    """What ``customer.*`` means in a template (of a ``Customer`` or a row of its
-    ``PROFILE_COLUMNS``)."""
+    """What ``customer.*`` means in a template, of a ``Customer`` or a row with ``id`` and
+    ``CONTEXT_COLUMNS``."""
     name = " ".join(p for p in (customer.first_name, customer.last_name) if p)
     return {
         "id": customer.id,
