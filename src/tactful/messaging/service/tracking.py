@@ -27,7 +27,10 @@ OPEN = "messaging.open"
 CLICK = "messaging.click"
 UNSUBSCRIBE = "messaging.unsubscribe"
 PREFERENCES = "messaging.preferences"
-HREF = re.compile(r'(<a\b[^>]*?\bhref=")(https?://[^"]+)"', re.IGNORECASE)
+# a link's opening up to its address, and a web address: what click tracking follows
+LINK_OPENING = r'(<a\b[^>]*?\bhref=")'
+WEB_ADDRESS = r'https?://[^"]+'
+HREF = re.compile(rf'{LINK_OPENING}({WEB_ADDRESS})"', re.IGNORECASE)
 PIXEL = (
     '<img src="{src}" width="1" height="1" alt="" '
     'style="display:block;border:0;height:1px;width:1px">'

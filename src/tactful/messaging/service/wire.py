@@ -32,6 +32,8 @@ from tactful.messaging.channels.email import prefers_base64
 from tactful.messaging.service.compiled import CompiledEmail, Segmented, SharedPieces
 from tactful.messaging.service.rendering import Rendered
 from tactful.messaging.service.tracking import (
+    LINK_OPENING,
+    WEB_ADDRESS,
     Links,
     pixel,
     track_html,
@@ -39,8 +41,9 @@ from tactful.messaging.service.tracking import (
     tracked_address,
 )
 
-HREF_VALUE = re.compile(r'(<a\b[^>]*?\bhref=")([^"]*)"', re.IGNORECASE)
-WEB = re.compile(r"https?://[^\"]", re.IGNORECASE)
+# any link's address, and whether one is tracked (the rules of ``tracking.HREF``)
+HREF_VALUE = re.compile(rf'{LINK_OPENING}([^"]*)"', re.IGNORECASE)
+WEB = re.compile(WEB_ADDRESS, re.IGNORECASE)
 MARK = "\x00{}\x00"  # a recipient's piece in the plan's text (no rendered piece holds NUL)
 MARKS = re.compile(r"\x00(\d+)\x00")
 
