@@ -3,12 +3,17 @@ flagged, test content detected, previews with a sample or a real customer."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests.messaging.conftest import Brand, MakeCustomer
 
 from tactful.core.runtime import Runtime
+from tactful.customers import service as customers
+from tactful.customers.models import Customer
 from tactful.messaging.models import MessageTemplate
+from tactful.messaging.service.templates import CONTEXT_COLUMNS, customer_context
 
 CART_ONE = {"event": {"items": [{"name": "Rake", "price": 990}]}}
 
@@ -104,3 +109,34 @@ def test_preview_with_a_sample_and_with_a_real_customer(
         url, json={"channel": "sms", "customer_id": 999_999}, headers=brand.tenant.headers
     )
     assert missing.status_code == 404
+
+
+def test_a_customers_plain_row_gives_templates_what_the_customer_does(
+    runtime: Runtime, brand: Brand, make_customer: MakeCustomer
+) -> None:
+    cid = make_customer()
+    with runtime.db.scope() as session:
+        customer = session.get(Customer, cid)
+        assert customer is not None
+        customer.first_name, customer.last_name, customer.gender = "Anna", "Ivanova", "f"
+        customer.birthday, customer.city = date(1990, 5, 17), "Kazan"
+        customer.locale, customer.attributes = "ru", {"tier": "gold", "pets": 2}
+    workspace_id = brand.tenant.workspace_id
+    with runtime.db.scope(readonly=True) as session:
+        customer = session.get(Customer, cid)
+        assert customer is not None
+        [row] = customers.profiles_by_ids(
+            session, workspace_id=workspace_id, customer_ids=[cid], columns=CONTEXT_COLUMNS
+        ).values()
+        expected = customer_context(customer)
+
+        assert customer_context(row) == expected
+        # another workspace's customer is not read
+        assert (
+            customers.profiles_by_ids(
+                session, workspace_id=workspace_id + 1, customer_ids=[cid], columns=CONTEXT_COLUMNS
+            )
+            == {}
+        )
+    assert expected["name"] == "Anna Ivanova"
+    assert expected["attributes"] == {"tier": "gold", "pets": 2}

@@ -17,6 +17,7 @@ from tactful.messaging import store
 from tactful.messaging.errors import TemplateInvalid
 from tactful.messaging.models import BLOCK, LAYOUT, MESSAGE, MessageTemplate
 from tactful.messaging.service.rendering import (
+    CUSTOMER_FIELDS,
     HTML_FIELDS,
     LAYOUT_ROOTS,
     PART_FIELDS,
@@ -55,19 +56,9 @@ def _age(birthday: date | None, today: date) -> int | None:
     return today.year - birthday.year - ((today.month, today.day) < (birthday.month, birthday.day))
 
 
-# the columns ``customer_context`` reads (dispatch reads only these, as plain rows)
-CONTEXT_COLUMNS = (
-    "first_name",
-    "last_name",
-    "gender",
-    "birthday",
-    "city",
-    "locale",
-    "timezone",
-    "email",
-    "phone",
-    "attributes",
-)
+# the columns ``customer_context`` reads besides ``id``: the template's customer fields but
+# those it derives (dispatch reads only these, as plain rows)
+CONTEXT_COLUMNS = tuple(sorted(CUSTOMER_FIELDS - {"id", "name", "age"}))
 
 
 def customer_context(customer: Any) -> dict[str, Any]:
