@@ -189,3 +189,76 @@ def test_transient_failure_retries_and_permanent_bounce_marks_the_contact(
         email = session.scalar(select(Identity).where(Identity.value == "p1@example.com"))
         assert email is not None
         assert email.status == "bounced"
+
+
+def test_a_message_that_cannot_render_fails_alone_and_reaches_no_server(
+    runtime: Runtime,
+    brand: Brand,
+    smtp: tuple[SmtpSink, int],
+    make_customer: MakeCustomer,
+    worker: Worker,
+) -> None:
+    """A message whose template fails for its recipient is failed with the reason before
+    anything is submitted; the others of the batch go out."""
+    sink, _port = smtp
+    with runtime.db.scope() as session:
+        template, _ = service.save_template(
+            session,
+            workspace_id=brand.tenant.workspace_id,
+            brand_id=brand.tenant.brand_id,
+            kind="message",
+            key="share",
+            name="Share",
+            layout_id=brand.layout_id,
+            parts={
+                "email": {
+                    "subject": "{{ customer.first_name }}, your share",
+                    "body": "<mj-section><mj-column><mj-text>"
+                    "{{ 100 | divided_by: event.count }} each"
+                    "</mj-text></mj-column></mj-section>",
+                }
+            },
+            actor="test",
+        )
+    people = [make_customer() for _ in range(3)]
+    for cid, name in zip(people, ("Anna", "Boris", "Vera"), strict=True):
+        _name(runtime, cid, name)
+    counts = {people[0]: 4, people[1]: 0, people[2]: 5}
+    with clock.frozen(AT), runtime.db.scope() as session:
+        service.send(
+            session,
+            [
+                request(
+                    brand,
+                    cid,
+                    template_id=template.id,
+                    message_class="transactional",
+                    topic=None,
+                    context={"event": {"count": counts[cid]}},
+                )
+                for cid in people
+            ],
+        )
+    with clock.frozen(AT):
+        run_jobs(worker)
+    found = {d.customer_id: d for d in deliveries(runtime)}
+    assert [(found[cid].status, found[cid].subject, found[cid].attempts) for cid in people] == [
+        ("sent", "Anna, your share", 1),
+        ("failed", None, 0),
+        ("sent", "Vera, your share", 1),
+    ]
+    assert found[people[1]].reason == "provider_error"
+    assert (found[people[1]].error or "").startswith(
+        "rendering failed: divided_by: can't divide by 0"
+    )
+    texts = {
+        rcpt[0]: str(mail.get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
+        for (_from, rcpt, _raw), mail in zip(sink.messages, sink.parsed(), strict=True)
+    }
+    assert sorted(texts) == ["p1@example.com", "p3@example.com"]
+    assert ("25 each" in texts["p1@example.com"], "20 each" in texts["p3@example.com"]) == (
+        True,
+        True,
+    )
+    names = {cid: [name for name, _ in _events(runtime, cid)] for cid in people}
+    assert [names[cid].count("Message Sent") for cid in people] == [1, 0, 1]
