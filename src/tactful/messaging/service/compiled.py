@@ -303,13 +303,15 @@ _LOCK = threading.Lock()
 
 def compiled_email(
     renderer: Renderer,
-    key: tuple[Any, ...],
     part: Mapping[str, str],
     *,
     layout: str | None,
     blocks: Mapping[str, str],
 ) -> CompiledEmail | None:
-    """``compile_email`` cached in this process under ``key`` (a template version)."""
+    """``compile_email`` cached in this process under what it compiles (the sources, not a
+    template's id and version: a process may serve more than one database, whose templates
+    share ids)."""
+    key = (tuple(sorted(part.items())), layout, tuple(sorted(blocks.items())))
     with _LOCK:
         if key in _COMPILED:
             _COMPILED.move_to_end(key)

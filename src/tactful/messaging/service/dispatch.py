@@ -431,7 +431,6 @@ def _template(session: Session, row: Any, caches: _Caches) -> MessageTemplate:
         layout = caches.layouts[template.id]
         caches.compiled[template.id] = compiled_email(
             renderer_for(blocks),
-            (template.id, template.version, layout, tuple(sorted(blocks.items()))),
             template.parts["email"],
             layout=layout,
             blocks=blocks,
