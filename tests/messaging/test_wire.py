@@ -11,7 +11,12 @@ from tests.messaging.conftest import LAYOUT
 
 from tactful.core.security import Signer
 from tactful.messaging.channels import qp
-from tactful.messaging.service.compiled import CompiledEmail, Segmented, compile_email
+from tactful.messaging.service.compiled import (
+    CompiledEmail,
+    Segmented,
+    compile_email,
+    compiled_email,
+)
 from tactful.messaging.service.rendering import renderer_for
 from tactful.messaging.service.tracking import Links, links_for, track_html
 from tactful.messaging.service.wire import assemble, make_plan, render_email
@@ -101,6 +106,60 @@ def test_the_document_is_the_whole_tracked_and_its_body_reads_back_as_it(n: int)
     assert rendered.html.count(links.open) == 1
 
 
+# a recipient's own pieces are plain outputs only: the text's render serves the HTML too
+PLAIN_BODY = """<mj-section><mj-column>
+<mj-text>Hello {{ customer.first_name | default: "friend" }}, your cart is waiting.</mj-text>
+{% for item in event.items %}<mj-text>{{ item.name }}: {{ item.price }} ₽</mj-text>{% endfor %}
+<mj-button href="https://shop.example/cart?c={{ customer.id }}">Back to the cart</mj-button>
+</mj-column></mj-section>"""
+
+
+# a first name, and how the HTML greets its holder
+GREETINGS = {
+    "": "friend",
+    "Tom & Jerry": "Tom &amp; Jerry",
+    "<b>Bo</b>": "&lt;b&gt;Bo&lt;/b&gt;",
+    'Say "hi"': "Say &#34;hi&#34;",
+    "O'Neil": "O&#39;Neil",
+}
+
+
+@pytest.mark.parametrize("name", ["Anna", "Ёлка", *GREETINGS])
+def test_plain_outputs_render_once_for_text_and_html_unless_escaping_would_change_them(
+    name: str,
+) -> None:
+    compiled = _compiled(PLAIN_BODY)
+    assert compiled.same_own is True
+    render_email(compiled, _context(50, _links(50)), shared=b"send-3", links=_links(50))
+    links = _links(7)
+    context = _context(7, links, first_name=name)
+    whole = compiled.render(context)
+    assert whole.html is not None
+
+    rendered, body = render_email(compiled, context, shared=b"send-3", links=links)
+
+    assert rendered.html == qp.crlf(track_html(whole.html, links))
+    assert (rendered.text, rendered.subject) == (whole.text, whole.subject)
+    assert body is not None
+    assert binascii.a2b_qp(body) == rendered.html.encode()
+    assert f"Hello {GREETINGS.get(name, name)}, your cart" in rendered.html
+    assert f"Hello {name or 'friend'}, your cart" in rendered.text
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "{{ customer.first_name | upcase }}",
+        '{{ customer.first_name | append: "!" }}',
+        "{% if customer.id %}{{ customer.first_name }}{% endif %}",
+    ],
+)
+def test_other_markup_in_a_recipients_pieces_is_rendered_for_the_html_apart(output: str) -> None:
+    body = PLAIN_BODY.replace('{{ customer.first_name | default: "friend" }}', output)
+    compiled = _compiled(body)
+    assert compiled.same_own is False
+
+
 def test_a_send_in_russian_is_tracked_the_same_and_left_to_the_channel_to_encode() -> None:
     compiled, links = (
         _compiled(BODY.replace("your cart is waiting", "ваша корзина ждёт " * 80)),
@@ -147,3 +206,28 @@ def test_a_quote_in_a_link_address_is_not_assembled() -> None:
     assembled = assemble(plan, ["a?b=1&amp;c=2"], _links(4))
     assert assembled is not None
     assert assembled[0] == track_html('<a href="https://x.example/a?b=1&amp;c=2">x</a>', _links(4))
+
+
+def test_compiled_templates_are_kept_by_their_sources_not_by_a_template_id() -> None:
+    """Two databases served by one process (tests, a restored copy) have templates with the
+    same id and version: each gets its own compiled template."""
+    blocks = {"footer": FOOTER}
+    first = compiled_email(
+        renderer_for(blocks), {"subject": "A", "body": PLAIN_BODY}, layout=LAYOUT, blocks=blocks
+    )
+    second = compiled_email(
+        renderer_for(blocks),
+        {"subject": "B", "body": PLAIN_BODY.replace("cart", "basket")},
+        layout=LAYOUT,
+        blocks=blocks,
+    )
+    again = compiled_email(
+        renderer_for(blocks), {"subject": "A", "body": PLAIN_BODY}, layout=LAYOUT, blocks=blocks
+    )
+    assert first is not None
+    assert second is not None
+    assert again is first
+    context = _context(3, _links(3))
+    assert (first.render(context).subject, second.render(context).subject) == ("A", "B")
+    assert "basket" in (second.render(context).html or "")
+    assert "basket" not in (first.render(context).html or "")

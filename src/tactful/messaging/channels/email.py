@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import functools
 import queue
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -95,6 +97,13 @@ def _part(content_type: bytes, text: str, encoded: bytes | None = None) -> bytes
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _date_at(second: int) -> str:
+    """The ``Date`` header's value: it counts whole seconds, so it is formatted once a
+    second, not once a message."""
+    return formatdate(second, usegmt=True)
+
+
 def build_email(message: OutboundMessage, *, dkim_config: Mapping[str, Any] | None) -> bytes:
     """The MIME message (text and HTML alternatives), DKIM-signed when configured.
 
@@ -108,7 +117,7 @@ def build_email(message: OutboundMessage, *, dkim_config: Mapping[str, Any] | No
         _header("From", formataddr((message.sender.name or "", message.sender.address))),
         _header("To", message.address),
         _header("Subject", message.subject or ""),
-        f"Date: {formatdate(usegmt=True)}",
+        f"Date: {_date_at(int(time.time()))}",
         f"Message-ID: <{message.idempotency_key}@{domain}>",
     ]
     if message.sender.reply_to:

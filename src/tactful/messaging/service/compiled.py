@@ -57,6 +57,13 @@ BLOCKS = frozenset({"for", "if", "unless", "case", "tablerow"})
 STATEFUL = frozenset({"assign", "capture", "increment", "decrement", "cycle", "liquid"})
 SHARED_RENDERS = 64
 SEPARATOR = "\x00"
+# an output of a variable, or of a variable with a quoted default: the only markup whose
+# value is the same with and without autoescape, but for the escaping itself (other filters,
+# ``append`` say, escape their arguments when autoescape is on)
+PLAIN_OUTPUT = re.compile(
+    r"""\{\{-?\s*[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*"""
+    r"""(?:\s*\|\s*default\s*:\s*(?:"[^"{}|]*"|'[^'{}|]*'))?\s*-?\}\}"""
+)
 
 
 class SharedPieces:
@@ -79,11 +86,13 @@ class Segmented:
         own: list[bool],
         per_recipient: BoundTemplate,
         shared: BoundTemplate,
+        own_source: str = "",
     ) -> None:
         self.whole = whole
         self.own = own
         self.per_recipient = per_recipient
         self.shared = shared
+        self.own_source = own_source  # the source of ``per_recipient``
         self._done: OrderedDict[bytes, SharedPieces] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -96,10 +105,11 @@ class Segmented:
         return self.join(*split)
 
     def split(
-        self, context: Mapping[str, Any], shared: bytes
+        self, context: Mapping[str, Any], shared: bytes, *, mine: list[str] | None = None
     ) -> tuple[list[str], SharedPieces] | None:
         """The recipient's own pieces and the shared ones, in the template's order within
-        each kind (None: a rendered value holds the separator)."""
+        each kind (None: a rendered value holds the separator). ``mine``: the own pieces,
+        rendered already (by a template of the same own source)."""
         with self._lock:
             done = self._done.get(shared)
         if done is None:
@@ -108,7 +118,8 @@ class Segmented:
                 self._done[shared] = done
                 while len(self._done) > SHARED_RENDERS:
                     self._done.popitem(last=False)
-        mine = self.per_recipient.render(**context).split(SEPARATOR)
+        if mine is None:
+            mine = self.per_recipient.render(**context).split(SEPARATOR)
         if len(mine) != self.own.count(True) or len(done.values) != self.own.count(False):
             return None
         return mine, done
@@ -158,11 +169,13 @@ def segment(renderer: Renderer, source: str, *, escape: bool) -> Segmented | Bou
         elif text:
             merged.append((own, text))
     try:
+        own_source = SEPARATOR.join(t for own, t in merged if own)
         return Segmented(
             whole,
             [own for own, _text in merged],
-            renderer.parse(SEPARATOR.join(t for own, t in merged if own), escape=escape),
+            renderer.parse(own_source, escape=escape),
             renderer.parse(SEPARATOR.join(t for own, t in merged if not own), escape=escape),
+            own_source,
         )
     except LiquidError:  # the pieces of a kind together do not parse (whitespace control …)
         return whole
@@ -183,6 +196,9 @@ class CompiledEmail:
     # None: the text part is generated from each message's HTML
     text: Segmented | BoundTemplate | None
     own_text: bool
+    # the HTML's and the text's own pieces have the same source, plain outputs only: the
+    # text's render serves the HTML too when its values hold nothing HTML escapes
+    same_own: bool = False
 
     def render(self, context: Mapping[str, Any], *, shared: bytes = b"") -> Rendered:
         """The message for one recipient. ``shared`` names the part of the context that
@@ -190,14 +206,24 @@ class CompiledEmail:
         that read only that part are rendered once for it. Empty: render everything."""
         return self.finish(_render(self.html, context, shared), context, shared=shared)
 
-    def finish(self, document: str, context: Mapping[str, Any], *, shared: bytes) -> Rendered:
-        """The message around its rendered HTML: the text part and the subject."""
+    def finish(
+        self,
+        document: str,
+        context: Mapping[str, Any],
+        *,
+        shared: bytes,
+        text_split: tuple[list[str], SharedPieces] | None = None,
+    ) -> Rendered:
+        """The message around its rendered HTML: the text part (from ``text_split``, the
+        text's pieces split already, if given) and the subject."""
         if self.text is None:
             text = html_to_text(document)
-        elif self.own_text:
-            text = _render(self.text, context, shared).strip()
         else:
-            text = tidy_text(_render(self.text, context, shared))
+            if text_split is not None and isinstance(self.text, Segmented):
+                raw = self.text.join(*text_split)
+            else:
+                raw = _render(self.text, context, shared)
+            text = raw.strip() if self.own_text else tidy_text(raw)
         subject = self.subject.render(**context).strip()
         return Rendered("email", text=text, subject=subject, html=document)
 
@@ -290,7 +316,15 @@ def compile_email(
     own_text = bool(part.get("text"))
     source = part["text"] if own_text else restore(html_to_text(html, is_link=_is_link))
     text = segment(renderer, source, escape=False)
-    return CompiledEmail(subject=subject, html=compiled_html, text=text, own_text=own_text)
+    same_own = (
+        isinstance(compiled_html, Segmented)
+        and isinstance(text, Segmented)
+        and compiled_html.own_source == text.own_source
+        and all(PLAIN_OUTPUT.fullmatch(m.group(0)) for m in LIQUID_MARKUP.finditer(text.own_source))
+    )
+    return CompiledEmail(
+        subject=subject, html=compiled_html, text=text, own_text=own_text, same_own=same_own
+    )
 
 
 def _is_link(href: str) -> bool:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -246,12 +247,10 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
         # outcomes and then prepares the next group, so the provider's connections never
         # wait for the database. The two transactions run one after the other, never
         # contending for locks (on SQLite the database's write lock).
-        prepared = await asyncio.to_thread(prepare, 0)
+        prepared = await _database(prepare, 0)
         done: tuple[list[_Prepared], list[SendResult]] | None = None
         for index in range(len(groups)):
-            database = asyncio.ensure_future(
-                asyncio.to_thread(record_then_prepare, done, index + 1)
-            )
+            database = asyncio.ensure_future(_database(record_then_prepare, done, index + 1))
             try:
                 with stats.timing("sending"):
                     results = await adapter.send_batch(
@@ -263,11 +262,26 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
                 following = await database
             done, prepared = (prepared, results), following
         if done is not None:
-            await asyncio.to_thread(record, done)
+            await _database(record, done)
         await adapter.aclose()
     finally:
         if client is not None:
             await client.aclose()
+
+
+# The threads that run dispatch runs' database work beside their event loops, kept for the
+# process's life: threads started and joined for each run (``asyncio.to_thread`` on a new
+# loop) cost about a millisecond of every job.
+_DATABASE_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch-db")
+
+_T = TypeVar("_T")
+
+
+async def _database(work: Callable[..., _T], *args: Any) -> _T:
+    """``work(*args)`` on a database thread, in this task's context."""
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, work, *args)
+    return await asyncio.get_running_loop().run_in_executor(_DATABASE_THREADS, call)
 
 
 def group_size(concurrency: int) -> int:

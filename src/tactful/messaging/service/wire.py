@@ -24,7 +24,7 @@ import re
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from tactful.messaging.channels import qp
@@ -46,6 +46,7 @@ HREF_VALUE = re.compile(rf'{LINK_OPENING}([^"]*)"', re.IGNORECASE)
 WEB = re.compile(WEB_ADDRESS, re.IGNORECASE)
 MARK = "\x00{}\x00"  # a recipient's piece in the plan's text (no rendered piece holds NUL)
 MARKS = re.compile(r"\x00(\d+)\x00")
+ESCAPED = re.compile("[&<>\"']")  # what HTML escaping changes
 
 # what a step of a plan puts in the document
 TEXT, OWN, LINK, PIXEL = range(4)
@@ -201,17 +202,26 @@ def render_email(
     channel encodes ``html`` itself)."""
     template = compiled.html
     if isinstance(template, Segmented) and shared:
-        split = template.split(context, shared)
+        text_split = None
+        if compiled.same_own and isinstance(compiled.text, Segmented):
+            text_split = compiled.text.split(context, shared)
+        # the text's own pieces are the HTML's when HTML escaping would not change them
+        reused = None
+        if text_split is not None and not ESCAPED.search("".join(text_split[0])):
+            reused = text_split[0]
+        split = template.split(context, shared, mine=reused)
         if split is not None:
             mine, common = split
             plan = plan_for(template, common)
             assembled = assemble(plan, mine, links) if plan is not None else None
             document = template.join(mine, common)
-            rendered = compiled.finish(document, context, shared=shared)
+            rendered = compiled.finish(document, context, shared=shared, text_split=text_split)
             if assembled is not None:
-                tracked, body = assembled
-                return replace(rendered, html=tracked), body
-            return replace(rendered, html=track_html(document, links)), None
+                rendered.html, body = assembled
+                return rendered, body
+            rendered.html = track_html(document, links)
+            return rendered, None
     rendered = compiled.render(context, shared=shared)
     assert rendered.html is not None
-    return replace(rendered, html=track_html(rendered.html, links)), None
+    rendered.html = track_html(rendered.html, links)
+    return rendered, None
