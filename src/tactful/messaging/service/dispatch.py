@@ -271,8 +271,9 @@ async def _run(runtime: Runtime, provider: ProviderInfo, ids: list[int], stats: 
 
 # The threads that run dispatch runs' database work beside their event loops, kept for the
 # process's life: threads started and joined for each run (``asyncio.to_thread`` on a new
-# loop) cost about a millisecond of every job.
-_DATABASE_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch-db")
+# loop) cost about half a millisecond of every job. One per run at a time, so as many as a
+# process runs jobs at once (``jobs.concurrency`` is at most 64); made only when needed.
+_DATABASE_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dispatch-db")
 
 _T = TypeVar("_T")
 
