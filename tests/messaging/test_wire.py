@@ -17,7 +17,7 @@ from tactful.messaging.service.compiled import (
     compile_email,
     compiled_email,
 )
-from tactful.messaging.service.rendering import renderer_for
+from tactful.messaging.service.rendering import Rendered, renderer_for
 from tactful.messaging.service.tracking import Links, links_for, track_html
 from tactful.messaging.service.wire import assemble, make_plan, render_email
 
@@ -74,6 +74,22 @@ def _context(n: int, links: Links, **customer: Any) -> dict[str, Any]:
     }
 
 
+def _as_whole(
+    compiled: CompiledEmail, context: dict[str, Any], links: Links, *, shared: bytes
+) -> tuple[Rendered, bytes]:
+    """The message rendered for a send (``shared``), checked against the whole template
+    rendered and tracked for the same context: the same document, text and subject, and a
+    quoted-printable body that reads back as the document."""
+    whole = compiled.render(context)  # rendered whole, no piece shared
+    assert whole.html is not None
+    rendered, body = render_email(compiled, context, shared=shared, links=links)
+    assert rendered.html == qp.crlf(track_html(whole.html, links))
+    assert (rendered.text, rendered.subject) == (whole.text, whole.subject)
+    assert body is not None
+    assert binascii.a2b_qp(body) == rendered.html.encode()
+    return rendered, body
+
+
 @pytest.mark.parametrize("n", range(1, 9))
 def test_the_document_is_the_whole_tracked_and_its_body_reads_back_as_it(n: int) -> None:
     compiled = _compiled()
@@ -87,16 +103,9 @@ def test_the_document_is_the_whole_tracked_and_its_body_reads_back_as_it(n: int)
         compiled.render(_context(100, first_links)).html or "", first_links
     )
     links = _links(n)
-    context = _context(n, links)
-    whole = compiled.render(context)  # rendered whole, no piece shared
-    assert whole.html is not None
 
-    rendered, body = render_email(compiled, context, shared=b"send-1", links=links)
+    rendered, body = _as_whole(compiled, _context(n, links), links, shared=b"send-1")
 
-    assert rendered.html == qp.crlf(track_html(whole.html, links))
-    assert (rendered.text, rendered.subject) == (whole.text, whole.subject)
-    assert body is not None
-    assert binascii.a2b_qp(body) == rendered.html.encode()
     assert max(len(line) for line in body.split(b"\r\n")) <= 76
     # the cart button, the sale link and the recipient's items go through the redirect
     assert rendered.html.count('href="http://t.example/t/c/') == 2 + n % 3
@@ -132,16 +141,11 @@ def test_plain_outputs_render_once_for_text_and_html_unless_escaping_would_chang
     assert compiled.same_own is True
     render_email(compiled, _context(50, _links(50)), shared=b"send-3", links=_links(50))
     links = _links(7)
-    context = _context(7, links, first_name=name)
-    whole = compiled.render(context)
-    assert whole.html is not None
 
-    rendered, body = render_email(compiled, context, shared=b"send-3", links=links)
+    rendered, _body = _as_whole(
+        compiled, _context(7, links, first_name=name), links, shared=b"send-3"
+    )
 
-    assert rendered.html == qp.crlf(track_html(whole.html, links))
-    assert (rendered.text, rendered.subject) == (whole.text, whole.subject)
-    assert body is not None
-    assert binascii.a2b_qp(body) == rendered.html.encode()
     assert f"Hello {GREETINGS.get(name, name)}, your cart" in rendered.html
     assert f"Hello {name or 'friend'}, your cart" in rendered.text
 
