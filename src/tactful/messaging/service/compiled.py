@@ -319,7 +319,7 @@ def compile_email(
     same_own = (
         isinstance(compiled_html, Segmented)
         and isinstance(text, Segmented)
-        and compiled_html.own_source == text.own_source
+        and compiled_html.own_source == text.own_source != ""
         and all(PLAIN_OUTPUT.fullmatch(m.group(0)) for m in LIQUID_MARKUP.finditer(text.own_source))
     )
     return CompiledEmail(
