@@ -27,6 +27,7 @@ from typing import Any
 
 import dkim
 
+from tactful.messaging.channels import qp
 from tactful.messaging.channels.base import (
     Callback,
     Capabilities,
@@ -61,9 +62,6 @@ def _header(name: str, value: str) -> str:
     return f"{name}: {encoded}"
 
 
-ASCII = bytes(range(128))
-
-
 def prefers_base64(non_ascii: int, size: int) -> bool:
     """Whether a part of ``size`` bytes, ``non_ascii`` of them not ASCII, is smaller in
     base64 than in quoted-printable: once more than a sixth of the bytes are not ASCII
@@ -80,7 +78,7 @@ def _part(content_type: bytes, text: str, encoded: bytes | None = None) -> bytes
         encoding, body = b"quoted-printable", encoded
     else:
         data = "\r\n".join(text.splitlines()).encode()
-        if prefers_base64(len(data.translate(None, ASCII)), len(data)):
+        if prefers_base64(qp.non_ascii(data), len(data)):
             encoding, body = b"base64", binascii.b2a_base64(data, newline=False)
             body = b"\r\n".join(body[i : i + 76] for i in range(0, len(body), 76))
         else:
