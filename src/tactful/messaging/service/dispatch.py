@@ -89,8 +89,8 @@ log = structlog.get_logger("tactful.messaging")
 # (never more than the job's deliveries). Groups are large: each costs about 7 ms of SQL
 # whatever its size, and the work beside the wire hides little, because the threads
 # waiting for the provider's answers wait for the interpreter lock too (docs/messaging.md,
-# "Speed"). With 4 connections or more, a dispatch job (at most ``BATCH_SIZE`` = 200
-# deliveries) is one group.
+# "Speed"). With 4 connections, a dispatch job (at most ``BATCH_SIZE`` = 1,000 deliveries)
+# is four groups of 256.
 MIN_GROUP = 16
 GROUP_PER_CONNECTION = 64
 MAX_SEND_ATTEMPTS = 6
