@@ -3,9 +3,11 @@ the unsubscribe link that works when followed, opens, clicks and the timeline.""
 
 from __future__ import annotations
 
+import importlib
 import re
 from urllib.parse import urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.messaging.conftest import (
@@ -19,11 +21,15 @@ from tests.messaging.conftest import (
 )
 
 from tactful.core import clock
+from tactful.core.jobs.models import Job
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.customers.models import Consent, Customer
 from tactful.events.models import InboxEvent
 from tactful.messaging import service
+
+# the module (``service.dispatch`` is its function)
+DISPATCH = importlib.import_module("tactful.messaging.service.dispatch")
 
 
 def _name(runtime: Runtime, cid: int, first_name: str) -> None:
@@ -262,3 +268,39 @@ def test_a_message_that_cannot_render_fails_alone_and_reaches_no_server(
     )
     names = {cid: [name for name, _ in _events(runtime, cid)] for cid in people}
     assert [names[cid].count("Message Sent") for cid in people] == [1, 0, 1]
+
+
+def test_a_job_of_several_groups_sends_each_message_once(
+    runtime: Runtime,
+    brand: Brand,
+    smtp: tuple[SmtpSink, int],
+    make_customer: MakeCustomer,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job larger than a group: each group is prepared while the one before is on the
+    wire and recorded after; every message arrives once and is recorded as sent."""
+    monkeypatch.setattr(DISPATCH, "GROUP_PER_CONNECTION", 1)  # groups of MIN_GROUP = 16
+    sink, _port = smtp
+    people = [make_customer() for _ in range(40)]
+    with clock.frozen(AT), runtime.db.scope() as session:
+        service.send(
+            session,
+            [request(brand, cid, message_class="transactional", topic=None) for cid in people],
+        )
+    with clock.frozen(AT):
+        assert run_jobs(worker) >= 1
+    with runtime.db.scope(readonly=True) as session:
+        jobs = session.scalars(select(Job).where(Job.name == service.DISPATCH_JOB)).all()
+    assert [len(job.payload["ids"]) for job in jobs] == [40]  # one job: three groups
+    found = deliveries(runtime)
+    assert sorted(d.customer_id for d in found) == sorted(people)
+    assert {(d.status, d.attempts) for d in found} == {("sent", 1)}
+    received = sorted(rcpt[0] for _from, rcpt, _raw in sink.messages)
+    assert received == sorted(str(d.address) for d in found)
+    assert len(set(received)) == 40
+    with runtime.db.scope(readonly=True) as session:
+        sent_events = session.scalars(
+            select(InboxEvent.customer_id).where(InboxEvent.name == "Message Sent")
+        ).all()
+    assert sorted(sent_events) == sorted(people)

@@ -40,7 +40,7 @@ from tactful.policy.schemas import SCHEDULED, ChannelStep, Intent
 DISPATCH_JOB = "messaging.dispatch"
 # Deliveries per dispatch job. A run costs about 7 ms of statements whatever its size (the
 # provider, templates, senders, the re-check's queries), about 35 µs a message in jobs of
-# 200; in jobs of 1,000 the bench's dispatch took 5-10 % less (docs/messaging.md, "Speed").
+# 200; in jobs of 1,000 the bench's dispatch took about 6 % less (docs/messaging.md, "Speed").
 BATCH_SIZE = 1000
 SOURCE_IDS = re.compile(r"^(campaign|journey):(\d+)")
 

@@ -87,12 +87,12 @@ log = structlog.get_logger("tactful.messaging")
 # Deliveries committed as ``sending`` together. The next group is prepared and the previous
 # one recorded while one is on the wire, so a crash can leave at most three groups unknown
 # (never more than the job's deliveries). Groups are large: each costs about 7 ms of SQL
-# whatever its size, and the work beside the wire hides little, because the threads
-# waiting for the provider's answers wait for the interpreter lock too (docs/messaging.md,
-# "Speed"). With 4 connections, a dispatch job (at most ``BATCH_SIZE`` = 1,000 deliveries)
-# is four groups of 256.
+# whatever its size, and on a machine of two cores the work beside the wire hides little,
+# because the threads waiting for the provider's answers wait for the interpreter lock too
+# (docs/messaging.md, "Speed"). With 4 connections or more, a dispatch job (at most
+# ``BATCH_SIZE`` = 1,000 deliveries) is one group.
 MIN_GROUP = 16
-GROUP_PER_CONNECTION = 64
+GROUP_PER_CONNECTION = 250
 MAX_SEND_ATTEMPTS = 6
 STUCK_AFTER = timedelta(minutes=15)
 ONE_CLICK = "List-Unsubscribe=One-Click"
