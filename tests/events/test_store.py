@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -152,3 +153,55 @@ def test_inbox_queries_never_read_the_whole_workspace(runtime: Runtime, query: s
     found = plan_of(runtime, "event_inbox", run)
     assert access in found, found
     assert "sqlite_autoindex_event_inbox" not in found, found
+
+
+def _event(tenant: Tenant, message_id: str, customer_id: int, **values: Any) -> dict[str, Any]:
+    return _row(
+        tenant, message_id, customer_id=customer_id, resolved_at=LATER, anonymous_id=None, **values
+    )
+
+
+def test_events_of_known_customers_are_stored_exactly_and_repeats_skipped(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """``insert_new_events`` (on SQLite by the driver, with the columns' own processing)
+    stores what the ORM would, counts only new rows, and a batch with a row it cannot
+    store stores nothing."""
+    moscow = AT.astimezone(ZoneInfo("Europe/Moscow"))
+    with runtime.db.scope() as session:
+        first = store.insert_new_events(
+            session,
+            [_event(tenant, "e1", 7), _event(tenant, "e2", 8, occurred_at=moscow, brand_id=3)],
+        )
+    with runtime.db.scope() as session:
+        again = store.insert_new_events(
+            session, [_event(tenant, "e2", 9, name="Other"), _event(tenant, "e3", 9)]
+        )
+    naive = datetime(2026, 5, 1, 12, 30)
+    with (
+        pytest.raises((ValueError, StatementError), match="naive datetime"),
+        runtime.db.scope() as session,
+    ):
+        store.insert_new_events(
+            session, [_event(tenant, "e4", 9), _event(tenant, "e5", 9, occurred_at=naive)]
+        )
+    assert (first, again) == (2, 1)
+    with runtime.db.scope(readonly=True) as session:
+        rows = session.scalars(select(InboxEvent).order_by(InboxEvent.seq)).all()
+        found = [
+            (r.message_id, r.customer_id, r.brand_id, r.name, r.identities, r.properties,
+             r.context, r.occurred_at, r.received_at, r.resolved_at, r.historical, r.source)
+            for r in rows
+        ]  # fmt: skip
+        raw = session.execute(text("SELECT occurred_at, historical FROM event_inbox")).all()
+    identities = [["anonymous_id", "", "anon-e1", "anon-e1", True, None]]
+    assert found == [
+        ("e1", 7, None, "Product Viewed", identities, PROPERTIES, {"page": {"path": "/garden"}},
+         AT, LATER, LATER, False, "api:site"),
+        ("e2", 8, 3, "Product Viewed", [[*identities[0][:2], "anon-e2", "anon-e2", True, None]],
+         PROPERTIES, {"page": {"path": "/garden"}}, AT, LATER, LATER, False, "api:site"),
+        ("e3", 9, None, "Product Viewed", [[*identities[0][:2], "anon-e3", "anon-e3", True, None]],
+         PROPERTIES, {"page": {"path": "/garden"}}, AT, LATER, LATER, False, "api:site"),
+    ]  # fmt: skip
+    if runtime.db.dialect == "sqlite":  # the text and integers SQLAlchemy writes
+        assert [tuple(r) for r in raw] == [("2026-05-01 12:30:00.000000", 0)] * 3
