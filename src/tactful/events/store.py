@@ -257,7 +257,7 @@ def _insert_new_sqlite(
     """``_insert_new`` on SQLite without SQLAlchemy's work per row: the columns' own bind
     processors applied in one pass, then the driver's ``executemany``, whose row count is
     the rows inserted (SQLite counts none for a conflict). A "Message Sent" event's row
-    cost 18-19 µs through SQLAlchemy and 11 µs so."""
+    costs about 12 µs so, 18-19 µs through SQLAlchemy."""
     columns = tuple(rows[0])
     key = (model.__tablename__, columns)
     prebuilt = _SQLITE_PREBUILT.get(key)
@@ -266,9 +266,10 @@ def _insert_new_sqlite(
         values: dict[str, Any] = {name: bindparam(name) for name in columns}
         compiled = insert_ignore(session, model, values, conflict=conflict).compile(dialect=dialect)
         table = cast(Table, model.__table__)
+        assert compiled.positiontup is not None  # SQLite's parameters are positional
         order = [
             (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup or ()
+            for name in compiled.positiontup
         ]
         prebuilt = _SQLITE_PREBUILT[key] = (str(compiled), order)
     sql, order = prebuilt
