@@ -24,6 +24,7 @@ from tactful.core.jobs.models import Job
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
 from tactful.messaging import service
+from tactful.messaging.service import deliveries as delivery_jobs
 from tactful.messaging.service.dispatch import PHASES
 
 
@@ -78,3 +79,42 @@ def test_dispatch_reports_the_seconds_of_each_phase_and_counts_them(
     for phase in PHASES:
         assert counted(phase) - before[phase] == pytest.approx(stats.seconds[phase])
     assert len(sink.messages) == 3
+
+
+def test_deliveries_are_queued_in_jobs_of_batch_size_and_never_twice(
+    runtime: Runtime,
+    brand: Brand,
+    smtp: tuple[SmtpSink, int],
+    make_customer: MakeCustomer,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery_jobs, "BATCH_SIZE", 3)
+    sink, _port = smtp
+    people = [make_customer() for _ in range(7)]
+    with clock.frozen(AT), runtime.db.scope() as session:
+        service.send(
+            session,
+            [request(brand, cid, message_class="transactional", topic=None) for cid in people],
+        )
+    found = sorted(deliveries(runtime), key=lambda d: d.id)
+    ids = [d.id for d in found]
+    with runtime.db.scope(readonly=True) as session:
+        payloads = [
+            job.payload
+            for job in session.scalars(
+                select(Job).where(Job.name == service.DISPATCH_JOB).order_by(Job.id)
+            )
+        ]
+    assert [p["ids"] for p in payloads] == [ids[0:3], ids[3:6], ids[6:7]]
+    assert {p["provider_id"] for p in payloads} == {found[0].provider_id}
+    # the same deliveries handed over again (a monitor's second look): no job is added
+    with runtime.db.scope() as session:
+        again = delivery_jobs.queue_batches(
+            session, [(d.id, d.provider_id, d.attempts) for d in found]
+        )
+    assert again == 0
+    with clock.frozen(AT):
+        run_jobs(worker)
+    assert {(d.status, d.attempts) for d in deliveries(runtime)} == {("sent", 1)}
+    assert len(sink.messages) == 7
