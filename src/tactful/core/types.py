@@ -57,6 +57,18 @@ class OrjsonJSON(TypeDecorator[Any]):
 OrjsonJSONType = OrjsonJSON().with_variant(JSONB(), "postgresql")
 
 
+def _to_utc(value: datetime) -> datetime:
+    """A datetime to be stored, in UTC; a naive one is refused (its zone is unknown)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given where UTC is required")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _read_utc(value: datetime) -> datetime:
+    """A stored datetime in UTC; a naive one was stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _sqlite_text(value: datetime | None) -> str | None:
     """A UTC datetime as SQLite stores it: naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``
     (SQLAlchemy's format for SQLite, so comparisons with stored values stay textual), made by
@@ -64,18 +76,11 @@ def _sqlite_text(value: datetime | None) -> str | None:
     event's row in a bulk insert)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given where UTC is required")
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+    return _to_utc(value).isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _sqlite_datetime(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    found = datetime.fromisoformat(value)
-    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+    return None if value is None else _read_utc(datetime.fromisoformat(value))
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -97,16 +102,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given where UTC is required")
-        return value.astimezone(UTC)
+        return None if value is None else _to_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         assert isinstance(value, datetime)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return _read_utc(value)
