@@ -214,6 +214,11 @@ def render_email(
             mine, common = split
             plan = plan_for(template, common)
             assembled = assemble(plan, mine, links) if plan is not None else None
+            if assembled is not None and compiled.text is not None:
+                # the untracked document is needed only to derive a text part
+                tracked, body = assembled
+                finished = compiled.finish(tracked, context, shared=shared, text_split=text_split)
+                return finished, body
             document = template.join(mine, common)
             rendered = compiled.finish(document, context, shared=shared, text_split=text_split)
             if assembled is not None:
