@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from tactful.core import direct
 from tactful.core.dialect import insert_ignore, lock_rows
 from tactful.customers.models import Customer, Identity
 from tactful.loyalty.models import (
@@ -129,7 +130,7 @@ def _stamp_stmt(named: bool) -> Any:
 def program_stamp(session: Session, which: Which) -> tuple[int, int, datetime] | None:
     """The id, version and last change (what its cached view is keyed by) of the program a
     call means."""
-    row = _conn(session).execute(_stamp_stmt(which.named), which.params()).first()
+    row = direct.execute(session, _stamp_stmt(which.named), which.params()).first()
     return None if row is None else (int(row[0]), int(row[1]), row[2])
 
 
@@ -337,7 +338,7 @@ def pos_account(session: Session, which: Which, *, at: datetime, since: datetime
     """For identify and calculate (no lock): the program with its version, the customer,
     their account, the points they could spend at ``at`` and their spend since ``since``."""
     stmt = _pos_account_stmt(which.named, which.by_identity)
-    row = _conn(session).execute(stmt, {**which.params(), "at": at, "since": since}).one()
+    row = direct.execute(session, stmt, {**which.params(), "at": at, "since": since}).one()
     account = _account(row[6:]) if row[6] is not None else None
     return PosAccount(
         program_id=row[0],
@@ -387,7 +388,7 @@ def lock_pos_account(session: Session, which: Which) -> LockedAccount | None:
     """The customer's account in the program, locked, with the program's version; None when
     there is none (or the customer is merged): the caller takes the full path."""
     stmt = _locked(session, _lock_pos_account_stmt(which.named, which.by_identity))
-    row = _conn(session).execute(stmt, which.params()).first()
+    row = direct.execute(session, stmt, which.params()).first()
     if row is None or row[_N_ACCOUNT + 2] is not None:
         return None
     return LockedAccount(_account(row), int(row[_N_ACCOUNT]), row[_N_ACCOUNT + 1])
@@ -670,7 +671,7 @@ def confirm_state(
             lim_ra=bursts[1],
             lim_rt=bursts[2],
         )
-    rows = _conn(session).execute(_confirm_state_stmt(bursts is not None), params).all()
+    rows = direct.execute(session, _confirm_state_stmt(bursts is not None), params)
     first = rows[0]
     offset = 4 if bursts is not None else 2
     return ConfirmState(
@@ -719,8 +720,7 @@ def bump_rate_counters(
         {"program_id": program_id, "subject": subject, "window_start": start, "count": 0}
         for subject, start in windows
     ]
-    conn = _conn(session)
-    conn.execute(create, rows)
+    direct.execute(session, create, rows)
 
     def bump() -> Any:
         matching = (
@@ -752,7 +752,7 @@ def bump_rate_counters(
     for i, (subject, start) in enumerate(windows):
         params[f"s{i}"], params[f"w{i}"] = subject, start
     stmt = _prebuilt(session, f"rate_counters.bump.{len(windows)}", bump)
-    return {str(subject): int(count) for subject, count in conn.execute(stmt, params)}
+    return {str(subject): int(count) for subject, count in direct.execute(session, stmt, params)}
 
 
 def prune_rate_counters(session: Session, before: datetime) -> int:
@@ -860,8 +860,19 @@ def programs_with_birthday_bonus(session: Session) -> list[Program]:
 
 
 def insert_flag(session: Session, row: dict[str, Any]) -> bool:
-    stmt = insert_ignore(session, FraudFlag, row, conflict=["workspace_id", "key"])
-    return session.execute(stmt.returning(FraudFlag.id)).first() is not None
+    """Insert a flag unless one with its key exists; whether it was new."""
+    columns = tuple(row)
+    stmt = _prebuilt(
+        session,
+        f"fraud_flags.insert.{','.join(columns)}",
+        lambda: insert_ignore(
+            session,
+            FraudFlag,
+            {name: bindparam(name) for name in columns},
+            conflict=["workspace_id", "key"],
+        ).returning(FraudFlag.id),
+    )
+    return direct.execute(session, stmt, row).first() is not None
 
 
 def flags(session: Session, workspace_id: int, *, open_only: bool, limit: int) -> list[FraudFlag]:

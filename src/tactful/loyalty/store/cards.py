@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from tactful.core import direct
 from tactful.core.dialect import insert_ignore, lock_rows
 from tactful.loyalty.models import (
     Device,
@@ -54,7 +55,7 @@ _DEVICE_KEY = select(
 
 def device_key(session: Session, ref: str) -> DeviceKey | None:
     """The device a code names (a plain Core read: it runs twice per redeeming receipt)."""
-    row = session.connection().execute(_DEVICE_KEY, {"ref": ref}).first()
+    row = direct.execute(session, _DEVICE_KEY, {"ref": ref}).first()
     return None if row is None else DeviceKey(*row)
 
 
@@ -76,7 +77,7 @@ _CONSUME = (
 
 def consume_redeem_step(session: Session, device_id: int, step: int) -> bool:
     """Mark a redemption time step used; False when it (or a later one) was used before."""
-    result = session.connection().execute(_CONSUME, {"device_id": device_id, "step": step})
+    result = direct.execute(session, _CONSUME, {"device_id": device_id, "step": step})
     return bool(result.rowcount)
 
 

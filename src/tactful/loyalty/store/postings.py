@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
+from tactful.core import direct
 from tactful.loyalty import store
 from tactful.loyalty.models import LedgerTransaction, Lot
 
@@ -162,7 +163,7 @@ def write_posting(
             params.update({f"u_id{i}": lot_id, f"u_remaining{i}": remaining, f"u_state{i}": state})
         params.update(balance=balance, pending=pending)
         stmt = _statement(lot is not None, len(lines), len(lot_updates))
-        row = session.connection().execute(stmt, params).one()
+        row = direct.execute(session, stmt, params).one()
         return int(row[0]), [] if row[1] is None else [int(row[1])]
     transaction_id = store.insert_transaction(session, transaction)
     lot_ids = [
