@@ -32,6 +32,7 @@ Processor = Callable[[Any], Any]
 # plans by (dialect name, id of the statement); the statement is kept so its id stays its own
 _PLANS: dict[tuple[str, int], tuple[ClauseElement, _Plan]] = {}
 _MAX_PLANS = 1_000  # far above the hot statements' shapes: a statement built per call is a bug
+_CURSOR = "tactful_direct_cursor"  # the key of a driver connection's cursor in its info
 
 
 @dataclass
@@ -136,40 +137,41 @@ def execute(
         arguments = [_arguments(plan, p) for p in params]
     else:
         arguments = _arguments(plan, params or {})
-    driver = conn.connection.driver_connection
+    pooled = conn.connection
+    driver = pooled.driver_connection
     assert driver is not None
-    cursor = driver.cursor()
+    # one cursor per driver connection, kept with it (its info goes when it is replaced)
+    cursor = pooled.info.get(_CURSOR)
+    if cursor is None:
+        cursor = pooled.info[_CURSOR] = driver.cursor()
+    conn.dispatch.before_cursor_execute(conn, cursor, plan.sql, arguments, None, many)
     try:
-        conn.dispatch.before_cursor_execute(conn, cursor, plan.sql, arguments, None, many)
-        try:
-            if not many:
-                cursor.execute(plan.sql, arguments)
-            elif len(arguments) == 1:  # psycopg's executemany would enter pipeline mode
-                cursor.execute(plan.sql, arguments[0])
-            else:
-                cursor.executemany(plan.sql, arguments)
-            returns = plan.returns_rows
-            if returns is None:
-                returns = cursor.description is not None
-            raw = cursor.fetchall() if returns else []
-        except dialect.loaded_dbapi.Error as exc:
-            if dialect.is_disconnect(exc, driver, cursor):
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                plan.sql, arguments, exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from exc
-        if raw and plan.results is None:
-            plan.results = _result_processors(plan, dialect, cursor.description)
-        if raw and plan.results:
-            processed = []
-            for row in raw:
-                values = list(row)
-                for index, process in plan.results:
-                    values[index] = process(values[index])
-                processed.append(tuple(values))
-            raw = processed
-        rows = Rows(raw)
-        rows.rowcount = cursor.rowcount
-        return rows
-    finally:
-        cursor.close()
+        if not many:
+            cursor.execute(plan.sql, arguments)
+        elif len(arguments) == 1:  # psycopg's executemany would enter pipeline mode
+            cursor.execute(plan.sql, arguments[0])
+        else:
+            cursor.executemany(plan.sql, arguments)
+        returns = plan.returns_rows
+        if returns is None:
+            returns = cursor.description is not None
+        raw = cursor.fetchall() if returns else []
+    except dialect.loaded_dbapi.Error as exc:
+        if dialect.is_disconnect(exc, driver, cursor):
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            plan.sql, arguments, exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
+    if raw and plan.results is None:
+        plan.results = _result_processors(plan, dialect, cursor.description)
+    if raw and plan.results:
+        processed = []
+        for row in raw:
+            values = list(row)
+            for index, process in plan.results:
+                values[index] = process(values[index])
+            processed.append(tuple(values))
+        raw = processed
+    rows = Rows(raw)
+    rows.rowcount = cursor.rowcount
+    return rows
