@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from tactful.core import direct
-from tactful.core.db import WriteInReadOnlyScope
+from tactful.core.db import WriteInReadOnlyScope, json_text
 from tactful.core.dialect import insert_ignore
 from tactful.core.runtime import Runtime
 from tactful.core.types import JSONType, UTCDateTime
@@ -195,3 +195,13 @@ def test_text_clauses_and_refused_statements(runtime: Runtime, items: Table) -> 
         with pytest.raises(ValueError, match="Python-side defaults go through the session: kind"):
             direct.execute(session, defaulted, {**ROWS[0], "id": 3, "name": "three"})
     assert [row[:2] for row in _stored(runtime)] == [(1, "one"), (2, "two")]
+
+
+def test_json_parameters_orjson_refuses_still_round_trip(runtime: Runtime, items: Table) -> None:
+    wide = {"big": 2**70, "list": [1.5, "ж"], "nested": {"ok": True}}
+    with runtime.db.scope() as session:
+        direct.execute(session, INSERT, {**ROWS[0], "data": wide})
+        session.execute(INSERT, {**ROWS[1], "data": {"n": -(2**65)}})
+    assert [row[4] for row in _stored(runtime)] == [wide, {"n": -(2**65)}]
+    assert json_text({1: "a", "b": [2**64]}) == '{"1": "a", "b": [18446744073709551616]}'
+    assert json_text({"a": [1, "x"]}) == '{"a":[1,"x"]}'

@@ -13,6 +13,7 @@ routine transactions for a bounded time. PostgreSQL is reached through psycopg 3
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
@@ -322,6 +324,15 @@ def _install_liveness_check(engine: Engine, ping_after_idle: float) -> None:
             raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
 
 
+def json_text(value: Any) -> str:
+    """JSON parameters for PostgreSQL (JSONB): orjson, several times faster than the standard
+    library, which still writes what orjson refuses (integers wider than 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def create_db_engine(
     raw_url: str,
     *,
@@ -348,6 +359,7 @@ def create_db_engine(
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         connect_args={"connect_timeout": 10},
+        json_serializer=json_text,
     )
     _install_liveness_check(engine, ping_after_idle)
     _install_read_only_guard(engine)
