@@ -703,20 +703,19 @@ def bump_rate_counters(
     rows are locked in id order until the transaction ends (concurrent confirms of one store
     queue on its row only from here to their commit)."""
     counter = RateCounter
-    template = {
-        "program_id": bindparam("program_id"),
-        "subject": bindparam("subject"),
-        "window_start": bindparam("window_start", type_=counter.window_start.type),
-        "count": bindparam("count"),
-    }
-    create = _prebuilt(
-        session,
-        "rate_counters.create",
-        lambda: insert_ignore(
-            session, counter, template, conflict=["program_id", "subject", "window_start"]
-        ),
-    )
-    rows = [
+
+    def create_stmt() -> Any:
+        template = {
+            "program_id": bindparam("program_id"),
+            "subject": bindparam("subject"),
+            "window_start": bindparam("window_start", type_=counter.window_start.type),
+            "count": bindparam("count"),
+        }
+        conflict = ["program_id", "subject", "window_start"]
+        return insert_ignore(session, counter, template, conflict=conflict)
+
+    create = _prebuilt(session, "rate_counters.create", create_stmt)
+    rows: list[dict[str, Any]] = [
         {"program_id": program_id, "subject": subject, "window_start": start, "count": 0}
         for subject, start in windows
     ]
