@@ -703,23 +703,21 @@ def bump_rate_counters(
     rows are locked in id order until the transaction ends (concurrent confirms of one store
     queue on its row only from here to their commit)."""
     counter = RateCounter
+    n = len(windows)
+    window_type = counter.window_start.type
 
-    def create_stmt() -> Any:
-        template = {
-            "program_id": bindparam("program_id"),
-            "subject": bindparam("subject"),
-            "window_start": bindparam("window_start", type_=counter.window_start.type),
-            "count": bindparam("count"),
-        }
+    def create() -> Any:
+        rows = [
+            {
+                "program_id": bindparam("b_program_id"),
+                "subject": bindparam(f"s{i}"),
+                "window_start": bindparam(f"w{i}", type_=window_type),
+                "count": 0,
+            }
+            for i in range(n)
+        ]
         conflict = ["program_id", "subject", "window_start"]
-        return insert_ignore(session, counter, template, conflict=conflict)
-
-    create = _prebuilt(session, "rate_counters.create", create_stmt)
-    rows: list[dict[str, Any]] = [
-        {"program_id": program_id, "subject": subject, "window_start": start, "count": 0}
-        for subject, start in windows
-    ]
-    direct.execute(session, create, rows)
+        return insert_ignore(session, counter, rows, conflict=conflict)
 
     def bump() -> Any:
         matching = (
@@ -730,10 +728,9 @@ def bump_rate_counters(
                     *(
                         and_(
                             counter.subject == bindparam(f"s{i}"),
-                            counter.window_start
-                            == bindparam(f"w{i}", type_=counter.window_start.type),
+                            counter.window_start == bindparam(f"w{i}", type_=window_type),
                         )
-                        for i in range(len(windows))
+                        for i in range(n)
                     )
                 ),
             )
@@ -750,7 +747,9 @@ def bump_rate_counters(
     params: dict[str, Any] = {"b_program_id": program_id}
     for i, (subject, start) in enumerate(windows):
         params[f"s{i}"], params[f"w{i}"] = subject, start
-    stmt = _prebuilt(session, f"rate_counters.bump.{len(windows)}", bump)
+    # the missing rows in one statement, then every row counted and locked in id order
+    direct.execute(session, _prebuilt(session, f"rate_counters.create.{n}", create), params)
+    stmt = _prebuilt(session, f"rate_counters.bump.{n}", bump)
     return {str(subject): int(count) for subject, count in direct.execute(session, stmt, params)}
 
 
