@@ -213,8 +213,8 @@ def note_catalog(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 # INSERT … ON CONFLICT DO NOTHING … RETURNING statements by (dialect, table, columns), built
-# once: on hot paths (a POS confirm records its events) building and caching them per call
-# cost more than running them.
+# once: on hot paths (every customer event notes its name in the catalog) building them per
+# call cost more than running them.
 _PREBUILT: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
