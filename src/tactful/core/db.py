@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -322,6 +323,20 @@ def _install_liveness_check(engine: Engine, ping_after_idle: float) -> None:
             dbapi_connection.rollback()
         except Exception as exc:  # any failure: the pool discards it and connects afresh
             raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
+
+
+# each engine's URL as text, rendered once: rendering it costs about 10 µs
+_DATABASE_NAMES: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def database_name(session: Session) -> str:
+    """The session's database as text (its engine's URL), for keys of in-process caches
+    that must never mix two databases' rows."""
+    engine = session.get_bind().engine
+    name = _DATABASE_NAMES.get(engine)
+    if name is None:
+        name = _DATABASE_NAMES[engine] = str(engine.url)
+    return name
 
 
 def json_text(value: Any) -> str:

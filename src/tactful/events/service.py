@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
+from tactful.core.db import database_name
 from tactful.core.jobs.queue import enqueue_coalesced
 from tactful.core.runtime import Runtime
 from tactful.customers.service import TimelineItem
@@ -134,7 +135,7 @@ _CATALOGUED_FOR = 600.0  # seconds
 
 
 def _note_names(session: Session, workspace_id: int, names: set[str], now: datetime) -> None:
-    database = str(session.get_bind().engine.url)
+    database = database_name(session)
     fresh = time.monotonic() - _CATALOGUED_FOR
     unknown = sorted(
         n for n in names if _CATALOGUED.get((database, workspace_id, n), -math.inf) < fresh

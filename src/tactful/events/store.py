@@ -213,8 +213,8 @@ def note_catalog(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 # INSERT … ON CONFLICT DO NOTHING … RETURNING statements by (dialect, table, columns), built
-# once: on hot paths (every customer event notes its name in the catalog) building them per
-# call cost more than running them.
+# once: customer events note names new to this process in the catalog on hot paths, where
+# building the statement per call cost more than running it.
 _PREBUILT: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tactful.core import clock
+from tactful.core.db import database_name
 from tactful.core.errors import Conflict, NotFound, ValidationFailed
 from tactful.loyalty import store
 from tactful.loyalty.models import Program
@@ -41,16 +40,8 @@ class ProgramView:
     rules: ProgramRules
 
 
-# each engine's URL as text, rendered once (the views of different databases never mix)
-_DATABASES: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
-
-
 def _cache_key(session: Session, program_id: int, version: int, updated_at: datetime) -> Any:
-    engine = session.get_bind().engine
-    database = _DATABASES.get(engine)
-    if database is None:
-        database = _DATABASES[engine] = str(engine.url)
-    return (database, program_id, version, updated_at)
+    return (database_name(session), program_id, version, updated_at)
 
 
 def cached_view(
