@@ -212,51 +212,40 @@ def note_catalog(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         )
 
 
-# INSERT … ON CONFLICT DO NOTHING … RETURNING statements by (dialect, table, columns), built
-# once: customer events note names new to this process in the catalog on hot paths, where
-# building the statement per call cost more than running it.
+# INSERT … ON CONFLICT DO NOTHING statements by (dialect, table, columns), built once: customer
+# events are recorded, and their names noted in the catalog, on hot paths (a POS confirm,
+# every message sent), where building the statement per call cost more than running it.
 _PREBUILT: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
-def _insert_new(
+def _insert_ignore(
     session: Session,
     model: type[EventCatalog] | type[InboxEvent],
-    rows: Sequence[dict[str, Any]],
+    columns: tuple[str, ...],
     conflict: list[str],
-    returning: Any,
-) -> list[Any]:
-    """Insert rows of one shape, skipping conflicts (one statement, whatever the number of
-    rows); ``returning`` of the rows that were new."""
-    columns = tuple(rows[0])
+    returning: Any = None,
+) -> Any:
+    """The statement inserting rows of ``columns``, skipping conflicts (and returning
+    ``returning`` of the new rows, if given)."""
     key = (session.get_bind().dialect.name, model.__tablename__, columns)
     stmt = _PREBUILT.get(key)
     if stmt is None:
         values: dict[str, Any] = {name: bindparam(name) for name in columns}
-        stmt = insert_ignore(session, model, values, conflict=conflict).returning(returning)
+        stmt = insert_ignore(session, model, values, conflict=conflict)
+        if returning is not None:
+            stmt = stmt.returning(returning)
         _PREBUILT[key] = stmt
-    return list(session.connection().execute(stmt, list(rows)).scalars())
-
-
-# INSERT … ON CONFLICT DO NOTHING statements of inbox rows by (dialect, columns), built once
-_EVENT_INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
+    return stmt
 
 
 def insert_new_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Insert inbox rows of one shape; a repeated message id is skipped. How many were new.
 
-    Straight on the driver (``core.direct``): customer events are recorded on hot paths (a
-    POS confirm, every message sent), where SQLAlchemy's work per statement and per row cost
-    more than the insert. The row count is the rows inserted (a conflict counts none)."""
+    Straight on the driver (``core.direct``): SQLAlchemy's work per statement and per row
+    cost more than the insert. The row count is the rows inserted (a conflict counts none)."""
     if not rows:
         return 0
-    columns = tuple(rows[0])
-    key = (session.get_bind().dialect.name, columns)
-    stmt = _EVENT_INSERTS.get(key)
-    if stmt is None:
-        values: dict[str, Any] = {name: bindparam(name) for name in columns}
-        stmt = _EVENT_INSERTS[key] = insert_ignore(
-            session, InboxEvent, values, conflict=["workspace_id", "message_id"]
-        )
+    stmt = _insert_ignore(session, InboxEvent, tuple(rows[0]), ["workspace_id", "message_id"])
     return direct.execute(session, stmt, list(rows)).rowcount
 
 
@@ -266,7 +255,8 @@ def note_catalog_names(session: Session, rows: Sequence[dict[str, Any]]) -> set[
     if not rows:
         return set()
     conflict = ["workspace_id", "type", "name", "property"]
-    return set(_insert_new(session, EventCatalog, rows, conflict, EventCatalog.name))
+    stmt = _insert_ignore(session, EventCatalog, tuple(rows[0]), conflict, EventCatalog.name)
+    return set(session.connection().execute(stmt, list(rows)).scalars())
 
 
 def store_ids(session: Session, workspace_id: int) -> list[str]:
