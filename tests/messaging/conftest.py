@@ -20,6 +20,7 @@ from sqlalchemy import select
 from tests.conftest import Tenant
 from tests.policy.conftest import AT, MakeCustomer, make_customer
 
+from tactful.core import clock
 from tactful.core.jobs import queue
 from tactful.core.jobs.runner import Worker
 from tactful.core.runtime import Runtime
@@ -222,6 +223,18 @@ def request(brand: Brand, customer_id: int, **kw: Any) -> SendRequest:
     }
     base.update(kw)
     return SendRequest(**base)
+
+
+def send_transactional(runtime: Runtime, brand: Brand, customer_ids: list[int]) -> None:
+    """Queue a transactional e-mail to each customer, at ``AT``."""
+    with clock.frozen(AT), runtime.db.scope() as session:
+        service.send(
+            session,
+            [
+                request(brand, cid, message_class="transactional", topic=None)
+                for cid in customer_ids
+            ],
+        )
 
 
 def deliveries(runtime: Runtime) -> list[Delivery]:

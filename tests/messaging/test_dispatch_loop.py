@@ -17,6 +17,7 @@ from tests.messaging.conftest import (
     deliveries,
     request,
     run_jobs,
+    send_transactional,
 )
 
 from tactful.core import clock
@@ -92,11 +93,7 @@ def test_deliveries_are_queued_in_jobs_of_batch_size_and_never_twice(
     monkeypatch.setattr(delivery_jobs, "BATCH_SIZE", 3)
     sink, _port = smtp
     people = [make_customer() for _ in range(7)]
-    with clock.frozen(AT), runtime.db.scope() as session:
-        service.send(
-            session,
-            [request(brand, cid, message_class="transactional", topic=None) for cid in people],
-        )
+    send_transactional(runtime, brand, people)
     found = sorted(deliveries(runtime), key=lambda d: d.id)
     ids = [d.id for d in found]
     with runtime.db.scope(readonly=True) as session:

@@ -18,6 +18,7 @@ from tests.messaging.conftest import (
     deliveries,
     request,
     run_jobs,
+    send_transactional,
 )
 
 from tactful.core import clock
@@ -283,11 +284,7 @@ def test_a_job_of_several_groups_sends_each_message_once(
     monkeypatch.setattr(DISPATCH, "GROUP_PER_CONNECTION", 1)  # groups of MIN_GROUP = 16
     sink, _port = smtp
     people = [make_customer() for _ in range(40)]
-    with clock.frozen(AT), runtime.db.scope() as session:
-        service.send(
-            session,
-            [request(brand, cid, message_class="transactional", topic=None) for cid in people],
-        )
+    send_transactional(runtime, brand, people)
     with clock.frozen(AT):
         assert run_jobs(worker) >= 1
     with runtime.db.scope(readonly=True) as session:
