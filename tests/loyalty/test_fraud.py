@@ -3,19 +3,28 @@ adjustments only by admins, with a reason, in the audit log."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tactful.core import clock
 from tactful.core.auth import Principal
 from tactful.core.errors import Forbidden
 from tactful.core.runtime import Runtime
 from tactful.loyalty.schemas import FraudLimits
 from tactful.loyalty.service import fraud
 from tactful.tenancy.models import AuditEntry
-from tests.loyalty.conftest import Shop, confirm_body, ledger_state, receipt, set_rules
+from tests.loyalty.conftest import (
+    Shop,
+    confirm_body,
+    create_customer,
+    ledger_state,
+    receipt,
+    set_rules,
+)
 
 CARD = "2000111"
 
@@ -101,6 +110,49 @@ def test_redemption_bursts_are_flagged_once(
     )
     assert resolved.status_code == 200
     assert client.get("/v1/loyalty/fraud-flags", headers=shop.admin).json() == []
+
+
+def test_terminal_bursts_count_the_terminals_recent_redemptions_only(
+    client: TestClient, runtime: Runtime, shop: Shop, anna: int
+) -> None:
+    set_rules(
+        client,
+        shop,
+        redeem_requires_code=False,
+        limits=FraudLimits(burst_redemptions=10, terminal_burst_redemptions=3, burst_minutes=10),
+    )
+    with runtime.db.scope() as session:
+        boris = create_customer(session, card="2000222", first_name="Boris")
+    accounts = {}
+    for card, customer in ((CARD, anna), ("2000222", boris)):
+        accounts[card] = client.post(
+            f"/v1/loyalty/programs/{shop.program_id}/accounts",
+            headers=shop.admin,
+            json={"customer_id": customer},
+        ).json()["id"]
+        assert adjust(client, shop, accounts[card], 100, f"seed {card}").status_code == 201
+
+    def flags() -> list[tuple[str, int, dict[str, Any]]]:
+        found = client.get("/v1/loyalty/fraud-flags", headers=shop.admin).json()
+        return [(f["kind"], f["account_id"], f["details"]) for f in found]
+
+    # before the window: a redemption at T1
+    assert confirm(client, shop, "old", redeem=10, terminal="T1").status_code == 200
+    clock.advance(timedelta(minutes=11))
+    # within it: another terminal's redemption and T1's purchase without one do not count
+    assert confirm(client, shop, "t2", card="2000222", redeem=10, terminal="T2").status_code == 200
+    assert confirm(client, shop, "buy", terminal="T1").status_code == 200
+    assert confirm(client, shop, "r1", redeem=10, terminal="T1").status_code == 200
+    assert confirm(client, shop, "r2", card="2000222", redeem=10, terminal="T1").status_code == 200
+    assert flags() == []
+    assert confirm(client, shop, "r3", redeem=10, terminal="T1").status_code == 200
+    assert flags() == [
+        (
+            "redemption_burst_terminal",
+            accounts[CARD],
+            {"redemptions": 3, "threshold": 3, "minutes": 10},
+        )
+    ]
 
 
 def test_adjustments_need_an_admin_and_a_reason_and_are_audited(

@@ -1,4 +1,5 @@
-"""The loyalty store's lot queries use the partial indexes made for them.
+"""The loyalty store's lot queries use the partial indexes made for them, and a redeeming
+confirm's burst counts read only the window's transactions.
 
 A partial index (``WHERE remaining > 0``) serves a query only when the planner can see that
 the query's condition implies the index's. Written with a bound parameter (``remaining >
@@ -59,3 +60,20 @@ def test_lot_queries_use_the_partial_indexes(runtime: Runtime, query: str) -> No
     found = plan_of(runtime, "loyalty_lots", run)
     assert index in found, found
     assert not re.search(r"Seq Scan on loyalty_lots|SCAN loyalty_lots(?! USING)", found), found
+
+
+def test_redemption_bursts_read_only_the_window_by_index(runtime: Runtime) -> None:
+    """The burst counts read the transactions made since the window began, by the account's
+    and the terminal's indexes (a busy terminal's older transactions are never read), and
+    look up each one's lines by transaction."""
+    found = plan_of(
+        runtime, "loyalty_transactions", confirm_state((NOW - timedelta(minutes=10), 5, 50))
+    )
+    by_terminal = (
+        r"ix_loyalty_transactions_terminal \(program_id=\? AND terminal_id=\? AND created_at>\?\)"
+        if runtime.db.dialect == "sqlite"
+        else r"ix_loyalty_transactions_terminal on loyalty_transactions \S+ [^\n]*\n\s+"
+        r"Index Cond: [^\n]*\(program_id = [^\n]*terminal_id[^\n]*created_at > \$\d+"
+    )
+    assert re.search(by_terminal, found), found
+    assert set(re.findall(r"ix_loyalty_lines_\w+", found)) == {"ix_loyalty_lines_transaction"}

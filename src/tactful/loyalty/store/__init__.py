@@ -766,29 +766,36 @@ def transaction(session: Session, transaction_id: int) -> LedgerTransaction | No
 def _redemption_counts() -> tuple[Any, Any]:
     """Transactions that spent points since ``burst_since``: of the account ``account_id`` up
     to ``lim_ra``, and at the terminal ``terminal_id`` up to ``lim_rt`` (two labelled scalar
-    subqueries; bounded, so a busy terminal costs at most its threshold in index entries)."""
+    subqueries). Each reads the transactions' index by account or by terminal from
+    ``burst_since`` on (a posting's lines carry its time) and stops at its threshold, so a busy
+    terminal costs at most the transactions it made within the window."""
     t, line = LedgerTransaction, LedgerLine
+    spent = (
+        select(line.id)
+        .where(line.transaction_id == t.id, line.kind == LINE_REDEMPTION, line.points < 0)
+        .exists()
+    )
 
     def count(limit: str, *where: ColumnElement[bool]) -> Any:
-        spent = (
-            select(line.transaction_id)
-            .distinct()
-            .join(t, t.id == line.transaction_id)
+        found = (
+            select(t.id)
             .where(
-                line.program_id == bindparam("program_id"),
-                line.kind == LINE_REDEMPTION,
-                line.points < 0,
-                line.created_at > bindparam("burst_since", type_=line.created_at.type),
                 *where,
+                t.created_at > bindparam("burst_since", type_=t.created_at.type),
+                spent,
             )
             .limit(bindparam(limit, type_=BigInteger))
             .subquery()
         )
-        return select(func.count()).select_from(spent).scalar_subquery()
+        return select(func.count()).select_from(found).scalar_subquery()
 
     return (
-        count("lim_ra", line.account_id == bindparam("account_id")).label("ra"),
-        count("lim_rt", t.terminal_id == bindparam("terminal_id")).label("rt"),
+        count("lim_ra", t.account_id == bindparam("account_id")).label("ra"),
+        count(
+            "lim_rt",
+            t.program_id == bindparam("program_id"),
+            t.terminal_id == bindparam("terminal_id"),
+        ).label("rt"),
     )
 
 
