@@ -288,3 +288,29 @@ def test_fetch_int_table_aside_reads_what_the_session_sees(
         assert threads[1] == threading.current_thread().name
     else:  # PostgreSQL reads through COPY, in the session
         assert threads == []
+
+
+def test_upsert_assigns_expressions_over_the_stored_row(runtime: Runtime) -> None:
+    table = _probe_table(runtime)
+    rows = [
+        {"id": 1, "customer": 10, "status": "new", "step": 1},
+        {"id": 2, "customer": 20, "status": "new", "step": 1},
+    ]
+    for batch in ([rows[0]], rows, rows):
+        with runtime.db.scope() as session:
+            session.execute(
+                dialect.upsert(
+                    session,
+                    table,
+                    batch,
+                    conflict=["id"],
+                    update=["customer"],
+                    assign={"step": table.c.step + 1, "status": "seen"},
+                )
+            )
+    with runtime.db.scope(readonly=True) as session:
+        found = session.execute(
+            select(table.c.id, table.c.customer, table.c.status, table.c.step).order_by(table.c.id)
+        ).all()
+    # row 1: inserted, then bumped twice; row 2: inserted by the second batch, bumped by the third
+    assert [tuple(r) for r in found] == [(1, 10, "seen", 3), (2, 20, "seen", 2)]

@@ -66,9 +66,12 @@ def upsert(
     rows: Sequence[Mapping[str, Any]] | Mapping[str, Any],
     *,
     conflict: Sequence[str],
-    update: Sequence[str],
+    update: Sequence[str] = (),
+    assign: Mapping[str, Any] | None = None,
 ) -> Insert:
-    """``INSERT … ON CONFLICT (conflict) DO UPDATE SET update = excluded.update``."""
+    """``INSERT … ON CONFLICT (conflict) DO UPDATE SET update = excluded.update``, and each
+    column of ``assign`` to its expression (``{"count": Model.count + 1}``: the stored row's
+    value plus one)."""
     table = _table(model)
     stmt: postgresql.Insert | sqlite.Insert
     if session.get_bind().dialect.name == "postgresql":
@@ -77,7 +80,7 @@ def upsert(
         stmt = sqlite.insert(table).values(rows)
     return stmt.on_conflict_do_update(
         index_elements=list(conflict),
-        set_={name: stmt.excluded[name] for name in update},
+        set_={**{name: stmt.excluded[name] for name in update}, **(assign or {})},
     )
 
 

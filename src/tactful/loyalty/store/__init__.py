@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tactful.core import direct
-from tactful.core.dialect import insert_ignore, lock_rows
+from tactful.core.dialect import insert_ignore, lock_rows, upsert
 from tactful.customers.models import Customer, Identity
 from tactful.loyalty.models import (
     AVAILABLE,
@@ -699,57 +699,36 @@ def _prebuilt(session: Session, name: str, build: Any) -> Any:
 def bump_rate_counters(
     session: Session, *, program_id: int, windows: Sequence[tuple[str, datetime]]
 ) -> dict[str, int]:
-    """Add one to the counter of each ``(subject, window start)``; the counts after it. The
-    rows are locked in id order until the transaction ends (concurrent confirms of one store
-    queue on its row only from here to their commit)."""
+    """Add one to the counter of each ``(subject, window start)`` (created at one when
+    missing), in one statement; the counts after it. The rows stay locked until the
+    transaction ends, taken in subject order by every confirm, so two confirms sharing a
+    terminal and a store cannot each hold the row the other waits for."""
     counter = RateCounter
     n = len(windows)
     window_type = counter.window_start.type
 
-    def create() -> Any:
+    def build() -> Any:
         rows = [
             {
                 "program_id": bindparam("b_program_id"),
                 "subject": bindparam(f"s{i}"),
                 "window_start": bindparam(f"w{i}", type_=window_type),
-                "count": 0,
+                "count": 1,
             }
             for i in range(n)
         ]
-        conflict = ["program_id", "subject", "window_start"]
-        return insert_ignore(session, counter, rows, conflict=conflict)
-
-    def bump() -> Any:
-        matching = (
-            select(counter.id)
-            .where(
-                counter.program_id == bindparam("b_program_id"),
-                or_(
-                    *(
-                        and_(
-                            counter.subject == bindparam(f"s{i}"),
-                            counter.window_start == bindparam(f"w{i}", type_=window_type),
-                        )
-                        for i in range(n)
-                    )
-                ),
-            )
-            .order_by(counter.id)
-        )
-        return (
-            update(counter)
-            .where(counter.id.in_(lock_rows(session, matching).scalar_subquery()))
-            .values(count=counter.count + 1)
-            .returning(counter.subject, counter.count)
-            .execution_options(synchronize_session=False)
-        )
+        return upsert(
+            session,
+            counter,
+            rows,
+            conflict=["program_id", "subject", "window_start"],
+            assign={"count": counter.count + 1},
+        ).returning(counter.subject, counter.count)
 
     params: dict[str, Any] = {"b_program_id": program_id}
-    for i, (subject, start) in enumerate(windows):
+    for i, (subject, start) in enumerate(sorted(windows)):
         params[f"s{i}"], params[f"w{i}"] = subject, start
-    # the missing rows in one statement, then every row counted and locked in id order
-    direct.execute(session, _prebuilt(session, f"rate_counters.create.{n}", create), params)
-    stmt = _prebuilt(session, f"rate_counters.bump.{n}", bump)
+    stmt = _prebuilt(session, f"rate_counters.bump.{n}", build)
     return {str(subject): int(count) for subject, count in direct.execute(session, stmt, params)}
 
 
