@@ -23,7 +23,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, PendingRollbackError
+from sqlalchemy.orm import registry
 
 from tactful.core import direct
 from tactful.core.db import WriteInReadOnlyScope, json_text
@@ -62,6 +63,17 @@ BUMP = (
     .values(count=ITEMS.c.count + 1)
     .returning(ITEMS.c.id, ITEMS.c.count)
 )
+
+
+class Item:
+    """A row of ITEMS through the ORM (whose failed flush deactivates a transaction)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+registry().map_imperatively(Item, ITEMS)
+
 ROWS: list[dict[str, Any]] = [
     {
         "id": 1,
@@ -158,6 +170,31 @@ def test_a_bad_value_or_a_driver_error_stores_nothing(runtime: Runtime, items: T
     assert _stored(runtime) == before
     with runtime.db.scope() as session:  # the pool's connection is still good
         assert direct.execute(session, INSERT, ROWS[1]).rowcount == 1
+
+
+def test_each_transaction_of_a_session_runs_its_own_statements(
+    runtime: Runtime, items: Table
+) -> None:
+    """The connection looked up for one transaction is not reused by the next, nor after a
+    failure ended the transaction (nothing may run outside one, committed on its own)."""
+    session = runtime.db.session()
+    try:
+        direct.execute(session, INSERT, ROWS[0])
+        session.commit()
+        direct.execute(session, INSERT, ROWS[1])  # a new transaction: rolled back below
+        session.rollback()
+        assert [row[0] for row in _stored(runtime)] == [1]
+        direct.execute(session, INSERT, ROWS[1])
+        session.add(Item(**{**ROWS[1], "id": 3}))  # the name is taken: the flush fails,
+        with pytest.raises(IntegrityError):  # which deactivates the session's transaction
+            session.flush()
+        with pytest.raises(PendingRollbackError):
+            direct.execute(session, INSERT, {**ROWS[1], "id": 4, "name": "four"})
+        session.rollback()
+        assert direct.execute(session, READ).first() == _stored(runtime)[0]
+    finally:
+        session.close()
+    assert [row[0] for row in _stored(runtime)] == [1]
 
 
 def test_read_only_scopes_refuse_writes(runtime: Runtime, items: Table) -> None:
