@@ -4,7 +4,10 @@ changes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from psycopg.pq import TransactionStatus
 from sqlalchemy import select, text
 
 from tactful.core.db import WriteInReadOnlyScope
@@ -46,3 +49,33 @@ def test_a_writing_statement_in_a_read_only_scope_is_refused(
     assert _names(runtime) == before
     with runtime.db.scope(readonly=True) as session:  # reads go on as before
         assert session.scalar(text("SELECT count(*) FROM workspaces")) == len(before)
+
+
+def test_reads_take_no_transaction_on_postgresql_and_writes_still_do(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """On PostgreSQL a read-only scope's statements run outside a transaction (under READ
+    COMMITTED each takes its own snapshot anyway); SQLite's read transaction keeps one
+    snapshot for the scope. The connection goes back to the pool transactional: the next
+    read-write scope on it is one transaction, whose failure stores nothing."""
+    postgres = runtime.db.dialect == "postgresql"
+    with runtime.db.scope(readonly=True) as session:
+        assert session.scalar(select(Workspace.name).limit(1)) is not None
+        raw: Any = session.connection().connection.driver_connection
+        if postgres:
+            assert raw.autocommit
+            assert raw.info.transaction_status == TransactionStatus.IDLE
+        else:
+            assert raw.in_transaction
+    before = _names(runtime)
+    for _ in range(3):  # whichever pooled connection comes next
+        with pytest.raises(RuntimeError), runtime.db.scope() as session:
+            session.execute(text("UPDATE workspaces SET name = 'changed'"))
+            raw = session.connection().connection.driver_connection
+            if postgres:
+                assert not raw.autocommit
+                assert raw.info.transaction_status == TransactionStatus.INTRANS
+            else:
+                assert raw.in_transaction
+            raise RuntimeError("the request failed")
+        assert _names(runtime) == before

@@ -412,10 +412,13 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._factory = sessionmaker(engine, expire_on_commit=False, autoflush=True)
-        self._readonly_factory = sessionmaker(
-            engine.execution_options(**{_READONLY: True}),
-            expire_on_commit=False,
-        )
+        reader = engine.execution_options(**{_READONLY: True})
+        if engine.dialect.name == "postgresql":
+            # Under READ COMMITTED every statement takes its own snapshot anyway, so a read
+            # transaction bought nothing but its BEGIN and ROLLBACK round trips. (SQLite's
+            # read transactions do keep one snapshot: they stay.)
+            reader = reader.execution_options(isolation_level="AUTOCOMMIT")
+        self._readonly_factory = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
