@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
-from tactful.core import clock
+from tactful.core import clock, db
 from tactful.core.runtime import Runtime
 from tactful.loyalty.service.codes import make_code
 from tests.loyalty.conftest import (
@@ -168,6 +170,34 @@ def test_identify_by_card_phone_and_code(
         json={"customer": {"kind": "card", "value": CARD}, "store_id": "S1", "terminal_id": "T1"},
     )
     assert no_key.status_code == 401
+
+
+def test_a_quote_does_not_wait_for_a_writer(
+    client: TestClient,
+    runtime: Runtime,
+    shop: Shop,
+    anna: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calculate writes nothing and runs in a read-only scope: on SQLite it reads beside a
+    transaction holding the write lock instead of queueing for the lock (a read-write scope
+    would wait out the busy timeout, shortened here, and fail); PostgreSQL's reads never
+    wait for writers."""
+    monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 2)
+    open_with_points(client, shop, anna, 500)
+    body = {
+        "customer": {"kind": "card", "value": CARD},
+        "lines": receipt(100_000),
+        "store_id": "S1",
+        "terminal_id": "T1",
+    }
+    alone = client.post("/v1/loyalty/pos/calculate", headers=shop.pos, json=body)
+    assert alone.status_code == 200, alone.text
+    with runtime.db.scope() as writer:  # a confirm elsewhere, mid-transaction
+        writer.execute(text("UPDATE loyalty_accounts SET updated_at = updated_at"))
+        beside = client.post("/v1/loyalty/pos/calculate", headers=shop.pos, json=body)
+    assert beside.status_code == 200, beside.text
+    assert beside.json() == alone.json()
 
 
 def test_redemption_with_the_app_code(

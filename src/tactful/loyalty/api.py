@@ -8,7 +8,14 @@ from typing import Annotated
 
 from fastapi import Query, Request, Response
 
-from tactful.core.api import RuntimeDep, SessionDep, api_router, problem_response, require_scope
+from tactful.core.api import (
+    RuntimeDep,
+    SessionDep,
+    api_router,
+    problem_response,
+    reads_only,
+    require_scope,
+)
 from tactful.core.auth import Principal
 from tactful.core.errors import TactfulError
 from tactful.loyalty.schemas import (
@@ -101,6 +108,7 @@ def identify(
     description="Writes nothing. Refuses (like confirm would) a redemption above the cap or "
     "the balance, without a valid redemption code, or on a blocked account.",
 )
+@reads_only
 def calculate(
     body: CalculateIn, session: SessionDep, principal: Pos, runtime: RuntimeDep
 ) -> CalculateOut:
