@@ -119,6 +119,34 @@ def test_undoing_a_merge_moves_the_points_back_by_ledger_entries(
     assert accounts_by_customer(runtime)[merged][0] == brought - 10 + 10
 
 
+def test_the_merged_accounts_spend_counts_towards_the_survivors_tier(
+    client: TestClient, runtime: Runtime, shop: Shop, anna: int
+) -> None:
+    """Identify and calculate show the tier's rolling spend of the survivor's account and of
+    the account merged into it, as confirm counts it."""
+    set_rules(client, shop, redeem_requires_code=False, return_period_days=0)
+    with runtime.db.scope() as session:
+        create_customer(session, card=CARDS["boris"], first_name="Boris")
+    buy(client, shop, "a1", CARDS["anna"], 100_000)
+    buy(client, shop, "b1", CARDS["boris"], 200_000)
+    merge_cards(runtime)
+    for card in CARDS.values():  # either card reaches the survivor
+        customer = {"kind": "card", "value": card}
+        where = {"store_id": "S1", "terminal_id": "T1"}
+        found = client.post(
+            "/v1/loyalty/pos/identify", headers=shop.pos, json={"customer": customer, **where}
+        )
+        quote = client.post(
+            "/v1/loyalty/pos/calculate",
+            headers=shop.pos,
+            json={"customer": customer, "lines": receipt(10_000), **where},
+        )
+        for answer in (found, quote):
+            assert answer.status_code == 200, answer.text
+            tier = answer.json()["tier"]
+            assert (tier["rolling_spend"], tier["spend_to_next_tier"]) == (300_000, 2_700_000)
+
+
 def test_customers_separated_can_be_merged_again(
     client: TestClient, runtime: Runtime, shop: Shop, anna: int
 ) -> None:

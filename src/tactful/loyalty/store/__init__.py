@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tactful.core import direct
 from tactful.core.dialect import insert_ignore, lock_rows, upsert
@@ -299,7 +299,10 @@ def _rolling_spend(account_id: Any) -> Any:
         .where(t.account_id == account_id, t.created_at > since)
         .scalar_subquery()
     )
-    merged_accounts = select(Account.id).where(Account.merged_into_id == account_id)
+    # an alias: given the outer query's account column, a select over loyalty_accounts itself
+    # would compare that table's own columns (merged_into_id = id) and find nothing
+    merged_from = aliased(Account)
+    merged_accounts = select(merged_from.id).where(merged_from.merged_into_id == account_id)
     merged = (
         select(func.coalesce(func.sum(t.spend), 0))
         .where(t.account_id.in_(merged_accounts), t.created_at > since)
