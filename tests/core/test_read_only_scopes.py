@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 
-from tactful.core.db import WriteInReadOnlyScope
+from tactful.core.db import Database, WriteInReadOnlyScope, create_db_engine
 from tactful.core.runtime import Runtime
 from tactful.tenancy.models import Workspace
 from tests.conftest import Tenant
@@ -79,3 +79,30 @@ def test_reads_take_no_transaction_on_postgresql_and_writes_still_do(
                 assert raw.in_transaction
             raise RuntimeError("the request failed")
         assert _names(runtime) == before
+
+
+def test_a_read_only_scope_keeps_the_connections_prepared_statements(runtime: Runtime) -> None:
+    """psycopg forgets every prepared statement of a connection when it rolls back (and
+    deallocates them on the server), so the read-only scopes that used to end by rolling back
+    their read transaction cost the next requests on that connection a fresh parse and plan
+    of each statement. On PostgreSQL they no longer open one."""
+    if runtime.db.dialect != "postgresql":
+        pytest.skip("SQLite prepares statements in the driver's own cache")
+    engine = create_db_engine(
+        runtime.db.engine.url.render_as_string(hide_password=False), pool_size=1
+    )
+    database = Database(engine)
+    query = select(Workspace.id).where(Workspace.id > bindparam("after")).limit(1)
+    prepared = text("SELECT count(*) FROM pg_prepared_statements")
+    try:
+        for _ in range(6):  # psycopg prepares a statement on its fifth execution
+            with database.scope() as session:
+                session.execute(query, {"after": 0}).all()
+        with database.scope() as session:  # the pool's one connection
+            assert session.scalar(prepared) == 1
+        with database.scope(readonly=True) as session:
+            session.execute(query, {"after": 0}).all()
+        with database.scope() as session:
+            assert session.scalar(prepared) == 1
+    finally:
+        engine.dispose()
