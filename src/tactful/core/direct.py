@@ -128,8 +128,8 @@ class _Bound:
 
 def _bound(session: Session) -> _Bound:
     """The session's connection, driver connection and cursor, looked up once per
-    transaction (``Session.connection()`` costs about 10 µs a call, which a POS confirm's
-    nine statements noticed) and kept in the session's info while that transaction is the
+    transaction (``Session.connection()`` costs about 10 µs a call, which the statements of
+    a POS confirm noticed) and kept in the session's info while that transaction is the
     session's and still active; a new transaction, or one rolled back by a failure, looks
     them up again."""
     transaction = session.get_transaction()
