@@ -59,6 +59,17 @@ def buy(
     return int(r.json()["accrued_points"])
 
 
+def buy_then_merge(client: TestClient, runtime: Runtime, shop: Shop) -> None:
+    """Anna buys for 100,000 and Boris for 200,000 with cards of their own (points available
+    at once, spending without a code), then the two cards are found to be one customer's."""
+    set_rules(client, shop, redeem_requires_code=False, return_period_days=0)
+    with runtime.db.scope() as session:
+        create_customer(session, card=CARDS["boris"], first_name="Boris")
+    buy(client, shop, "a1", CARDS["anna"], 100_000)
+    buy(client, shop, "b1", CARDS["boris"], 200_000)
+    merge_cards(runtime)
+
+
 def accounts_by_customer(runtime: Runtime) -> dict[int, tuple[int, int, str, int | None]]:
     with runtime.db.scope(readonly=True) as session:
         return {
@@ -124,12 +135,7 @@ def test_the_merged_accounts_spend_counts_towards_the_survivors_tier(
 ) -> None:
     """Identify and calculate show the tier's rolling spend of the survivor's account and of
     the account merged into it, as confirm counts it."""
-    set_rules(client, shop, redeem_requires_code=False, return_period_days=0)
-    with runtime.db.scope() as session:
-        create_customer(session, card=CARDS["boris"], first_name="Boris")
-    buy(client, shop, "a1", CARDS["anna"], 100_000)
-    buy(client, shop, "b1", CARDS["boris"], 200_000)
-    merge_cards(runtime)
+    buy_then_merge(client, runtime, shop)
     for card in CARDS.values():  # either card reaches the survivor
         customer = {"kind": "card", "value": card}
         where = {"store_id": "S1", "terminal_id": "T1"}
@@ -150,12 +156,7 @@ def test_the_merged_accounts_spend_counts_towards_the_survivors_tier(
 def test_customers_separated_can_be_merged_again(
     client: TestClient, runtime: Runtime, shop: Shop, anna: int
 ) -> None:
-    set_rules(client, shop, redeem_requires_code=False, return_period_days=0)
-    with runtime.db.scope() as session:
-        create_customer(session, card=CARDS["boris"], first_name="Boris")
-    buy(client, shop, "a1", CARDS["anna"], 100_000)
-    buy(client, shop, "b1", CARDS["boris"], 200_000)
-    merge_cards(runtime)
+    buy_then_merge(client, runtime, shop)
     with runtime.db.scope() as session:
         merge = session.scalars(select(CustomerMerge)).one()
         survivor, merged = merge.survivor_id, merge.merged_id
