@@ -4,6 +4,8 @@ changes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -51,6 +53,18 @@ def test_a_writing_statement_in_a_read_only_scope_is_refused(
         assert session.scalar(text("SELECT count(*) FROM workspaces")) == len(before)
 
 
+@contextmanager
+def _one_connection(runtime: Runtime) -> Iterator[Database]:
+    """The runtime's database behind a pool of one connection: every scope gets the same."""
+    engine = create_db_engine(
+        runtime.db.engine.url.render_as_string(hide_password=False), pool_size=1
+    )
+    try:
+        yield Database(engine)
+    finally:
+        engine.dispose()
+
+
 def test_reads_take_no_transaction_on_postgresql_and_writes_still_do(
     runtime: Runtime, tenant: Tenant
 ) -> None:
@@ -59,26 +73,26 @@ def test_reads_take_no_transaction_on_postgresql_and_writes_still_do(
     snapshot for the scope. The connection goes back to the pool transactional: the next
     read-write scope on it is one transaction, whose failure stores nothing."""
     postgres = runtime.db.dialect == "postgresql"
-    with runtime.db.scope(readonly=True) as session:
-        assert session.scalar(select(Workspace.name).limit(1)) is not None
-        raw: Any = session.connection().connection.driver_connection
-        if postgres:
-            assert raw.autocommit
-            assert raw.info.transaction_status == TransactionStatus.IDLE
-        else:
-            assert raw.in_transaction
     before = _names(runtime)
-    for _ in range(3):  # whichever pooled connection comes next
-        with pytest.raises(RuntimeError), runtime.db.scope() as session:
+    with _one_connection(runtime) as database:
+        with database.scope(readonly=True) as session:
+            assert session.scalar(select(Workspace.name).limit(1)) is not None
+            raw: Any = session.connection().connection.driver_connection
+            if postgres:
+                assert raw.autocommit
+                assert raw.info.transaction_status == TransactionStatus.IDLE
+            else:
+                assert raw.in_transaction
+        with pytest.raises(RuntimeError), database.scope() as session:
             session.execute(text("UPDATE workspaces SET name = 'changed'"))
-            raw = session.connection().connection.driver_connection
+            assert session.connection().connection.driver_connection is raw
             if postgres:
                 assert not raw.autocommit
                 assert raw.info.transaction_status == TransactionStatus.INTRANS
             else:
                 assert raw.in_transaction
             raise RuntimeError("the request failed")
-        assert _names(runtime) == before
+    assert _names(runtime) == before
 
 
 def test_a_read_only_scope_keeps_the_connections_prepared_statements(runtime: Runtime) -> None:
@@ -88,21 +102,15 @@ def test_a_read_only_scope_keeps_the_connections_prepared_statements(runtime: Ru
     of each statement. On PostgreSQL they no longer open one."""
     if runtime.db.dialect != "postgresql":
         pytest.skip("SQLite prepares statements in the driver's own cache")
-    engine = create_db_engine(
-        runtime.db.engine.url.render_as_string(hide_password=False), pool_size=1
-    )
-    database = Database(engine)
     query = select(Workspace.id).where(Workspace.id > bindparam("after")).limit(1)
     prepared = text("SELECT count(*) FROM pg_prepared_statements")
-    try:
+    with _one_connection(runtime) as database:
         for _ in range(6):  # psycopg prepares a statement on its fifth execution
             with database.scope() as session:
                 session.execute(query, {"after": 0}).all()
-        with database.scope() as session:  # the pool's one connection
+        with database.scope() as session:
             assert session.scalar(prepared) == 1
         with database.scope(readonly=True) as session:
             session.execute(query, {"after": 0}).all()
         with database.scope() as session:
             assert session.scalar(prepared) == 1
-    finally:
-        engine.dispose()
