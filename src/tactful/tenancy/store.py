@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from tactful.core import direct
 from tactful.tenancy.models import ApiKey, AuditEntry, Brand, Workspace
 
 
@@ -31,8 +33,34 @@ def brands(session: Session, workspace_id: int) -> Sequence[Brand]:
     ).all()
 
 
-def api_key_by_prefix(session: Session, prefix: str) -> ApiKey | None:
-    return session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+@dataclass(frozen=True)
+class KeyRow:
+    """What authenticating a key reads of it."""
+
+    id: int
+    workspace_id: int
+    brand_id: int | None
+    key_hash: str
+    scopes: list[str]
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+_KEY_BY_PREFIX = select(
+    ApiKey.id,
+    ApiKey.workspace_id,
+    ApiKey.brand_id,
+    ApiKey.key_hash,
+    ApiKey.scopes,
+    ApiKey.last_used_at,
+    ApiKey.revoked_at,
+).where(ApiKey.prefix == bindparam("prefix"))
+
+
+def api_key_by_prefix(session: Session, prefix: str) -> KeyRow | None:
+    """The key with this prefix (every API request reads one: straight on the driver)."""
+    row = direct.execute(session, _KEY_BY_PREFIX, {"prefix": prefix}).first()
+    return KeyRow(*row) if row is not None else None
 
 
 def record_api_key_use(session: Session, key_id: int, at: datetime) -> None:
