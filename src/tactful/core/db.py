@@ -329,10 +329,14 @@ def _install_liveness_check(engine: Engine, ping_after_idle: float) -> None:
 _DATABASE_NAMES: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
-def database_name(session: Session) -> str:
-    """The session's database as text (its engine's URL), for keys of in-process caches
-    that must never mix two databases' rows."""
-    engine = session.get_bind().engine
+def database_name(session_or_engine: Session | Engine) -> str:
+    """The database as text (its engine's URL), for keys of in-process caches that must
+    never mix two databases' rows."""
+    engine = (
+        session_or_engine.get_bind().engine
+        if isinstance(session_or_engine, Session)
+        else session_or_engine
+    )
     name = _DATABASE_NAMES.get(engine)
     if name is None:
         name = _DATABASE_NAMES[engine] = str(engine.url)

@@ -4,10 +4,9 @@ A small Core select executed through SQLAlchemy costs about 110 µs of CPU on Po
 (compiled-cache lookup, parameter construction, execution context, result metadata); this
 path costs about 60. For the statements a POS operation runs hundreds of times a second
 (and the customer events every message sent records), :func:`execute` compiles a statement
-once per dialect, then for each call applies
-the parameters' bind processors, runs the SQL on the session's own driver connection (the
-same transaction), and applies the result columns' processors: the values are the ones
-SQLAlchemy would give.
+once per dialect, then for each call applies the parameters' bind processors, runs the SQL
+on the session's own driver connection (the same transaction), and applies the result
+columns' processors: the values are the ones SQLAlchemy would give.
 
 What stays as with SQLAlchemy: the ``before_cursor_execute`` listeners run (the read-only
 scopes' guard refuses writes; tests catching statements see them), and driver errors are

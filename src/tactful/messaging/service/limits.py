@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from tactful.core.db import database_name
 from tactful.core.runtime import Runtime
 from tactful.messaging import store
 from tactful.messaging.channels.base import Limiter, RateLimiter
@@ -80,7 +81,7 @@ def limiter_for(runtime: Runtime, provider_id: int, per_second: float | None) ->
     """The limiter of a provider (None: unlimited); one per provider in a process."""
     if not per_second:
         return None
-    key = (provider_id, per_second, str(runtime.db.engine.url))
+    key = (provider_id, per_second, database_name(runtime.db.engine))
     with _LIMITERS_LOCK:
         found = _LIMITERS.get(key)
         if found is None:
