@@ -103,9 +103,11 @@ def test_a_read_only_scope_keeps_the_connections_prepared_statements(runtime: Ru
     if runtime.db.dialect != "postgresql":
         pytest.skip("SQLite prepares statements in the driver's own cache")
     query = select(Workspace.id).where(Workspace.id > bindparam("after")).limit(1)
-    prepared = text("SELECT count(*) FROM pg_prepared_statements")
+    prepared = text(  # its own text does not match: it is prepared too
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT workspaces.id%'"
+    )
     with _one_connection(runtime) as database:
-        for _ in range(6):  # psycopg prepares a statement on its fifth execution
+        for _ in range(2):  # a pooled connection prepares a statement on its second run
             with database.scope() as session:
                 session.execute(query, {"after": 0}).all()
         with database.scope() as session:

@@ -294,6 +294,13 @@ def _install_write_gate(engine: Engine) -> _WriteGate:
     return gate
 
 
+# A statement is prepared on a connection once it ran this many times there (psycopg's
+# default is 5). PostgreSQL plans each unprepared run from scratch, then each of a prepared
+# statement's first five runs (custom plans) before it settles on one plan. A new connection,
+# and one that rolled back (psycopg then deallocates all its prepared statements), pays that
+# again for every statement it runs. A statement run only once is still sent unprepared.
+PREPARE_AFTER = 1
+
 # A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 10.0
 
@@ -320,7 +327,9 @@ def _install_liveness_check(engine: Engine, ping_after_idle: float) -> None:
         try:
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            dbapi_connection.rollback()
+            # a commit, not a rollback: it wrote nothing, and psycopg forgets every prepared
+            # statement of a connection that rolls back
+            dbapi_connection.commit()
         except Exception as exc:  # any failure: the pool discards it and connects afresh
             raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
 
@@ -377,7 +386,7 @@ def create_db_engine(
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        connect_args={"connect_timeout": 10},
+        connect_args={"connect_timeout": 10, "prepare_threshold": PREPARE_AFTER},
         json_serializer=json_text,
     )
     _install_liveness_check(engine, ping_after_idle)

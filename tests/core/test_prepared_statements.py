@@ -1,0 +1,69 @@
+"""PostgreSQL plans a statement afresh each time it runs unprepared, and for each of a prepared
+statement's first five runs. Pooled connections prepare a statement on its second run, and
+nothing the pool does on its own makes a connection forget what it prepared."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import bindparam, select, text
+
+from tactful.core.db import Database, create_db_engine
+from tactful.tenancy.models import Workspace
+from tactful.testing.postgres import TempPostgres
+
+pytestmark = pytest.mark.postgres
+
+_QUERY = select(Workspace.id).where(Workspace.id > bindparam("after")).limit(1)
+# the count's own text does not match: it may be prepared too
+_PREPARED = text(
+    "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT workspaces.id%'"
+)
+
+
+@pytest.fixture
+def pg_url(pg_server: TempPostgres) -> Iterator[str]:
+    name = f"prepared_{time.monotonic_ns()}"
+    url = pg_server.create_database(name)
+    with create_db_engine(url).begin() as conn:
+        conn.execute(text("CREATE TABLE workspaces (id bigint PRIMARY KEY)"))
+    yield url
+    pg_server.drop_database(name)
+
+
+def _run_query(db: Database) -> None:
+    with db.scope() as session:
+        assert session.execute(_QUERY, {"after": 0}).all() == []
+
+
+def _prepared(db: Database) -> int:
+    with db.scope() as session:
+        return int(session.execute(_PREPARED).scalar_one())
+
+
+def test_a_statement_is_prepared_on_its_second_run(pg_url: str) -> None:
+    db = Database(create_db_engine(pg_url, pool_size=1))  # every scope gets one connection
+    _run_query(db)
+    assert _prepared(db) == 0
+    _run_query(db)
+    assert _prepared(db) == 1
+    db.dispose()
+
+
+def test_a_connection_pinged_after_sitting_idle_keeps_its_prepared_statements(
+    pg_url: str,
+) -> None:
+    """The ping ends its transaction with a commit: psycopg deallocates every prepared
+    statement of a connection that rolls back."""
+    db = Database(create_db_engine(pg_url, pool_size=1, ping_after_idle=0.05))
+    _run_query(db)
+    _run_query(db)
+    with db.scope() as session:
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    time.sleep(0.1)  # past the idle threshold: the next checkout pings
+    with db.scope() as session:
+        assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+        assert session.execute(_PREPARED).scalar_one() == 1
+    db.dispose()
