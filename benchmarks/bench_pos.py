@@ -7,7 +7,10 @@ thread with its own connection) each run a stream of operations; an operation is
 ``calculate`` (read-only: its statements run outside a transaction, as the calculate route's
 read-only scope runs them on PostgreSQL) then a ``confirm`` transaction for a 3-line receipt,
 and every fourth one also spends 10 points with a fresh redemption code from the customer's
-app.
+app. The clock starts once every terminal has run its 20 warm-up operations: by then each
+pooled connection has run each statement often enough for PostgreSQL to have settled on its
+plan, as on a server that has been up a while (a new connection plans a statement afresh on
+each of its first runs).
 
 Redemption codes are single use: a device's code is refused once any code of the same or an
 earlier 30-second step was spent, so one device can pay at most once per step. A benchmark
@@ -76,7 +79,10 @@ TARGET_RATE = 500.0  # operations/s: the target throughput, and the pace latency
 SIZES = {"small": (3_000, 1_500), "full": (12_000, 10_000)}  # customers, operations
 PROCESSES = 2
 THREADS = 25
-WARMUP = 3  # operations per terminal before the clock starts
+# operations per terminal before the clock starts: enough that every pooled connection has run
+# each statement of an operation until PostgreSQL settled on its plan (about the seventh run),
+# as on a server that has been up a while; the first runs on a new connection plan afresh
+WARMUP = 20
 STALL = 120  # seconds: waiting longer than this for anything is an error, not a hang
 
 
@@ -739,22 +745,19 @@ def _generate(
     warmup_errors: list[str] = []
     terminals = len(streams)
 
-    async def terminal(
-        index: int, name: str, warmup: list[Op], ops: list[Op], start: float
-    ) -> None:
+    warmed = 0  # terminals done with their warm-up
+    started = asyncio.Event()  # set, with ``start``, when the last one is
+    start = 0.0
+
+    async def terminal(index: int, name: str, warmup: list[Op], ops: list[Op]) -> None:
+        nonlocal warmed, start
         connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        first = start + (interval or 0) * index / terminals
-        for n, op in enumerate([*warmup, *ops]):
-            measured = n >= len(warmup)
-            due = (
-                first + (n - len(warmup)) * interval if interval and measured else time.monotonic()
-            )
-            pause = due - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
+
+        async def operate(op: Op) -> str | None:
+            """One calculate + confirm; what failed, if anything."""
+            nonlocal connection
             body = _body(setup, op, index, name)
             confirm = {**body, "pos_transaction_id": op.pos_id, "receipt_id": op.pos_id}
-            failed = None
             try:
                 if connection is None:
                     connection = await asyncio.wait_for(
@@ -768,23 +771,38 @@ def _generate(
                         _exchange(*connection, _request(path, setup.pos_key, payload)), STALL
                     )
                     if status != 200:
-                        failed = f"{path} {status}: {answer[:200].decode(errors='replace')}"
-                        break
+                        return f"{path} {status}: {answer[:200].decode(errors='replace')}"
             except (OSError, EOFError, TimeoutError, ValueError, IndexError) as exc:
-                failed = f"{type(exc).__name__}: {exc}"
                 if connection is not None:
                     connection[1].close()
                 connection = None
-            if failed:
-                (errors if measured else warmup_errors).append(failed)
-            elif measured:
+                return f"{type(exc).__name__}: {exc}"
+            return None
+
+        for op in warmup:
+            if failed := await operate(op):
+                warmup_errors.append(failed)
+        # the clock starts once every terminal is warmed up
+        warmed += 1
+        if warmed == terminals:
+            start = time.monotonic() + 0.2
+            started.set()
+        await asyncio.wait_for(started.wait(), STALL)
+        first = start + (interval or 0) * index / terminals
+        for n, op in enumerate(ops):
+            due = first + n * interval if interval else time.monotonic()
+            pause = due - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            if failed := await operate(op):
+                errors.append(failed)
+            else:
                 latencies.append(time.monotonic() - due)
         if connection is not None:
             connection[1].close()
 
     async def main() -> tuple[float, float]:
-        start = time.monotonic() + 0.5 + WARMUP * 0.2
-        await asyncio.gather(*(terminal(i, *stream, start) for i, stream in enumerate(streams)))
+        await asyncio.gather(*(terminal(i, *stream) for i, stream in enumerate(streams)))
         return start, time.monotonic()
 
     start, finished = asyncio.run(main())
