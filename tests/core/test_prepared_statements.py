@@ -1,6 +1,7 @@
 """PostgreSQL plans a statement afresh each time it runs unprepared, and for each of a prepared
 statement's first five runs. Pooled connections prepare a statement on its second run, and
-nothing the pool does on its own makes a connection forget what it prepared."""
+keep what they prepared through an idle ping and through rollbacks, which still store
+nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import bindparam, select, text
+from sqlalchemy.exc import IntegrityError
 
 from tactful.core.db import Database, create_db_engine
 from tactful.tenancy.models import Workspace
@@ -66,4 +68,50 @@ def test_a_connection_pinged_after_sitting_idle_keeps_its_prepared_statements(
     with db.scope() as session:
         assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
         assert session.execute(_PREPARED).scalar_one() == 1
+    db.dispose()
+
+
+def _prepared_twice(pg_url: str) -> Database:
+    """A database behind a pool of one connection, which has prepared ``_QUERY``."""
+    db = Database(create_db_engine(pg_url, pool_size=1))
+    _run_query(db)
+    _run_query(db)
+    assert _prepared(db) == 1
+    return db
+
+
+def test_a_failed_scope_rolls_back_and_keeps_the_prepared_statements(pg_url: str) -> None:
+    db = _prepared_twice(pg_url)
+    with pytest.raises(RuntimeError), db.scope() as session:
+        session.execute(text("INSERT INTO workspaces (id) VALUES (7)"))
+        assert session.execute(_QUERY, {"after": 0}).all() == [(7,)]
+        raise RuntimeError("the request was refused")
+    _run_query(db)  # the row is gone
+    assert _prepared(db) == 1
+    db.dispose()
+
+
+def test_a_transaction_whose_statement_failed_rolls_back_and_the_connection_goes_on(
+    pg_url: str,
+) -> None:
+    db = _prepared_twice(pg_url)
+    with pytest.raises(IntegrityError), db.scope() as session:
+        session.execute(text("INSERT INTO workspaces (id) VALUES (1)"))
+        session.execute(text("INSERT INTO workspaces (id) VALUES (1)"))
+    _run_query(db)
+    assert _prepared(db) == 1
+    db.dispose()
+
+
+def test_a_connection_given_back_in_a_transaction_is_rolled_back(pg_url: str) -> None:
+    db = _prepared_twice(pg_url)
+    raw = db.engine.raw_connection()  # the pool's own rollback, when it takes it back
+    with raw.cursor() as cursor:
+        cursor.execute("INSERT INTO workspaces (id) VALUES (7)")
+    raw.close()
+    session = db.session()  # a session closed without committing
+    session.execute(text("INSERT INTO workspaces (id) VALUES (8)"))
+    session.close()
+    _run_query(db)
+    assert _prepared(db) == 1
     db.dispose()
