@@ -23,6 +23,20 @@ def _names(runtime: Runtime) -> list[str]:
         return list(session.scalars(select(Workspace.name).order_by(Workspace.id)))
 
 
+def test_a_read_with_a_common_table_expression_is_not_taken_for_a_write(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    before = _names(runtime)
+    with runtime.db.scope(readonly=True) as session:
+        found = session.execute(
+            text(
+                "WITH t AS (SELECT id, name AS updated_name FROM workspaces "
+                "WHERE name <> 'DELETE FROM' ORDER BY id) SELECT updated_name FROM t"
+            )
+        ).scalars()
+        assert list(found) == before
+
+
 def test_a_flush_in_a_read_only_scope_is_refused(runtime: Runtime, tenant: Tenant) -> None:
     before = _names(runtime)
     refused = pytest.raises(WriteInReadOnlyScope, match="must not write: UPDATE workspaces")
@@ -40,6 +54,11 @@ def test_a_flush_in_a_read_only_scope_is_refused(runtime: Runtime, tenant: Tenan
         "INSERT INTO workspaces (slug, name) VALUES ('x', 'x')",
         "  delete from workspaces",
         "UPDATE workspaces SET name = 'changed'",
+        "WITH t AS (INSERT INTO workspaces (slug, name) VALUES ('x', 'x') RETURNING id) "
+        "SELECT id FROM t",
+        "with gone as (\n  delete from workspaces returning id\n) select count(*) from gone",
+        "WITH t AS (SELECT id FROM workspaces) UPDATE workspaces SET name = 'changed' "
+        "WHERE id IN (SELECT id FROM t)",
     ],
 )
 def test_a_writing_statement_in_a_read_only_scope_is_refused(

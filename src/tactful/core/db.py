@@ -2,12 +2,13 @@
 
 SQLite runs in WAL mode and every read-write transaction starts with ``BEGIN IMMEDIATE``, so
 two writers never deadlock on a lock upgrade; read-only scopes start a plain deferred
-transaction. A read-only scope never commits, so a write in it is a bug: the write is lost,
-and on SQLite upgrading the read transaction fails ("database is locked") once another writer
-has committed. Such a write is refused at once, on every database. Within one process,
-read-write transactions queue on a lock taken with SQLite's write lock, so a waiting writer
-starts the moment the previous one ends, and API requests go before the job runner's
-routine transactions for a bounded time. PostgreSQL is reached through psycopg 3.
+transaction. A write in a read-only scope is a bug: on SQLite it is lost (the scope never
+commits), and upgrading the read transaction fails ("database is locked") once another writer
+has committed; on PostgreSQL, where a read-only scope's statements run outside a transaction,
+it would be committed at once. Such a write is refused before it runs, on every database.
+Within one process, read-write transactions queue on a lock taken with SQLite's write lock,
+so a waiting writer starts the moment the previous one ends, and API requests go before the
+job runner's routine transactions for a bounded time. PostgreSQL is reached through psycopg 3.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -89,10 +91,17 @@ def normalise_database_url(raw: str) -> URL:
 
 
 class WriteInReadOnlyScope(RuntimeError):
-    """A statement that writes, run in a read-only scope (a bug: it would be lost)."""
+    """A statement that writes, run in a read-only scope (a bug: on SQLite the write would be
+    lost; on PostgreSQL, where a read-only scope runs outside a transaction, it would be
+    committed at once, whatever became of the request)."""
 
 
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE")
+# a write inside a WITH statement (PostgreSQL's data-modifying CTEs), string literals left out
+_CTE_WRITE = re.compile(
+    r"\b(?:INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|MERGE\s+INTO)\b", re.IGNORECASE
+)
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
 # the execution option that marks a read-only scope's connections
 _READONLY = "tactful_readonly"
 
@@ -111,10 +120,11 @@ def _install_read_only_guard(engine: Engine) -> None:
     ) -> None:
         if not _readonly(connection.get_execution_options()):
             return
-        if statement.lstrip()[:7].upper().startswith(_WRITES):
-            raise WriteInReadOnlyScope(
-                f"a read-only scope never commits, so it must not write: {statement[:200]}"
-            )
+        head = statement.lstrip()[:7].upper()
+        if head.startswith(_WRITES) or (
+            head.startswith("WITH") and _CTE_WRITE.search(_LITERAL.sub("''", statement))
+        ):
+            raise WriteInReadOnlyScope(f"a read-only scope must not write: {statement[:200]}")
 
 
 def _configure_sqlite(dbapi_connection: Any) -> None:
