@@ -45,6 +45,15 @@ def _prepared(db: Database) -> int:
         return int(session.execute(_PREPARED).scalar_one())
 
 
+def _prepared_twice(pg_url: str, **options: float) -> Database:
+    """A database behind a pool of one connection, which has prepared ``_QUERY``."""
+    db = Database(create_db_engine(pg_url, pool_size=1, **options))
+    _run_query(db)
+    _run_query(db)
+    assert _prepared(db) == 1
+    return db
+
+
 def test_a_statement_is_prepared_on_its_second_run(pg_url: str) -> None:
     db = Database(create_db_engine(pg_url, pool_size=1))  # every scope gets one connection
     _run_query(db)
@@ -59,9 +68,7 @@ def test_a_connection_pinged_after_sitting_idle_keeps_its_prepared_statements(
 ) -> None:
     """The ping ends its transaction with a commit: psycopg deallocates every prepared
     statement of a connection that rolls back."""
-    db = Database(create_db_engine(pg_url, pool_size=1, ping_after_idle=0.05))
-    _run_query(db)
-    _run_query(db)
+    db = _prepared_twice(pg_url, ping_after_idle=0.05)
     with db.scope() as session:
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
     time.sleep(0.1)  # past the idle threshold: the next checkout pings
@@ -69,15 +76,6 @@ def test_a_connection_pinged_after_sitting_idle_keeps_its_prepared_statements(
         assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
         assert session.execute(_PREPARED).scalar_one() == 1
     db.dispose()
-
-
-def _prepared_twice(pg_url: str) -> Database:
-    """A database behind a pool of one connection, which has prepared ``_QUERY``."""
-    db = Database(create_db_engine(pg_url, pool_size=1))
-    _run_query(db)
-    _run_query(db)
-    assert _prepared(db) == 1
-    return db
 
 
 def test_a_failed_scope_rolls_back_and_keeps_the_prepared_statements(pg_url: str) -> None:

@@ -307,9 +307,8 @@ def _install_write_gate(engine: Engine) -> _WriteGate:
 
 # A statement is prepared on a connection once it ran this many times there (psycopg's
 # default is 5). PostgreSQL plans each unprepared run from scratch, then each of a prepared
-# statement's first five runs (custom plans) before it settles on one plan. A new connection,
-# and one that rolled back (psycopg then deallocates all its prepared statements), pays that
-# again for every statement it runs. A statement run only once is still sent unprepared.
+# statement's first five runs (custom plans) before it settles on one plan: a new connection
+# pays that for every statement it runs. A statement run only once is still sent unprepared.
 PREPARE_AFTER = 1
 
 
