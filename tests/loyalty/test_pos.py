@@ -172,17 +172,19 @@ def test_identify_by_card_phone_and_code(
     assert no_key.status_code == 401
 
 
+@pytest.mark.parametrize("step", ["identify", "calculate"])
 def test_a_quote_does_not_wait_for_a_writer(
     client: TestClient,
     runtime: Runtime,
     shop: Shop,
     anna: int,
     monkeypatch: pytest.MonkeyPatch,
+    step: str,
 ) -> None:
-    """Calculate writes nothing and runs in a read-only scope: on SQLite it reads beside a
-    transaction holding the write lock instead of queueing for the lock (a read-write scope
-    would wait out the busy timeout, shortened here, and fail); PostgreSQL's reads never
-    wait for writers."""
+    """Identify and calculate write nothing and run in a read-only scope: on SQLite they read
+    beside a transaction holding the write lock instead of queueing for the lock (a
+    read-write scope would wait out the busy timeout, shortened here, and fail);
+    PostgreSQL's reads never wait for writers."""
     monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 2)
     open_with_points(client, shop, anna, 500)
     body = {
@@ -191,11 +193,14 @@ def test_a_quote_does_not_wait_for_a_writer(
         "store_id": "S1",
         "terminal_id": "T1",
     }
-    alone = client.post("/v1/loyalty/pos/calculate", headers=shop.pos, json=body)
+    if step == "identify":
+        del body["lines"]
+    path = f"/v1/loyalty/pos/{step}"
+    alone = client.post(path, headers=shop.pos, json=body)
     assert alone.status_code == 200, alone.text
     with runtime.db.scope() as writer:  # a confirm elsewhere, mid-transaction
         writer.execute(text("UPDATE loyalty_accounts SET updated_at = updated_at"))
-        beside = client.post("/v1/loyalty/pos/calculate", headers=shop.pos, json=body)
+        beside = client.post(path, headers=shop.pos, json=body)
     assert beside.status_code == 200, beside.text
     assert beside.json() == alone.json()
 

@@ -86,8 +86,10 @@ def _lines(lines: list[ReceiptLineIn]) -> list[ReceiptLine]:
     "/pos/identify",
     summary="Identify a customer by card, phone or app code",
     description="Returns the customer's tier and its benefits, the balance, the points a "
-    "confirm could spend now, and whether a valid redemption code was presented.",
+    "confirm could spend now, and whether a valid redemption code was presented. Writes "
+    "nothing.",
 )
+@reads_only
 def identify(
     body: IdentifyIn, session: SessionDep, principal: Pos, runtime: RuntimeDep
 ) -> IdentifyOut:
