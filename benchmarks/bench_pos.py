@@ -35,6 +35,13 @@ The baseline is psycopg with hand-written SQL doing the same statements per oper
 the card, read the account and its lots, then lock the account, check the idempotency key,
 use the code, insert the transaction, lot and lines, update the lots and the account and
 append the events. Same processes, threads, connections and customers.
+
+Beside the rates and latencies each case prints the CPU it cost per measured operation: the
+whole machine's (all cores, the database server included; from /proc/stat, so Linux only),
+then the measuring processes' own (the terminals' processes; over HTTP the load generator's,
+which the machine's figure includes): how the cost splits between the service's processes
+and the rest, and how much of the two cores a paced run leaves free. This machine's speed
+drifts by a third within minutes, so compare runs made one right after the other.
 """
 
 from __future__ import annotations
@@ -84,6 +91,8 @@ THREADS = 25
 # as on a server that has been up a while; the first runs on a new connection plan afresh
 WARMUP = 20
 STALL = 120  # seconds: waiting longer than this for anything is an error, not a hang
+# whose CPU a case's second CPU figure is (the first is the whole machine's)
+TERMINALS, GENERATOR = f"the {PROCESSES} terminal processes'", "the load generator's"
 
 
 class Customer(NamedTuple):
@@ -386,18 +395,8 @@ def _bare(setup: Setup) -> Callable[[Op, str], None]:
                 (txn_id, account[0], setup.program_id, lot_id, "pending", "accrual", accrued, now)
             ]
             if op.redeem:
-                lines.append(
-                    (
-                        txn_id,
-                        account[0],
-                        setup.program_id,
-                        lots[0][0],
-                        "available",
-                        "redemption",
-                        -op.redeem,
-                        now,
-                    )
-                )
+                spent = (lots[0][0], "available", "redemption", -op.redeem, now)
+                lines.append((txn_id, account[0], setup.program_id, *spent))
                 conn.execute(
                     "UPDATE loyalty_lots SET remaining = remaining - %s WHERE id = %s",
                     (op.redeem, lots[0][0]),
@@ -456,6 +455,8 @@ class Outcome(NamedTuple):
     sample_errors: list[str]
     errors: int  # measured operations refused or failed
     warmup_errors: int  # the same during the warm-up
+    cpu: float  # seconds of CPU this process spent while the clock ran (all its threads)
+    busy: float | None = None  # the machine's meanwhile (the load generator measures it)
 
 
 def _process(
@@ -518,8 +519,11 @@ def _process(
         thread.start()
     warmed.wait()
     ready.put(True)
+    start.wait(STALL)
+    cpu = time.process_time()
     for thread in threads:
         thread.join()
+    cpu = time.process_time() - cpu
     results.put(
         tuple(
             Outcome(
@@ -528,9 +532,22 @@ def _process(
                 (warmup_errors[:2] + errors[:3]) if warmup_errors else errors[:5],
                 len(errors),
                 len(warmup_errors),
+                cpu,
             )
         )
     )
+
+
+def _busy(since: float | None = 0.0) -> float | None:
+    """The machine's busy CPU seconds (all cores: not idle, not waiting for I/O, not stolen
+    by the host, from Linux's /proc/stat) after ``since``; None where unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            user, nice, system, _, _, irq, softirq = map(int, stat.readline().split()[1:8])
+    except (OSError, ValueError):
+        return None
+    busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    return None if since is None else busy - since
 
 
 class Run(NamedTuple):
@@ -539,6 +556,8 @@ class Run(NamedTuple):
     errors: int
     warmup_errors: int
     sample_errors: list[str]
+    cpu: float  # the measuring processes' CPU seconds while the clock ran
+    busy: float | None  # the whole machine's, when it could be read
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -550,6 +569,13 @@ class Run(NamedTuple):
 
     def latency(self) -> str:
         return " / ".join(_ms(self.percentile(q)) for q in (0.5, 0.95, 0.99))
+
+    def cpu_per_operation(self) -> str:
+        """The machine's CPU per measured operation, then the measuring processes' share."""
+        count = len(self.latencies)
+        if self.busy is None or not count:
+            return "not measured"
+        return f"{_ms(self.busy / count)} / {_ms(self.cpu / count)}"
 
 
 def _gather(
@@ -646,8 +672,10 @@ def _drive(
     deadline = _deadline(count)
     _gather(ready, processes, time.monotonic() + STALL, f"{label} warm-up")
     start_at.value = time.monotonic() + 0.2
+    busy = _busy()  # the machine's from here to the last result
     start.set()
     outcomes = [Outcome(*o) for o in _gather(results, processes, deadline, label)]
+    busy = _busy(busy)
     for process in processes:
         process.join(timeout=STALL)
     return Run(
@@ -656,6 +684,8 @@ def _drive(
         errors=sum(o.errors for o in outcomes),
         warmup_errors=sum(o.warmup_errors for o in outcomes),
         sample_errors=[e for o in outcomes for e in o.sample_errors],
+        cpu=sum(o.cpu for o in outcomes),
+        busy=busy,
     )
 
 
@@ -748,9 +778,10 @@ def _generate(
     warmed = 0  # terminals done with their warm-up
     started = asyncio.Event()  # set, with ``start``, when the last one is
     start = 0.0
+    at_start: tuple[float, float | None] = (0.0, None)  # this process's CPU, the machine's
 
     async def terminal(index: int, name: str, warmup: list[Op], ops: list[Op]) -> None:
-        nonlocal warmed, start
+        nonlocal warmed, start, at_start
         connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
         async def operate(op: Op) -> str | None:
@@ -786,6 +817,7 @@ def _generate(
         warmed += 1
         if warmed == terminals:
             start = time.monotonic() + 0.2
+            at_start = (time.process_time(), _busy())
             started.set()
         await asyncio.wait_for(started.wait(), STALL)
         first = start + (interval or 0) * index / terminals
@@ -806,13 +838,10 @@ def _generate(
         return start, time.monotonic()
 
     start, finished = asyncio.run(main())
+    cpu, busy = time.process_time() - at_start[0], _busy(at_start[1])
     sample = (warmup_errors[:2] + errors[:3]) if warmup_errors else errors[:5]
-    results.put(
-        (
-            finished - start,
-            tuple(Outcome(finished, latencies, sample, len(errors), len(warmup_errors))),
-        )
-    )
+    outcome = Outcome(finished, latencies, sample, len(errors), len(warmup_errors), cpu, busy)
+    results.put((finished - start, tuple(outcome)))
 
 
 def _drive_http(
@@ -862,6 +891,8 @@ def _drive_http(
         errors=outcome.errors,
         warmup_errors=outcome.warmup_errors,
         sample_errors=outcome.sample_errors,
+        cpu=outcome.cpu,
+        busy=outcome.busy,
     )
 
 
@@ -919,11 +950,12 @@ def run(scale: str) -> list[BenchResult]:
         "load average (1/5/15 min) before / after": f"{load_before} → {_load()}",
     }
     rows = []
-    for case, mine, theirs in (
-        ("service layer, as fast as they go (throughput)", ours, bare),
-        (f"service layer, paced at {TARGET_RATE:.0f} op/s (latency)", ours_paced, bare_paced),
-        ("HTTP, as fast as they go (throughput)", http, bare),
-        (f"HTTP, paced at {TARGET_RATE:.0f} op/s (latency)", http_paced, bare_paced),
+    flat, paced = "as fast as they go (throughput)", f"paced at {TARGET_RATE:.0f} op/s (latency)"
+    for case, mine, theirs, measured in (
+        (f"service layer, {flat}", ours, bare, TERMINALS),
+        (f"service layer, {paced}", ours_paced, bare_paced, TERMINALS),
+        (f"HTTP, {flat}", http, bare, GENERATOR),
+        (f"HTTP, {paced}", http_paced, bare_paced, GENERATOR),
     ):
         extra = {
             **common,
@@ -931,6 +963,8 @@ def run(scale: str) -> list[BenchResult]:
             "bare p50 / p95 / p99": theirs.latency(),
             "ours operations/s": f"{mine.rate:,.0f}",
             "bare operations/s": f"{theirs.rate:,.0f}",
+            f"ours CPU per operation: the machine's / {measured}": mine.cpu_per_operation(),
+            f"bare CPU per operation: the machine's / {TERMINALS}": theirs.cpu_per_operation(),
             "ours operations done / errors / warm-up errors": (
                 f"{len(mine.latencies):,} / {mine.errors:,} / {mine.warmup_errors:,}"
             ),
