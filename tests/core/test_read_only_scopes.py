@@ -30,7 +30,7 @@ def test_a_read_with_a_common_table_expression_is_not_taken_for_a_write(
     with runtime.db.scope(readonly=True) as session:
         found = session.execute(
             text(
-                "WITH t AS (SELECT id, name AS updated_name FROM workspaces "
+                'WITH t AS (SELECT id, name AS "update", name AS updated_name FROM workspaces '
                 "WHERE name <> 'DELETE FROM' ORDER BY id) SELECT updated_name FROM t"
             )
         ).scalars()
@@ -59,6 +59,8 @@ def test_a_flush_in_a_read_only_scope_is_refused(runtime: Runtime, tenant: Tenan
         "with gone as (\n  delete from workspaces returning id\n) select count(*) from gone",
         "WITH t AS (SELECT id FROM workspaces) UPDATE workspaces SET name = 'changed' "
         "WHERE id IN (SELECT id FROM t)",
+        "WITH t AS (SELECT id FROM workspaces) UPDATE workspaces AS w SET name = 'changed' "
+        "FROM t WHERE w.id = t.id",
     ],
 )
 def test_a_writing_statement_in_a_read_only_scope_is_refused(

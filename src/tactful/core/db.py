@@ -97,11 +97,11 @@ class WriteInReadOnlyScope(RuntimeError):
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE")
-# a write inside a WITH statement (PostgreSQL's data-modifying CTEs), string literals left out
-_CTE_WRITE = re.compile(
-    r"\b(?:INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|MERGE\s+INTO)\b", re.IGNORECASE
-)
-_LITERAL = re.compile(r"'(?:[^']|'')*'")
+# a write inside a WITH statement (PostgreSQL's data-modifying CTEs): any of these words
+# outside string literals and quoted names, whatever follows it (an aliased table, ONLY); a
+# locking read (FOR UPDATE) too, which a read-only scope has no use for
+_CTE_WRITE = re.compile(r"\b(?:INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 # the execution option that marks a read-only scope's connections
 _READONLY = "tactful_readonly"
 
@@ -122,7 +122,7 @@ def _install_read_only_guard(engine: Engine) -> None:
             return
         head = statement.lstrip()[:7].upper()
         if head.startswith(_WRITES) or (
-            head.startswith("WITH") and _CTE_WRITE.search(_LITERAL.sub("''", statement))
+            head.startswith("WITH") and _CTE_WRITE.search(_QUOTED.sub("''", statement))
         ):
             raise WriteInReadOnlyScope(f"a read-only scope must not write: {statement[:200]}")
 
