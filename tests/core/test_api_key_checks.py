@@ -1,0 +1,192 @@
+"""The API key check of a transactional route runs on the endpoint's own worker thread,
+right before the endpoint: one hand-off for both, one more to end the transaction. A bad
+key is refused before the request's other faults are judged, and the endpoint never runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from tactful.app import create_app
+from tactful.core.api import SessionDep, api_router, require_scope
+from tactful.core.auth import Principal
+from tactful.core.runtime import Runtime
+from tests.conftest import IngestKey, Tenant
+
+
+class Body(BaseModel):
+    n: int
+
+
+@dataclass
+class Seen:
+    """What the test routes saw: the threads that checked keys and ran endpoints, the
+    principals the endpoints got, and every hand-off to a worker thread."""
+
+    key_checks: list[int] = field(default_factory=list)
+    endpoints: list[tuple[int, Principal]] = field(default_factory=list)
+    hand_offs: int = 0
+
+
+CURRENT: dict[str, Seen] = {}  # the Seen of the test in progress
+Ingest = Annotated[Principal, require_scope("ingest")]
+Admin = Annotated[Principal, require_scope("admin")]
+router = api_router(prefix="/test")
+
+
+def _saw(principal: Principal) -> None:
+    CURRENT["seen"].endpoints.append((threading.get_ident(), principal))
+
+
+@router.post("/plain")
+def plain(body: Body, session: SessionDep, principal: Ingest) -> dict[str, int]:
+    _saw(principal)
+    return {"n": body.n, "workspace_id": principal.workspace_id}
+
+
+@router.post("/coroutine")
+async def coroutine(body: Body, principal: Ingest) -> dict[str, int]:
+    _saw(principal)
+    return {"n": body.n}
+
+
+@router.post("/both")
+def both(body: Body, first: Ingest, second: Admin) -> dict[str, bool]:
+    _saw(first)
+    return {"same": first is second}
+
+
+@pytest.fixture
+def seen(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Seen]]:
+    seen = CURRENT["seen"] = Seen()
+    app = create_app(runtime=runtime, run_worker=False)
+    app.include_router(router)
+    authenticate: Callable[[Session, str], Principal] = app.state.authenticate_key
+
+    def recording(session: Session, key: str) -> Principal:
+        seen.key_checks.append(threading.get_ident())
+        return authenticate(session, key)
+
+    app.state.authenticate_key = recording
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        seen.hand_offs += 1
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    with TestClient(app) as client:
+        yield client, seen
+
+
+def _clear(seen: Seen) -> None:
+    seen.key_checks.clear()
+    seen.endpoints.clear()
+    seen.hand_offs = 0
+
+
+def test_the_key_check_and_a_plain_endpoint_share_one_hand_off(
+    seen: tuple[TestClient, Seen], ingest_key: IngestKey, tenant: Tenant
+) -> None:
+    client, record = seen
+    auth = {"Authorization": f"Bearer {ingest_key.plain}"}
+    assert client.post("/test/plain", json={"n": 1}, headers=auth).status_code == 200
+    _clear(record)  # the first call also recorded the key's use, after the answer
+
+    answer = client.post("/test/plain", json={"n": 2}, headers=auth)
+
+    assert answer.status_code == 200
+    assert answer.json() == {"n": 2, "workspace_id": tenant.workspace_id}
+    [(thread, principal)] = record.endpoints
+    assert record.key_checks == [thread]
+    assert isinstance(principal, Principal)
+    assert principal.key_id == ingest_key.id
+    assert record.hand_offs == 2  # the check with the endpoint; the transaction's end
+
+
+def test_a_coroutine_endpoint_gets_its_principal_checked_first(
+    seen: tuple[TestClient, Seen], ingest_key: IngestKey
+) -> None:
+    client, record = seen
+    answer = client.post(
+        "/test/coroutine", json={"n": 3}, headers={"Authorization": f"Bearer {ingest_key.plain}"}
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"n": 3}
+    [(_thread, principal)] = record.endpoints
+    assert len(record.key_checks) == 1
+    assert principal.key_id == ingest_key.id
+
+
+def test_two_scopes_take_one_key_check_and_both_must_be_held(
+    seen: tuple[TestClient, Seen], ingest_key: IngestKey, tenant: Tenant
+) -> None:
+    client, record = seen
+    ingest_only = client.post(
+        "/test/both", json={"n": 1}, headers={"Authorization": f"Bearer {ingest_key.plain}"}
+    )
+    assert ingest_only.status_code == 403
+    assert ingest_only.json()["detail"] == "this credential lacks the 'admin' scope"
+    assert record.endpoints == []
+    assert len(record.key_checks) == 1
+
+    _clear(record)
+    admin = client.post("/test/both", json={"n": 1}, headers=tenant.headers)
+    assert admin.status_code == 200
+    assert admin.json() == {"same": True}  # one principal for both parameters
+    assert len(record.key_checks) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "detail", "checks"),
+    [
+        pytest.param(
+            {},
+            401,
+            "an API key is required (Authorization: Bearer <key>, or HTTP Basic with the key "
+            "as the user name)",
+            0,
+            id="no key",
+        ),
+        pytest.param(
+            {"Authorization": "Bearer tk_nothere_x"}, 401, "the API key is not valid", 1, id="bad"
+        ),
+    ],
+)
+def test_a_missing_or_bad_key_is_refused_before_the_body_is_judged(
+    seen: tuple[TestClient, Seen],
+    headers: dict[str, str],
+    status: int,
+    detail: str,
+    checks: int,
+) -> None:
+    client, record = seen
+    for body in ({"n": 1}, {"n": "not a number"}):
+        _clear(record)
+        answer = client.post("/test/plain", json=body, headers=headers)
+        assert (answer.status_code, answer.json()["detail"]) == (status, detail)
+        assert record.endpoints == []
+        assert len(record.key_checks) == checks
+
+
+def test_a_valid_key_with_a_bad_body_gets_the_body_s_fault(
+    seen: tuple[TestClient, Seen], ingest_key: IngestKey
+) -> None:
+    client, record = seen
+    answer = client.post(
+        "/test/plain",
+        json={"n": "not a number"},
+        headers={"Authorization": f"Bearer {ingest_key.plain}"},
+    )
+    assert answer.status_code == 422
+    assert [e["field"] for e in answer.json()["errors"]] == ["n"]
+    assert record.endpoints == []
+    assert len(record.key_checks) == 1
