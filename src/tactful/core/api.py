@@ -11,7 +11,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -70,13 +70,16 @@ class _Threads:
         await anyio.to_thread.run_sync(work, limiter=limiter)
 
 
-# Commit, roll back and close run on threads of their own. Requests wait for SQLite's single
-# write lock on the shared worker threads; the request holding the lock must never need one
-# of those threads to let it go, or a burst of calls deadlocks until the busy timeout.
-# Nor may a commit wait for a thread of its own kind: a commit that flushes a change can wait
-# for a row lock (PostgreSQL) held by another request that is itself waiting to commit. So
-# these threads are never the limit; the connection pool is (a request commits on the
-# connection it holds; one that holds none has nothing to wait for).
+# A plain function endpoint's transaction ends on the endpoint's own worker thread, right
+# after it: the request holding SQLite's write lock, or a PostgreSQL row lock, lets it go
+# without waiting for another thread. A coroutine endpoint's transaction, and a failed
+# request's, end on threads of their own: requests wait for SQLite's single write lock on
+# the shared worker threads, and the request holding the lock must never need one of those
+# threads to let it go, or a burst of calls deadlocks until the busy timeout. Nor may a
+# commit wait for a thread of its own kind: a commit that flushes a change can wait for a
+# row lock (PostgreSQL) held by another request that is itself waiting to commit. So these
+# threads are never the limit; the connection pool is (a request commits on the connection
+# it holds; one that holds none has nothing to wait for).
 _ENDING = _Threads(1024)
 # Recording API key uses waits for the write lock too, so it takes neither kind of thread.
 _KEY_USES = _Threads(1)
@@ -113,13 +116,14 @@ class TransactionalRoute(APIRoute):
     out, so an acknowledged call is durable. GET/HEAD routes run read-only unless marked
     with :func:`writes`; other routes read-write unless marked with :func:`reads_only`.
 
-    A request takes two hand-offs to worker threads: one runs its API key check (see
-    :func:`require_scope`) and then the endpoint, the other ends the transaction. Each
-    hand-off costs a thread switch both ways, and FastAPI alone would take four (the key
-    check, the endpoint, the response's validation and the end)."""
+    A plain function endpoint takes one hand-off to a worker thread, which runs the request's
+    API key checks (see :func:`require_scope`), the endpoint, the response's validation
+    against the route's model and the transaction's end; FastAPI then only serialises the
+    validated answer. (Each hand-off costs a thread switch both ways; FastAPI alone would
+    take four.) A response that fails validation is not committed."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, _with_key_checks(path, endpoint), **kwargs)
+        super().__init__(path, self._in_one_hand_off(path, endpoint), **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
@@ -130,51 +134,79 @@ class TransactionalRoute(APIRoute):
             runtime: Runtime = request.app.state.runtime
             session = runtime.db.session(readonly=readonly)
             request.state.db_session = session
-            checks: list[_KeyCheck] = []
-            token = _CHECKS.set(checks)
+            call = _Call(session, readonly)
+            token = _CALL.set(call)
             try:
                 try:
                     response = await original(request)
                 except RequestValidationError:
-                    if checks:  # the caller's key is judged before the request's faults
-                        await anyio.to_thread.run_sync(_pass_checks, checks, {})
+                    if call.checks:  # the caller's key is judged before the request's faults
+                        await anyio.to_thread.run_sync(_pass_checks, call.checks, {})
                     raise
             except BaseException:
-                await _ENDING.run(functools.partial(_end, session, commit=False))
+                if not call.ended:
+                    await _ENDING.run(functools.partial(_end, session, commit=False))
                 raise
             finally:
-                _CHECKS.reset(token)
-            await _ENDING.run(functools.partial(_end, session, commit=not readonly))
+                _CALL.reset(token)
+            if not call.ended:
+                await _ENDING.run(functools.partial(_end, session, commit=not readonly))
             _record_key_use_after(request, response)
             return response
 
         return handler
 
+    def _in_one_hand_off(self, path: str, endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        """The endpoint as a coroutine FastAPI awaits: a plain function runs, with the
+        request's key checks before it and the validation and the transaction's end after
+        it, on one worker thread; a coroutine runs after the checks."""
+        if inspect.isgeneratorfunction(endpoint) or inspect.isasyncgenfunction(endpoint):
+            raise TypeError(f"{path}: a transactional route cannot stream")
+        in_one: Callable[..., Any]
+        if inspect.iscoroutinefunction(endpoint):
 
-def _with_key_checks(path: str, endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """The endpoint as a coroutine that passes the request's key checks first: a plain
-    function endpoint with them on one worker thread (and FastAPI, seeing a coroutine,
-    validates the response on the event loop instead of on one more thread)."""
-    if inspect.isgeneratorfunction(endpoint) or inspect.isasyncgenfunction(endpoint):
-        raise TypeError(f"{path}: a transactional route cannot stream")
-    checked: Callable[..., Any]
-    if inspect.iscoroutinefunction(endpoint):
+            async def in_one(**values: Any) -> Any:
+                call = _CALL.get()
+                if call.checks:
+                    await anyio.to_thread.run_sync(_pass_checks, call.checks, values)
+                return await endpoint(**values)
 
-        async def checked(**values: Any) -> Any:
-            checks = _CHECKS.get()
-            if checks:
-                await anyio.to_thread.run_sync(_pass_checks, checks, values)
-            return await endpoint(**values)
+        else:
 
-    else:
+            async def in_one(**values: Any) -> Any:
+                work = functools.partial(self._run, endpoint, _CALL.get(), values)
+                return await anyio.to_thread.run_sync(work)
 
-        async def checked(**values: Any) -> Any:
-            return await anyio.to_thread.run_sync(
-                functools.partial(_checked_call, endpoint, _CHECKS.get(), values)
-            )
+        # the endpoint's signature, annotations, name and marks (FastAPI reads them through it)
+        return functools.wraps(endpoint)(in_one)
 
-    # the endpoint's signature, annotations, name and marks (FastAPI reads them through it)
-    return functools.wraps(endpoint)(checked)
+    def _run(self, endpoint: Callable[..., Any], call: _Call, values: dict[str, Any]) -> Any:
+        """On the worker thread: checks, endpoint, validation, end of the transaction."""
+        try:
+            _pass_checks(call.checks, values)
+            result = endpoint(**values)
+            if self.response_field is not None and not isinstance(result, Response):
+                value, errors = self.response_field.validate(result, {}, loc=("response",))
+                if errors:  # FastAPI validates it again and refuses it; nothing is committed
+                    return result
+                result = value
+        except BaseException:
+            call.ended = True
+            _end(call.session, commit=False)
+            raise
+        call.ended = True
+        _end(call.session, commit=not call.readonly)
+        return result
+
+
+@dataclass
+class _Call:
+    """A request in progress, as its endpoint's worker thread sees it."""
+
+    session: Session
+    readonly: bool
+    checks: list[_KeyCheck] = field(default_factory=list)  # added by its dependencies
+    ended: bool = False  # its transaction has ended on the endpoint's thread
 
 
 @dataclass(frozen=True)
@@ -186,9 +218,8 @@ class _KeyCheck:
     scope: str
 
 
-# The key checks of the request in progress: its dependencies add them, its endpoint passes
-# them first (the list is the request's own: a context variable is per task).
-_CHECKS: contextvars.ContextVar[list[_KeyCheck]] = contextvars.ContextVar("tactful_key_checks")
+# The request in progress (a context variable is per task: each request sees its own).
+_CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("tactful_call")
 
 
 def _pass_checks(checks: list[_KeyCheck], values: dict[str, Any]) -> None:
@@ -208,17 +239,10 @@ def _pass_checks(checks: list[_KeyCheck], values: dict[str, Any]) -> None:
             values[name] = principal
 
 
-def _checked_call(
-    endpoint: Callable[..., Any], checks: list[_KeyCheck], values: dict[str, Any]
-) -> Any:
-    _pass_checks(checks, values)
-    return endpoint(**values)
-
-
 def _end(session: Session, *, commit: bool) -> None:
-    """End a request's transaction, committing it or not, and close its session: one hand-off
-    to the ending threads (each hand-off costs a thread switch both ways). A failed commit is
-    rolled back."""
+    """End a request's transaction, committing it or not, and close its session, all in one
+    call (on the endpoint's thread, or in one hand-off to the ending threads). A failed
+    commit is rolled back."""
     try:
         if commit:
             session.commit()
@@ -309,11 +333,11 @@ def require_scope(scope: str) -> Any:
                 "an API key is required (Authorization: Bearer <key>, or HTTP Basic with the "
                 "key as the user name)"
             )
-        checks = _CHECKS.get(None)
-        if checks is None:
+        call = _CALL.get(None)
+        if call is None:
             raise RuntimeError("require_scope serves the routes of api_router() only")
         check = _KeyCheck(request, key, scope)
-        checks.append(check)
+        call.checks.append(check)
         return check
 
     return Depends(dependency)

@@ -1,6 +1,7 @@
-"""The API key check of a transactional route runs on the endpoint's own worker thread,
-right before the endpoint: one hand-off for both, one more to end the transaction. A bad
-key is refused before the request's other faults are judged, and the endpoint never runs."""
+"""A transactional route with a plain function endpoint takes one hand-off to a worker
+thread: the API key check, the endpoint, the response's validation and the commit run there
+in turn. A bad key is refused before the request's other faults are judged, and the endpoint
+never runs; an answer that fails validation is not committed."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 import pytest
+from fastapi.exceptions import ResponseValidationError
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tactful.app import create_app
 from tactful.core.api import SessionDep, api_router, require_scope
 from tactful.core.auth import Principal
+from tactful.core.db import after_commit
 from tactful.core.runtime import Runtime
 from tests.conftest import IngestKey, Tenant
 
@@ -33,6 +37,7 @@ class Seen:
 
     key_checks: list[int] = field(default_factory=list)
     endpoints: list[tuple[int, Principal]] = field(default_factory=list)
+    commits: list[int] = field(default_factory=list)
     hand_offs: int = 0
 
 
@@ -58,6 +63,21 @@ async def coroutine(body: Body, principal: Ingest) -> dict[str, int]:
     return {"n": body.n}
 
 
+class Count(BaseModel):
+    rows: int
+
+
+@router.post("/probe")
+def probe(body: Body, session: SessionDep, principal: Ingest) -> Count:
+    """Writes a row, then answers with the body's number: a number that is not a count
+    (negative) is not a valid answer."""
+    session.execute(text("INSERT INTO probe (n) VALUES (:n)"), {"n": body.n})
+    after_commit(session, lambda: CURRENT["seen"].commits.append(threading.get_ident()))
+    _saw(principal)
+    answer: Any = {"rows": body.n if body.n >= 0 else "none"}
+    return answer  # type: ignore[no-any-return]
+
+
 @router.post("/both")
 def both(body: Body, first: Ingest, second: Admin) -> dict[str, bool]:
     _saw(first)
@@ -67,6 +87,8 @@ def both(body: Body, first: Ingest, second: Admin) -> dict[str, bool]:
 @pytest.fixture
 def seen(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Seen]]:
     seen = CURRENT["seen"] = Seen()
+    with runtime.db.scope() as session:
+        session.execute(text("CREATE TABLE probe (n INTEGER NOT NULL)"))
     app = create_app(runtime=runtime, run_worker=False)
     app.include_router(router)
     authenticate: Callable[[Session, str], Principal] = app.state.authenticate_key
@@ -90,7 +112,13 @@ def seen(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Te
 def _clear(seen: Seen) -> None:
     seen.key_checks.clear()
     seen.endpoints.clear()
+    seen.commits.clear()
     seen.hand_offs = 0
+
+
+def _probes(runtime: Runtime) -> list[int]:
+    with runtime.db.scope(readonly=True) as session:
+        return list(session.scalars(text("SELECT n FROM probe ORDER BY n")))
 
 
 def test_the_key_check_and_a_plain_endpoint_share_one_hand_off(
@@ -109,7 +137,7 @@ def test_the_key_check_and_a_plain_endpoint_share_one_hand_off(
     assert record.key_checks == [thread]
     assert isinstance(principal, Principal)
     assert principal.key_id == ingest_key.id
-    assert record.hand_offs == 2  # the check with the endpoint; the transaction's end
+    assert record.hand_offs == 1  # the check, the endpoint and the commit on one thread
 
 
 def test_a_coroutine_endpoint_gets_its_principal_checked_first(
@@ -190,3 +218,36 @@ def test_a_valid_key_with_a_bad_body_gets_the_body_s_fault(
     assert [e["field"] for e in answer.json()["errors"]] == ["n"]
     assert record.endpoints == []
     assert len(record.key_checks) == 1
+
+
+def test_a_write_commits_on_the_endpoint_s_thread_in_the_one_hand_off(
+    seen: tuple[TestClient, Seen], ingest_key: IngestKey, runtime: Runtime
+) -> None:
+    client, record = seen
+    auth = {"Authorization": f"Bearer {ingest_key.plain}"}
+    assert client.post("/test/probe", json={"n": 1}, headers=auth).json() == {"rows": 1}
+    _clear(record)  # the first call also recorded the key's use, after the answer
+
+    answer = client.post("/test/probe", json={"n": 2}, headers=auth)
+
+    assert (answer.status_code, answer.json()) == (200, {"rows": 2})
+    [(thread, _principal)] = record.endpoints
+    assert record.key_checks == record.commits == [thread]
+    assert record.hand_offs == 1
+    assert _probes(runtime) == [1, 2]
+
+
+def test_an_answer_that_fails_validation_is_not_committed(
+    seen: tuple[TestClient, Seen], ingest_key: IngestKey, runtime: Runtime
+) -> None:
+    client, record = seen
+    auth = {"Authorization": f"Bearer {ingest_key.plain}"}
+    assert client.post("/test/probe", json={"n": 5}, headers=auth).status_code == 200
+    _clear(record)
+
+    with pytest.raises(ResponseValidationError):  # the test client re-raises server errors
+        client.post("/test/probe", json={"n": -1}, headers=auth)
+
+    assert len(record.endpoints) == 1  # it ran, wrote its row, and gave a bad answer
+    assert record.commits == []
+    assert _probes(runtime) == [5]
