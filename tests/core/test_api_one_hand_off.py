@@ -116,6 +116,18 @@ def _clear(seen: Seen) -> None:
     seen.hand_offs = 0
 
 
+def _after_one_call(
+    seen: tuple[TestClient, Seen], key: IngestKey, path: str, n: int
+) -> tuple[TestClient, Seen, dict[str, str]]:
+    """The client, a cleared record and the key's header after one good call (which also
+    records the key's use, after the answer: a hand-off of its own)."""
+    client, record = seen
+    auth = {"Authorization": f"Bearer {key.plain}"}
+    assert client.post(path, json={"n": n}, headers=auth).status_code == 200
+    _clear(record)
+    return client, record, auth
+
+
 def _probes(runtime: Runtime) -> list[int]:
     with runtime.db.scope(readonly=True) as session:
         return list(session.scalars(text("SELECT n FROM probe ORDER BY n")))
@@ -124,10 +136,7 @@ def _probes(runtime: Runtime) -> list[int]:
 def test_the_key_check_and_a_plain_endpoint_share_one_hand_off(
     seen: tuple[TestClient, Seen], ingest_key: IngestKey, tenant: Tenant
 ) -> None:
-    client, record = seen
-    auth = {"Authorization": f"Bearer {ingest_key.plain}"}
-    assert client.post("/test/plain", json={"n": 1}, headers=auth).status_code == 200
-    _clear(record)  # the first call also recorded the key's use, after the answer
+    client, record, auth = _after_one_call(seen, ingest_key, "/test/plain", 1)
 
     answer = client.post("/test/plain", json={"n": 2}, headers=auth)
 
@@ -223,10 +232,7 @@ def test_a_valid_key_with_a_bad_body_gets_the_body_s_fault(
 def test_a_write_commits_on_the_endpoint_s_thread_in_the_one_hand_off(
     seen: tuple[TestClient, Seen], ingest_key: IngestKey, runtime: Runtime
 ) -> None:
-    client, record = seen
-    auth = {"Authorization": f"Bearer {ingest_key.plain}"}
-    assert client.post("/test/probe", json={"n": 1}, headers=auth).json() == {"rows": 1}
-    _clear(record)  # the first call also recorded the key's use, after the answer
+    client, record, auth = _after_one_call(seen, ingest_key, "/test/probe", 1)
 
     answer = client.post("/test/probe", json={"n": 2}, headers=auth)
 
@@ -240,10 +246,7 @@ def test_a_write_commits_on_the_endpoint_s_thread_in_the_one_hand_off(
 def test_an_answer_that_fails_validation_is_not_committed(
     seen: tuple[TestClient, Seen], ingest_key: IngestKey, runtime: Runtime
 ) -> None:
-    client, record = seen
-    auth = {"Authorization": f"Bearer {ingest_key.plain}"}
-    assert client.post("/test/probe", json={"n": 5}, headers=auth).status_code == 200
-    _clear(record)
+    client, record, auth = _after_one_call(seen, ingest_key, "/test/probe", 5)
 
     with pytest.raises(ResponseValidationError):  # the test client re-raises server errors
         client.post("/test/probe", json={"n": -1}, headers=auth)
