@@ -141,7 +141,7 @@ class TransactionalRoute(APIRoute):
                     response = await original(request)
                 except RequestValidationError:
                     if call.checks:  # the caller's key is judged before the request's faults
-                        await anyio.to_thread.run_sync(_pass_checks, call.checks, {})
+                        await anyio.to_thread.run_sync(_pass_checks, call, {})
                     raise
             except BaseException:
                 if not call.ended:
@@ -168,7 +168,7 @@ class TransactionalRoute(APIRoute):
             async def in_one(**values: Any) -> Any:
                 call = _CALL.get()
                 if call.checks:
-                    await anyio.to_thread.run_sync(_pass_checks, call.checks, values)
+                    await anyio.to_thread.run_sync(_pass_checks, call, values)
                 return await endpoint(**values)
 
         else:
@@ -183,7 +183,7 @@ class TransactionalRoute(APIRoute):
     def _run(self, endpoint: Callable[..., Any], call: _Call, values: dict[str, Any]) -> Any:
         """On the worker thread: checks, endpoint, validation, end of the transaction."""
         try:
-            _pass_checks(call.checks, values)
+            _pass_checks(call, values)
             result = endpoint(**values)
             if self.response_field is not None and not isinstance(result, Response):
                 value, errors = self.response_field.validate(result, {}, loc=("response",))
@@ -222,16 +222,16 @@ class _KeyCheck:
 _CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("tactful_call")
 
 
-def _pass_checks(checks: list[_KeyCheck], values: dict[str, Any]) -> None:
-    """Authenticate the request's key once and check every scope asked for, then hand the
-    endpoint its principal in place of each check (raises 401 or 403 before the endpoint
-    runs)."""
+def _pass_checks(call: _Call, values: dict[str, Any]) -> None:
+    """Authenticate the request's key once, in its transaction, and check every scope asked
+    for, then hand the endpoint its principal in place of each check (raises 401 or 403
+    before the endpoint runs)."""
     principal: Principal | None = None
-    for check in checks:
+    for check in call.checks:
         if principal is None:
             request = check.request
             authenticate: KeyAuthenticator = request.app.state.authenticate_key
-            principal = authenticate(request.state.db_session, check.key)
+            principal = authenticate(call.session, check.key)
             request.state.principal = principal
         principal.require(check.scope)
     for name, value in values.items():
