@@ -153,6 +153,31 @@ def test_the_merged_accounts_spend_counts_towards_the_survivors_tier(
             assert (tier["rolling_spend"], tier["spend_to_next_tier"]) == (300_000, 2_700_000)
 
 
+def test_another_customers_spend_leaves_out_accounts_merged_into_others(
+    client: TestClient, runtime: Runtime, shop: Shop, anna: int
+) -> None:
+    """A customer untouched by the merge sees only their own rolling spend: the account
+    merged into the survivor counts for the survivor alone."""
+    buy_then_merge(client, runtime, shop)
+    with runtime.db.scope() as session:
+        create_customer(session, card="2000333", first_name="Clara")
+    buy(client, shop, "c1", "2000333", 50_000)
+    customer = {"kind": "card", "value": "2000333"}
+    where = {"store_id": "S1", "terminal_id": "T1"}
+    found = client.post(
+        "/v1/loyalty/pos/identify", headers=shop.pos, json={"customer": customer, **where}
+    )
+    quote = client.post(
+        "/v1/loyalty/pos/calculate",
+        headers=shop.pos,
+        json={"customer": customer, "lines": receipt(10_000), **where},
+    )
+    for answer in (found, quote):
+        assert answer.status_code == 200, answer.text
+        tier = answer.json()["tier"]
+        assert (tier["rolling_spend"], tier["spend_to_next_tier"]) == (50_000, 2_950_000)
+
+
 def test_customers_separated_can_be_merged_again(
     client: TestClient, runtime: Runtime, shop: Shop, anna: int
 ) -> None:

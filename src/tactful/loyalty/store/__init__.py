@@ -300,9 +300,14 @@ def _rolling_spend(account_id: Any) -> Any:
         .scalar_subquery()
     )
     # an alias: given the outer query's account column, a select over loyalty_accounts itself
-    # would compare that table's own columns (merged_into_id = id) and find nothing
+    # would compare that table's own columns (merged_into_id = id) and find nothing. And an
+    # explicit correlation: automatic correlation only reaches the enclosing select (here the
+    # sum over transactions), so the outer query's accounts would join in uncorrelated, and
+    # every account merged into any account would count for each one
     merged_from = aliased(Account)
-    merged_accounts = select(merged_from.id).where(merged_from.merged_into_id == account_id)
+    merged_accounts = (
+        select(merged_from.id).where(merged_from.merged_into_id == account_id).correlate(Account)
+    )
     merged = (
         select(func.coalesce(func.sum(t.spend), 0))
         .where(t.account_id.in_(merged_accounts), t.created_at > since)
