@@ -379,3 +379,59 @@ def test_purchases_reach_the_warehouse(
         "Purchase R-2 in S001",
         "Purchase R-1 in S001",
     ]
+
+
+def test_values_no_database_can_store_reject_their_items_and_keep_the_rest(
+    client: TestClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    """A NUL character or an integer beyond 64 bits in one item used to fail the whole batch
+    at the database on PostgreSQL (a 500: every valid item lost, and the sender retrying
+    for ever)."""
+    nul = "must not contain the NUL character (\\u0000)"
+    out_of_range = "must be a number from -9223372036854775808 to 9223372036854775807"
+    body = {
+        "batch": [
+            {"type": "track", "userId": "u1", "event": "Viewed", "messageId": "a"},
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "Viewed",
+                "messageId": "b",
+                "properties": {"note": "x\x00y"},
+            },
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "Viewed",
+                "messageId": "c",
+                "properties": {"n": [1, 2**64]},
+            },
+            {"type": "identify", "userId": "u\x002", "messageId": "d"},
+        ]
+    }
+    response = client.post("/v1/batch", headers=basic(tenant.admin_key), json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["accepted"], result["rejected"]) == (1, 3)
+    assert [(r["message_id"], r["status"], r["errors"]) for r in result["results"]] == [
+        ("a", "accepted", []),
+        ("b", "rejected", [{"field": "batch[1].properties.note", "reason": nul}]),
+        ("c", "rejected", [{"field": "batch[2].properties.n[1]", "reason": out_of_range}]),
+        ("d", "rejected", [{"field": "batch[3].userId", "reason": nul}]),
+    ]
+    single = client.post(
+        "/v1/track",
+        headers=basic(tenant.admin_key),
+        json={"userId": "u1", "event": "Viewed\x00", "messageId": "e"},
+    )
+    assert single.status_code == 422, single.text
+    receipts = client.post(
+        "/v1/purchases",
+        headers=basic(tenant.admin_key),
+        json={"purchases": [{"receipt_id": "r\x001", "customer": {"user_id": "u1"}}]},
+    )
+    assert receipts.status_code == 200, receipts.text
+    assert receipts.json()["results"][0]["errors"] == [
+        {"field": "purchases[0].receipt_id", "reason": nul}
+    ]
+    assert inbox_count(runtime) == 1

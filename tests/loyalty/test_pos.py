@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tactful.core import clock, db
+from tactful.core import clock, db, storable
 from tactful.core.runtime import Runtime
 from tactful.loyalty.service.codes import make_code
 from tests.loyalty.conftest import (
@@ -562,3 +562,42 @@ def test_reports_of_pos_activity(
         "/v1/loyalty/verify", headers=shop.admin, params={"program_id": shop.program_id}
     )
     assert verify.json() == {"accounts": 1, "mismatches": []}
+
+
+def test_a_value_no_database_can_store_is_refused_with_its_field_and_nothing_written(
+    client: TestClient, runtime: Runtime, shop: Shop, anna: int
+) -> None:
+    """A NUL character or an integer beyond 64 bits used to fail the confirm at the database
+    (a 500 on PostgreSQL, and on SQLite for the integer)."""
+    before = ledger_state(runtime)
+    faults = [
+        ({"store_id": "S\x001"}, "store_id", storable.NUL_REASON),
+        ({"pos_transaction_id": "a\x00b"}, "pos_transaction_id", storable.NUL_REASON),
+        ({"program_id": 2**63}, "program_id", storable.RANGE_REASON),
+    ]
+    for change, field, reason in faults:
+        body = {**confirm_body("p1", "2000111", receipt(10_000)), **change}
+        r = client.post("/v1/loyalty/pos/confirm", headers=shop.pos, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [{"field": field, "reason": reason}]
+    lines = receipt(10_000)
+    lines[0]["product_id"] = "P\x00"
+    r = client.post(
+        "/v1/loyalty/pos/calculate",
+        headers=shop.pos,
+        json={
+            "customer": {"kind": "card", "value": "2000111"},
+            "lines": lines,
+            "store_id": "S1",
+            "terminal_id": "T1",
+        },
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"] == [{"field": "lines[0].product_id", "reason": storable.NUL_REASON}]
+    assert ledger_state(runtime) == before
+    r = client.post(
+        "/v1/loyalty/pos/confirm",
+        headers=shop.pos,
+        json=confirm_body("p1", "2000111", receipt(10_000)),
+    )
+    assert (r.status_code, r.json()["accrued_points"]) == (200, 5)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import contextvars
 import functools
 import inspect
+import typing
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -16,8 +18,11 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import params as fastapi_params
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -26,6 +31,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tactful.core import storable
 from tactful.core.auth import KeyAuthenticator, KeyUseRecorder, Principal
 from tactful.core.errors import TactfulError, Unauthorized
 from tactful.core.runtime import Runtime
@@ -124,6 +130,13 @@ class TransactionalRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, self._in_one_hand_off(path, endpoint), **kwargs)
+        # the path and query parameters taken as integers (a value beyond 64 bits is refused)
+        self._int_params = frozenset(
+            param.alias
+            for param in get_flat_params(self.dependant)
+            if isinstance(param.field_info, fastapi_params.Path | fastapi_params.Query)
+            and _takes_integers(param.field_info.annotation)
+        )
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
@@ -134,7 +147,7 @@ class TransactionalRoute(APIRoute):
             runtime: Runtime = request.app.state.runtime
             session = runtime.db.session(readonly=readonly)
             request.state.db_session = session
-            call = _Call(session, readonly)
+            call = _Call(session, readonly, request)
             token = _CALL.set(call)
             try:
                 try:
@@ -167,6 +180,7 @@ class TransactionalRoute(APIRoute):
 
             async def in_one(**values: Any) -> Any:
                 call = _CALL.get()
+                await self._refuse_unstorable(call.request)
                 if call.checks:
                     await anyio.to_thread.run_sync(_pass_checks, call, values)
                 return await endpoint(**values)
@@ -174,11 +188,47 @@ class TransactionalRoute(APIRoute):
         else:
 
             async def in_one(**values: Any) -> Any:
-                work = functools.partial(self._run, endpoint, _CALL.get(), values)
+                call = _CALL.get()
+                await self._refuse_unstorable(call.request)
+                work = functools.partial(self._run, endpoint, call, values)
                 return await anyio.to_thread.run_sync(work)
 
         # the endpoint's signature, annotations, name and marks (FastAPI reads them through it)
         return functools.wraps(endpoint)(in_one)
+
+    async def _refuse_unstorable(self, request: Request) -> None:
+        """A 422 naming each value no database can store (see ``core.storable``) in the path,
+        the query or the body FastAPI validated for the endpoint. (Endpoints reading the body
+        themselves, such as ingestion, check their items one by one.)"""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        for where, items in (
+            ("path", request.path_params.items()),
+            ("query", request.query_params.multi_items()),
+        ):
+            for name, raw in items:
+                if not isinstance(raw, str):
+                    continue
+                fault = storable.text_fault(raw)
+                if fault is None and name in self._int_params:
+                    fault = _integer_fault(raw)
+                if fault is not None:
+                    errors.append(((where, name), fault))
+        if self.body_field is not None:
+            kind = request.headers.get("content-type", "")
+            if kind.startswith(("multipart/", "application/x-www-form-urlencoded")):
+                for name, value in (await request.form()).multi_items():
+                    if isinstance(value, str) and storable.text_fault(value):
+                        errors.append((("body", name), storable.NUL_REASON))
+            else:
+                raw_body = await request.body()  # read (and kept) by FastAPI already
+                if storable.suspect(raw_body):
+                    # not JSON: FastAPI has judged it already
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        errors += storable.faults(orjson.loads(raw_body), ("body",))
+        if errors:
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": loc, "msg": reason} for loc, reason in errors]
+            )
 
     def _run(self, endpoint: Callable[..., Any], call: _Call, values: dict[str, Any]) -> Any:
         """On the worker thread: checks, endpoint, validation, end of the transaction."""
@@ -199,12 +249,28 @@ class TransactionalRoute(APIRoute):
         return result
 
 
+def _takes_integers(annotation: Any) -> bool:
+    """Whether a parameter's type is an integer, optional or not (a bool is not)."""
+    if annotation is int:
+        return True
+    return any(arg is int for arg in typing.get_args(annotation))
+
+
+def _integer_fault(raw: str) -> str | None:
+    """Why an integer parameter's text names an integer no database can store, or None."""
+    text = raw.strip().lstrip("+-")
+    if len(text) < 19 or not text.isdigit():
+        return None
+    return None if storable.INT64_MIN <= int(raw) <= storable.INT64_MAX else storable.RANGE_REASON
+
+
 @dataclass
 class _Call:
     """A request in progress, as its endpoint's worker thread sees it."""
 
     session: Session
     readonly: bool
+    request: Request
     checks: list[_KeyCheck] = field(default_factory=list)  # added by its dependencies
     ended: bool = False  # its transaction has ended on the endpoint's thread
 

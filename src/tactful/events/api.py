@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from tactful.core import storable
 from tactful.core.api import (
     RuntimeDep,
     SessionDep,
@@ -49,7 +50,9 @@ SEGMENT_DOC = (
 )
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def _read_json(request: Request, limit: int) -> tuple[Any, bool]:
+    """The body parsed, and whether it may hold values no database can store (its items are
+    then checked one by one)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
@@ -70,7 +73,7 @@ async def _read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), storable.suspect(body)
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed(f"the body is not valid JSON: {exc}", field="body") from exc
 
@@ -90,11 +93,14 @@ def _principal(request: Request, session: Any, body: Any) -> Principal:
     return principal
 
 
-def _context(request: Request, session: Any, principal: Principal, source: str) -> IngestContext:
+def _context(
+    request: Request, session: Any, principal: Principal, source: str, suspect: bool
+) -> IngestContext:
     return IngestContext(
         workspace=service.workspace(session, principal.workspace_id),
         source=source,
         brand_id=principal.brand_id,
+        check_storable=suspect,
     )
 
 
@@ -108,13 +114,13 @@ def _respond(result: IngestResponse, *, single: bool) -> Response:
 
 
 async def _single(request: Request, session: SessionDep, kind: str) -> Response:
-    body = await _read_json(request, MAX_CALL_BYTES)
+    body, suspect = await _read_json(request, MAX_CALL_BYTES)
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", field="body")
 
     def work() -> IngestResponse:
         principal = _principal(request, session, body)
-        ctx = _context(request, session, principal, "api")
+        ctx = _context(request, session, principal, "api", suspect)
         return service.ingest_segment(session, ctx, [body], kind=kind)
 
     return _respond(await run_in_threadpool(work), single=True)
@@ -162,7 +168,7 @@ async def group(request: Request, session: SessionDep) -> Response:
     "field and reason; valid calls are kept when others fail.",
 )
 async def batch(request: Request, session: SessionDep) -> Response:
-    body = await _read_json(request, MAX_BATCH_BYTES)
+    body, suspect = await _read_json(request, MAX_BATCH_BYTES)
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object with a 'batch' list", field="body")
     try:
@@ -175,7 +181,7 @@ async def batch(request: Request, session: SessionDep) -> Response:
 
     def work() -> IngestResponse:
         principal = _principal(request, session, body)
-        ctx = _context(request, session, principal, "api")
+        ctx = _context(request, session, principal, "api", suspect)
         return service.ingest_segment(
             session,
             ctx,
@@ -200,7 +206,7 @@ async def segment_import(request: Request, session: SessionDep) -> Response:
     "and ignored; a return names original_receipt_id. Limit 500 KB per call.",
 )
 async def purchases(request: Request, session: SessionDep) -> Response:
-    body = await _read_json(request, MAX_BATCH_BYTES)
+    body, suspect = await _read_json(request, MAX_BATCH_BYTES)
     single = isinstance(body, dict) and "purchases" not in body
     if single:
         items: list[Any] = [body]
@@ -215,7 +221,7 @@ async def purchases(request: Request, session: SessionDep) -> Response:
 
     def work() -> IngestResponse:
         principal = _principal(request, session, body if single else {})
-        ctx = _context(request, session, principal, "api")
+        ctx = _context(request, session, principal, "api", suspect)
         return service.ingest_purchases(session, ctx, items, single=single)
 
     return _respond(await run_in_threadpool(work), single=single)

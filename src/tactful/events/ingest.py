@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from tactful.core import clock
+from tactful.core import clock, storable
 from tactful.core.jobs.queue import enqueue_coalesced
 from tactful.customers.contacts import Ident, normalise
 from tactful.customers.models import ANONYMOUS, CARD, DEVICE, EMAIL, EXTERNAL, PHONE, PUSH_TOKEN
@@ -48,6 +48,9 @@ class IngestContext:
     brand_id: int | None = None
     historical: bool = False
     received_at: datetime | None = None
+    # look for values no database can store (core.storable) in each item; False when the raw
+    # text showed there are none
+    check_storable: bool = True
 
 
 def errors_of(exc: ValidationError, prefix: str) -> list[ItemError]:
@@ -66,6 +69,17 @@ def errors_of(exc: ValidationError, prefix: str) -> list[ItemError]:
         reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         found.append(ItemError(field=path or prefix, reason=reason))
     return found
+
+
+def _unstorable(raw: Any, prefix: str) -> list[ItemError]:
+    """The item's values no database can store, as errors naming each field."""
+    errors = []
+    for path, reason in storable.faults(raw):
+        field = prefix
+        for part in path:
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
+        errors.append(ItemError(field=field, reason=reason))
+    return errors
 
 
 def _trait(container: dict[str, Any], *names: str) -> str | None:
@@ -244,6 +258,17 @@ def ingest_segment(
         if base.get("sentAt") and not raw.get("sentAt"):
             merged["sentAt"] = base["sentAt"]
         message_id = raw.get("messageId") if isinstance(raw.get("messageId"), str) else None
+        unstorable = _unstorable(merged, prefix) if ctx.check_storable else []
+        if unstorable:
+            results.append(
+                ItemResult(
+                    index=index,
+                    message_id=message_id,
+                    status="rejected",
+                    errors=unstorable,
+                )
+            )
+            continue
         try:
             call = _validate_segment(merged, kind, prefix)
             row = _segment_row(call, ctx, received_at)
@@ -296,16 +321,21 @@ def ingest_purchases(
     results: list[ItemResult] = []
     for index, raw in enumerate(items):
         prefix = "" if single else f"purchases[{index}]"
-        try:
-            purchase = PURCHASE_ADAPTER.validate_python(raw)
-        except ValidationError as exc:
+        errors = _unstorable(raw, prefix) if ctx.check_storable else []
+        purchase = None
+        if not errors:
+            try:
+                purchase = PURCHASE_ADAPTER.validate_python(raw)
+            except ValidationError as exc:
+                errors = errors_of(exc, prefix)
+        if purchase is None:
             message_id = raw.get("receipt_id") if isinstance(raw, dict) else None
             results.append(
                 ItemResult(
                     index=index,
                     message_id=message_id and f"receipt:{message_id}",
                     status="rejected",
-                    errors=errors_of(exc, prefix),
+                    errors=errors,
                 )
             )
             continue
