@@ -601,3 +601,35 @@ def test_a_value_no_database_can_store_is_refused_with_its_field_and_nothing_wri
         json=confirm_body("p1", "2000111", receipt(10_000)),
     )
     assert (r.status_code, r.json()["accrued_points"]) == (200, 5)
+
+
+def test_identify_does_not_call_a_used_redemption_code_valid(
+    client: TestClient, runtime: Runtime, shop: Shop, anna: int
+) -> None:
+    """A redemption code already spent (a replayed or photographed one) is not reported valid:
+    identify judged the code's kind only, while calculate and confirm refuse it."""
+    set_rules(client, shop, welcome_bonus=100)
+    device = enrol_device(client, shop, anna)
+    code = make_code(device["secret"], device["ref"], "R", clock.now())
+    spent = client.post(
+        "/v1/loyalty/pos/confirm",
+        headers=shop.pos,
+        json=confirm_body("p1", "2000111", receipt(10_000), redeem=10, code=code),
+    )
+    assert spent.status_code == 200, spent.text
+    named = {"customer": {"kind": "code", "value": code}, "store_id": "S1", "terminal_id": "T1"}
+    quote = client.post(
+        "/v1/loyalty/pos/calculate",
+        headers=shop.pos,
+        json={**named, "lines": receipt(10_000), "redeem_points": 10},
+    )
+    assert (quote.status_code, quote.json()["errors"][0]["reason"]) == (
+        403,
+        "the redemption code was already used",
+    )
+    identified = client.post("/v1/loyalty/pos/identify", headers=shop.pos, json=named)
+    assert identified.status_code == 200
+    assert (identified.json()["customer_id"], identified.json()["redeem_code_valid"]) == (
+        anna,
+        False,
+    )

@@ -232,6 +232,9 @@ def _refused(request: Request, error: TactfulError) -> Response:
 @router.post(
     "/gift-cards/activate",
     summary="Activate a gift card at its sale (idempotent by pos_transaction_id)",
+    description="An unknown number counts against the terminal like a wrong PIN (20 an "
+    "hour); past the limit every gift-card call of the terminal is refused with 429 until the "
+    "hour ends.",
     response_model=GiftCardOperationOut,
 )
 def activate_gift_card(

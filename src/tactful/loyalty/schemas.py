@@ -71,11 +71,15 @@ class FraudLimits(BaseModel):
     terminal_per_minute: int = Field(default=60, ge=1, description="confirms per terminal")
     store_per_minute: int = Field(default=600, ge=1, description="confirms per store")
     burst_redemptions: int = Field(
-        default=3, ge=2, description="redemptions of one account within burst_minutes that flag it"
+        default=3,
+        ge=2,
+        le=100_000,
+        description="redemptions of one account within burst_minutes that flag it",
     )
     terminal_burst_redemptions: int = Field(
         default=30,
         ge=2,
+        le=100_000,
         description="redemptions at one terminal within burst_minutes that flag it",
     )
     burst_minutes: int = Field(default=10, ge=1, le=24 * 60)

@@ -228,12 +228,22 @@ def check_code(
     raise Forbidden("the code has expired or is wrong", field=field)
 
 
+def is_used(check: CodeCheck) -> bool:
+    """Whether a code's step (or a later one) of its device has paid already."""
+    return check.last_redeem_step is not None and check.step <= check.last_redeem_step
+
+
+def is_redeemable(check: CodeCheck) -> bool:
+    """Whether a checked code can authorise spending: a redemption code not used yet."""
+    return check.kind == REDEMPTION and not is_used(check)
+
+
 def require_redeemable(check: CodeCheck, *, field: str) -> None:
     """Refuse a checked code that cannot authorise spending: an accrual code, or a redemption
     code whose step was used already."""
     if check.kind != REDEMPTION:
         raise Forbidden("an accrual code cannot authorise spending", field=field)
-    if check.last_redeem_step is not None and check.step <= check.last_redeem_step:
+    if is_used(check):
         raise Forbidden("the redemption code was already used", field=field)
 
 

@@ -49,6 +49,7 @@ CARD_FAILURES = 5
 TERMINAL_FAILURES = 20
 WINDOW = timedelta(hours=1)
 MAX_ISSUE = 100
+MAX_YEARS = 100  # how far ahead an expiry date may be (far later ones overflow dates)
 # OWASP's Argon2id minimum (19 MiB, 2 passes): a guess costs an attacker, a check stays fast
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
@@ -94,8 +95,13 @@ def issue_gift_cards(
     now = clock.now()
     expires_at = None
     if expires_on is not None:
-        if expires_on <= now.astimezone(ZoneInfo(workspace.timezone)).date():
+        today = now.astimezone(ZoneInfo(workspace.timezone)).date()
+        if expires_on <= today:
             raise ValidationFailed("the expiry date must be in the future", field="expires_on")
+        if expires_on.year > today.year + MAX_YEARS:
+            raise ValidationFailed(
+                f"the expiry date must be at most {MAX_YEARS} years ahead", field="expires_on"
+            )
         # valid through the whole expiry day in the workspace's time zone
         day_after = datetime(expires_on.year, expires_on.month, expires_on.day)  # noqa: DTZ001
         expires_at = (day_after + timedelta(days=1)).replace(tzinfo=ZoneInfo(workspace.timezone))
@@ -191,8 +197,19 @@ def activate_gift_card(
     terminal_id: str,
     actor: str,
 ) -> Outcome:
-    """Activate a card when it is sold: its amount becomes spendable (idempotent)."""
-    card = _card(session, workspace_id, number)
+    """Activate a card when it is sold: its amount becomes spendable (idempotent). An unknown
+    number counts against the terminal as a wrong PIN does."""
+    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
+    refusal = _pin_refusal(
+        session,
+        workspace_id=workspace_id,
+        card=card,
+        pin=None,
+        terminal_id=terminal_id,
+        at=clock.now(),
+    )
+    if refusal is not None or card is None:
+        return Outcome(card, refusal=refusal)
     key = f"activate:{pos_transaction_id}"
     existing = card_store.gift_card_entry(session, workspace_id, key)
     if existing is not None:
@@ -228,13 +245,16 @@ def _pin_refusal(
     *,
     workspace_id: int,
     card: GiftCard | None,
-    pin: str,
+    pin: str | None,
     terminal_id: str,
     at: datetime,
 ) -> TactfulError | None:
-    """None when the PIN is right and no limit is reached; else the refusal (recorded)."""
+    """None when the number is known, the PIN right (when one is asked for: activation asks
+    for none) and no limit is reached; else the refusal (recorded). Unknown numbers count
+    against the terminal, so numbers cannot be enumerated."""
     window = _window(at)
-    subjects = [("terminal", terminal_id)] + ([("card", card.number)] if card else [])
+    checks_pin = card is not None and pin is not None
+    subjects = [("terminal", terminal_id)] + ([("card", card.number)] if checks_pin else [])
     counts = card_store.failures(session, workspace_id, subjects, window)
     retry_at = (window + WINDOW).isoformat(timespec="minutes")
     if counts.get(("terminal", terminal_id), 0) >= TERMINAL_FAILURES:
@@ -249,6 +269,8 @@ def _pin_refusal(
     if card is None:
         card_store.add_failure(session, workspace_id, "terminal", terminal_id, window)
         return NotFound("no gift card has this number", field="number")
+    if pin is None:
+        return None
     try:
         _HASHER.verify(card.pin_hash, pin)
     except VerificationError:

@@ -356,7 +356,7 @@ def identify(
         balance=snap.account.balance if snap.account else 0,
         pending=snap.account.pending if snap.account else 0,
         spendable=snap.spendable,
-        redeem_code_valid=snap.named_by is not None and snap.named_by.kind == codes.REDEMPTION,
+        redeem_code_valid=snap.named_by is not None and codes.is_redeemable(snap.named_by),
     )
 
 
