@@ -253,8 +253,9 @@ def _pin_refusal(
     for none) and no limit is reached; else the refusal (recorded). Unknown numbers count
     against the terminal, so numbers cannot be enumerated."""
     window = _window(at)
-    checks_pin = card is not None and pin is not None
-    subjects = [("terminal", terminal_id)] + ([("card", card.number)] if checks_pin else [])
+    subjects = [("terminal", terminal_id)]
+    if card is not None and pin is not None:
+        subjects.append(("card", card.number))
     counts = card_store.failures(session, workspace_id, subjects, window)
     retry_at = (window + WINDOW).isoformat(timespec="minutes")
     if counts.get(("terminal", terminal_id), 0) >= TERMINAL_FAILURES:
