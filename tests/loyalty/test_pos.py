@@ -3,8 +3,9 @@ the redemption code, refusals that write nothing."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -633,3 +634,34 @@ def test_identify_does_not_call_a_used_redemption_code_valid(
         anna,
         False,
     )
+
+
+def test_the_activity_report_accepts_exactly_400_periods(
+    client: TestClient, runtime: Runtime, shop: Shop
+) -> None:
+    """docs/loyalty.md: "whole periods, up to 400". 400 local days were refused (the number of
+    boundaries, one more, was compared with the limit); 401 still are."""
+    start = datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Moscow"))
+    r = client.get(
+        "/v1/loyalty/reports/activity",
+        headers=shop.admin,
+        params={
+            "program_id": shop.program_id,
+            "start": start.isoformat(),
+            "end": (start + timedelta(days=400)).isoformat(),
+            "period": "day",
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["periods"]) == 400
+    r = client.get(
+        "/v1/loyalty/reports/activity",
+        headers=shop.admin,
+        params={
+            "program_id": shop.program_id,
+            "start": start.isoformat(),
+            "end": (start + timedelta(days=401)).isoformat(),
+            "period": "day",
+        },
+    )
+    assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "period")

@@ -683,7 +683,10 @@ def emit_purchase(
     store_id: str | None,
     at: datetime,
     reversal: bool = False,
+    redeemed_value: int | None = None,
 ) -> None:
+    """The purchase's (or its reversal's) events; the points spent are valued at today's
+    point value unless ``redeemed_value`` says what they were worth."""
     common = {
         "transaction_id": transaction_id,
         "receipt_id": receipt_id,
@@ -702,7 +705,7 @@ def emit_purchase(
             )
         )
     if redeemed:
-        value = redeemed * program.rules.point_value
+        value = redeemed * program.rules.point_value if redeemed_value is None else redeemed_value
         events.append(
             (
                 f"{transaction_id}:redeemed",

@@ -56,7 +56,9 @@ def _share(
     refunded_lines: Counter[str] = Counter()
     for r in before:
         refunded_lines.update(r.details.get("lines", {}))
-    due_before = sum(r.details["clawed"] + r.details["unrecovered"] for r in before)
+    due_before = sum(
+        r.details["clawed"] + r.details["unrecovered"] + r.details.get("expired", 0) for r in before
+    )
     restored_before = sum(r.details["restored"] for r in before)
     if cancel:
         left = total - refunded
@@ -96,22 +98,24 @@ def _share(
                 f"refunds would total {refunded + part_total}, more than the receipt's {total}",
                 field="lines",
             )
-        return _Share(
-            part_total,
-            this,
-            min(claw, accrued - due_before),
-            min(restore, redeemed - restored_before),
-        )
-    assert amount is not None
-    new_total = refunded + amount
-    if new_total > total:
-        raise ValidationFailed(
-            f"refunds would total {new_total}, more than the receipt's {total}", field="amount"
-        )
-    claw = accrued * new_total // total - accrued * refunded // total
-    restore = redeemed * new_total // total - redeemed * refunded // total
+    else:
+        assert amount is not None
+        part_total = refunded + amount
+        if part_total > total:
+            raise ValidationFailed(
+                f"refunds would total {part_total}, more than the receipt's {total}",
+                field="amount",
+            )
+        part_total, this = amount, {}
+        claw = accrued * (refunded + amount) // total - accrued * refunded // total
+        restore = redeemed * (refunded + amount) // total - redeemed * refunded // total
+    if refunded + part_total == total:
+        # the refund that completes the receipt reverses all that is left, however earlier
+        # refunds (by line or by amount: their shares differ when lines earn at different
+        # rates) were rounded or shared
+        claw, restore = accrued - due_before, redeemed - restored_before
     return _Share(
-        amount, {}, min(claw, accrued - due_before), min(restore, redeemed - restored_before)
+        part_total, this, min(claw, accrued - due_before), min(restore, redeemed - restored_before)
     )
 
 
@@ -150,6 +154,9 @@ def refund(
     assert owner is not None
     target = owner.merged_into_id if owner.status == MERGED and owner.merged_into_id else owner.id
     book = open_book(session, program, target)
+    if book.account.status == MERGED and book.account.merged_into_id:
+        # merged while the owner was read: the locked row tells where the points went
+        book = open_book(session, program, book.account.merged_into_id)
     key = f"cancel:{original_pos_transaction_id}" if cancel else f"refund:{pos_transaction_id}"
     fingerprint = request_fingerprint(original.id, lines, amount, cancel)
     existing = store.transaction_by_key(session, program.id, key)
@@ -167,12 +174,24 @@ def refund(
     share = _share(original, before, lines=lines, amount=amount, cancel=cancel)
     book.settle_due(at=now, actor=SYSTEM_ACTOR)
     original_lines = store.lines_of(session, [original.id])
-    accrual_lot = next(
+    accrued_into = next(
         (x.lot_id for x in original_lines if x.kind == LINE_ACCRUAL and x.points > 0), None
     )
-    # accrued points are taken back before any spent ones return, so the claw-back never
-    # takes the points this refund gives back
-    moves, unrecovered = book.take_back(share.claw, at=now, kind=LINE_ACCRUAL, first=accrual_lot)
+    # the lot the purchase's points are in now (a merge moves them to a lot of the survivor's)
+    chain = _lot_chain(session, accrued_into, book.account.id) if accrued_into else []
+    accrual_lot = chain[-1] if chain else None
+    # accrued points that expired are gone already: not taken again from other points (up to
+    # what earlier refunds of the purchase have not counted yet)
+    expired = 0
+    in_lot = book.lots[accrual_lot].remaining if accrual_lot in book.lots else 0
+    if chain and share.claw > in_lot:
+        excusable = sum(store.expired_points(session, lot_id) for lot_id in chain) - sum(
+            r.details.get("expired", 0) for r in before
+        )
+        expired = max(0, min(share.claw - in_lot, excusable))
+    moves, unrecovered = book.take_back(
+        share.claw - expired, at=now, kind=LINE_ACCRUAL, first=accrual_lot
+    )
     restored_by_lot = _restore_plan(before, original_lines, share.restore)
     drawn = store.lots_by_ids(session, [int(lot_id) for lot_id in restored_by_lot])
     touched: list[int | NewLot] = []
@@ -184,8 +203,15 @@ def refund(
             else NewLot(AVAILABLE, lot.expires_at, ref=lot.id)  # the lot left with a merge
         )
         moves.append(Move(target_lot, AVAILABLE, LINE_REDEMPTION, points))
+        # what the customer's other points could not cover comes out of the points this
+        # refund gives back (a lot leaving with a merge is new here: it keeps its own)
+        take = min(unrecovered, points) if isinstance(target_lot, int) else 0
+        if take:
+            moves.append(Move(target_lot, AVAILABLE, LINE_ACCRUAL, -take))
+            unrecovered -= take
         if lot.expires_at is not None and lot.expires_at <= now:
             touched.append(target_lot)
+    worth = _worth(original, before, share)
     posted = book.post(
         kind=CANCEL if cancel else REFUND,
         key=key,
@@ -203,10 +229,12 @@ def refund(
             "fingerprint": fingerprint,
             "refunded": share.amount,
             "lines": share.lines,
-            "clawed": share.claw - unrecovered,
+            "clawed": share.claw - expired - unrecovered,
             "unrecovered": unrecovered,
+            "expired": expired,
             "restored": share.restore,
             "restored_by_lot": restored_by_lot,
+            "money_to_return": max(0, share.amount - worth),
         },
     )
     # points given back to lots already past their expiry expire at once, as their own entry
@@ -218,7 +246,7 @@ def refund(
         program=program,
         book=book,
         transaction_id=posted.id,
-        accrued=-(share.claw - unrecovered),
+        accrued=-(share.claw - expired - unrecovered),
         redeemed=-share.restore,
         pending=False,
         receipt_id=original.receipt_id,
@@ -226,10 +254,40 @@ def refund(
         store_id=store_id,
         at=now,
         reversal=True,
+        redeemed_value=-worth,
     )
     txn = session.get(LedgerTransaction, posted.id)
     assert txn is not None
     return _refund_out(txn, book, program.rules, replayed=False)
+
+
+MAX_HOPS = 20  # merges and their undoing a lot's points may have gone through
+
+
+def _lot_chain(session: Session, lot_id: int, account_id: int) -> list[int]:
+    """The lot, then each lot transfers moved its points into, up to one of ``account_id``'s
+    (or as far as they can be followed)."""
+    chain = [lot_id]
+    for _ in range(MAX_HOPS):
+        lot = store.lots_by_ids(session, [chain[-1]]).get(chain[-1])
+        if lot is None or lot.account_id == account_id:
+            break
+        moved = store.transferred_to(session, chain[-1])
+        if moved is None or moved in chain:
+            break
+        chain.append(moved)
+    return chain
+
+
+def _worth(original: LedgerTransaction, before: Sequence[LedgerTransaction], share: _Share) -> int:
+    """What the points this refund gives back were worth when they paid: the purchase's own
+    rate, rounded cumulatively, so all refunds of a purchase give back exactly the value the
+    points paid (and the money to pay back is exactly what was paid in money)."""
+    value, spent = int(original.details["redeem_value"]), int(original.details["redeemed"])
+    if not spent:
+        return 0
+    restored_before = sum(int(r.details["restored"]) for r in before)
+    return value * (restored_before + share.restore) // spent - value * restored_before // spent
 
 
 def _restore_plan(
@@ -266,7 +324,11 @@ def _refund_out(
         restored_points=details["restored"],
         clawed_back_points=details["clawed"],
         unrecovered_points=details["unrecovered"],
-        money_to_return=max(0, details["refunded"] - details["restored"] * rules.point_value),
+        # refunds before the money was recorded: the points at today's value
+        money_to_return=details.get(
+            "money_to_return",
+            max(0, details["refunded"] - details["restored"] * rules.point_value),
+        ),
         balance=book.account.balance,
         pending=book.account.pending,
     )

@@ -96,7 +96,7 @@ def activity(
         raise ValidationFailed("end must be after start", field="end")
     program = get_program(session, workspace_id=workspace_id, program_id=program_id)
     boundaries = calc.period_boundaries(start, end, period, program.timezone, limit=MAX_PERIODS)
-    if len(boundaries) > MAX_PERIODS:
+    if len(boundaries) - 1 > MAX_PERIODS:
         raise ValidationFailed(
             f"more than {MAX_PERIODS} periods; choose a longer period or a shorter range",
             field="period",

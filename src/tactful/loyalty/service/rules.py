@@ -248,7 +248,8 @@ def period_boundaries(
     start: datetime, end: datetime, period: str, timezone: str, *, limit: int
 ) -> list[datetime]:
     """Local day/week (Monday)/month starts (UTC) covering ``[start, end)``; ``limit`` caps the
-    number of periods."""
+    number of periods: past it, the boundaries of ``limit + 1`` periods come back (so the
+    caller can tell too many from exactly ``limit``)."""
     zone = ZoneInfo(timezone)
     local = start.astimezone(zone)
     day = datetime(local.year, local.month, local.day)  # noqa: DTZ001 - local wall clock
@@ -260,7 +261,7 @@ def period_boundaries(
     while True:
         moment = day.replace(tzinfo=zone).astimezone(UTC)
         boundaries.append(moment)
-        if moment >= end or len(boundaries) > limit:
+        if moment >= end or len(boundaries) > limit + 1:
             break
         if period == "day":
             day += timedelta(days=1)

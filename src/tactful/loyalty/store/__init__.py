@@ -35,7 +35,9 @@ from tactful.core.dialect import insert_ignore, lock_rows, upsert
 from tactful.customers.models import Customer, Identity
 from tactful.loyalty.models import (
     AVAILABLE,
+    LINE_EXPIRY,
     LINE_REDEMPTION,
+    LINE_TRANSFER,
     MERGED,
     OPEN_LOT,
     PENDING,
@@ -589,6 +591,54 @@ def insert_lines(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One INSERT for all the rows (an executemany the driver sends as one statement)."""
     if rows:
         _conn(session).execute(insert(LedgerLine), list(rows))
+
+
+def expired_points(session: Session, lot_id: int) -> int:
+    """Points that expired out of a lot."""
+    found = session.scalar(
+        select(func.coalesce(func.sum(LedgerLine.points), 0)).where(
+            LedgerLine.lot_id == lot_id, LedgerLine.kind == LINE_EXPIRY
+        )
+    )
+    return -int(found or 0)
+
+
+def transferred_to(session: Session, lot_id: int) -> int | None:
+    """The lot the last transfer of this lot's points (a merge, or its undoing) put them in,
+    or None. A transfer is a pair of postings, ``…-out:…`` and ``…-in:…``, whose lines list
+    the lots in the same order with the same points."""
+    out = session.execute(
+        select(
+            LedgerTransaction.id, LedgerTransaction.program_id, LedgerTransaction.idempotency_key
+        )
+        .join(LedgerLine, LedgerLine.transaction_id == LedgerTransaction.id)
+        .where(LedgerLine.lot_id == lot_id, LedgerLine.kind == LINE_TRANSFER, LedgerLine.points < 0)
+        .order_by(LedgerLine.id.desc())
+        .limit(1)
+    ).first()
+    if out is None or "-out:" not in out.idempotency_key:
+        return None
+    arrival = session.scalar(
+        select(LedgerTransaction.id).where(
+            LedgerTransaction.program_id == out.program_id,
+            LedgerTransaction.idempotency_key == out.idempotency_key.replace("-out:", "-in:", 1),
+        )
+    )
+    if arrival is None:
+        return None
+    lines = session.execute(
+        select(LedgerLine.transaction_id, LedgerLine.lot_id, LedgerLine.points)
+        .where(LedgerLine.transaction_id.in_([out.id, arrival]), LedgerLine.kind == LINE_TRANSFER)
+        .order_by(LedgerLine.id)
+    ).all()
+    left = [(x.lot_id, -x.points) for x in lines if x.transaction_id == out.id]
+    came = [(x.lot_id, x.points) for x in lines if x.transaction_id == arrival]
+    if len(left) != len(came):
+        return None
+    for (old, points), (new, arrived) in zip(left, came, strict=True):
+        if old == lot_id:
+            return int(new) if points == arrived and new is not None else None
+    return None
 
 
 def lines_of(session: Session, transaction_ids: Sequence[int]) -> list[LedgerLine]:
