@@ -322,3 +322,31 @@ def test_column_mapping_by_flags_and_by_file(
         assert service.load_mapping_file(write_text(tmp_path / name, text)) == flags
     with pytest.raises(ValidationFailed, match="column=field"):
         service.parse_mapping(["Client ID"])
+
+
+def test_a_nul_character_rejects_its_row_and_long_numbers_stay_text(
+    runtime: Runtime, tenant: Tenant, run_import: Importer, tmp_path: Path
+) -> None:
+    """A NUL character (no database of ours can store one) failed the whole import on
+    PostgreSQL; a column of numbers too long for 64 bits was typed as an integer and failed it
+    on both databases. The row is rejected with its field now, and such a column is text."""
+    path = write_text(
+        tmp_path / "customers.csv",
+        "external_id,first_name,loyalty_no\n"
+        "C1,An\x00na,12\n"
+        "C2,Boris,99999999999999999999\n"
+        "C3,Vera,7\n",
+    )
+    run = run_import("customers", path)
+    assert counts(run) == ("done", 3, 2, 0, 1)
+    assert errors(tmp_path / "customers.errors.csv") == [
+        ["line", "field", "reason"],
+        ["1", "first_name", "must not contain the NUL character (\\u0000)"],
+    ]
+    found = profiles(runtime)
+    assert sorted(found) == ["C2", "C3"]
+    assert (found["C2"]["first_name"], found["C2"]["attributes"]) == (
+        "Boris",
+        {"loyalty_no": "99999999999999999999"},
+    )
+    assert found["C3"]["attributes"] == {"loyalty_no": "7"}

@@ -19,14 +19,17 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from tactful.core import storable
 from tactful.core.errors import ValidationFailed
 from tactful.customers.profile import ATTRIBUTE_NAME
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COMPRESSIONS = (".gz", ".zst")
-NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
-INTEGER = r"^-?(0|[1-9][0-9]*)$"
+# a column is numeric when every value is; at most 18 digits before the point (more do not
+# fit a 64-bit integer, and a double would round them): longer ones stay text, as ids do
+NUMBER = r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]+)?$"
+INTEGER = r"^-?(0|[1-9][0-9]{0,17})$"
 DATE_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 DATETIME_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
 # how the CSV parser's complaints read in an error file
@@ -355,16 +358,36 @@ def open_source(con: Any, path: Path, spec: KindSpec, mapping: Mapping[str, str]
     source = "(SELECT rowid AS __tactful_pos, * FROM raw) r" if fmt == "csv" else "raw"
     if fmt == "csv" and line.endswith("coalesce(s.shift, 0)"):
         source += " ASOF LEFT JOIN shifts s ON r.__tactful_pos >= s.from_row"
-    con.execute(f"CREATE VIEW src AS SELECT {', '.join(select)} FROM {source}")  # noqa: S608
+    con.execute(f"CREATE VIEW read AS SELECT {', '.join(select)} FROM {source}")  # noqa: S608
     good = int(con.execute("SELECT count(*) FROM raw").fetchone()[0])
     bad = int(con.execute("SELECT count(*) FROM rejects").fetchone()[0])
-    described = {r[0]: r[1] for r in con.execute("DESCRIBE src").fetchall()}
+    described = {r[0]: r[1] for r in con.execute("DESCRIBE read").fetchall()}
+    _reject_unstorable_text(con, [c for c, kind in described.items() if kind == "VARCHAR"])
     return Source(
         con,
         frozenset(set(targets.values()) - set(extras)),
         tuple(extras),
         good + bad,
         described,
+    )
+
+
+def _reject_unstorable_text(con: Any, text_columns: Sequence[str]) -> None:
+    """Rows with a NUL character in a text field (no database of ours can store one) are
+    rejected with the field; ``src`` is ``read`` without them."""
+    found = " UNION ALL ".join(
+        f"SELECT line, {literal(c)} AS field FROM read WHERE contains({quote(c)}, chr(0))"  # noqa: S608
+        for c in text_columns
+        if c != "line"
+    )
+    if not found:
+        con.execute("CREATE VIEW src AS SELECT * FROM read")
+        return
+    con.execute(f"CREATE TABLE unstorable AS {found}")
+    reason = literal(storable.NUL_REASON)
+    con.execute(f"INSERT INTO rejects SELECT line, field, {reason} FROM unstorable")  # noqa: S608
+    con.execute(
+        "CREATE VIEW src AS SELECT * FROM read WHERE line NOT IN (SELECT line FROM unstorable)"
     )
 
 
