@@ -70,6 +70,26 @@ def buy_then_merge(client: TestClient, runtime: Runtime, shop: Shop) -> None:
     merge_cards(runtime)
 
 
+def spend_shown(client: TestClient, shop: Shop, card: str) -> list[tuple[int, int]]:
+    """The rolling spend and the spend to the next tier, as identify and calculate show them."""
+    customer = {"kind": "card", "value": card}
+    where = {"store_id": "S1", "terminal_id": "T1"}
+    found = client.post(
+        "/v1/loyalty/pos/identify", headers=shop.pos, json={"customer": customer, **where}
+    )
+    quote = client.post(
+        "/v1/loyalty/pos/calculate",
+        headers=shop.pos,
+        json={"customer": customer, "lines": receipt(10_000), **where},
+    )
+    shown = []
+    for answer in (found, quote):
+        assert answer.status_code == 200, answer.text
+        tier = answer.json()["tier"]
+        shown.append((tier["rolling_spend"], tier["spend_to_next_tier"]))
+    return shown
+
+
 def accounts_by_customer(runtime: Runtime) -> dict[int, tuple[int, int, str, int | None]]:
     with runtime.db.scope(readonly=True) as session:
         return {
@@ -137,45 +157,20 @@ def test_the_merged_accounts_spend_counts_towards_the_survivors_tier(
     the account merged into it, as confirm counts it."""
     buy_then_merge(client, runtime, shop)
     for card in CARDS.values():  # either card reaches the survivor
-        customer = {"kind": "card", "value": card}
-        where = {"store_id": "S1", "terminal_id": "T1"}
-        found = client.post(
-            "/v1/loyalty/pos/identify", headers=shop.pos, json={"customer": customer, **where}
-        )
-        quote = client.post(
-            "/v1/loyalty/pos/calculate",
-            headers=shop.pos,
-            json={"customer": customer, "lines": receipt(10_000), **where},
-        )
-        for answer in (found, quote):
-            assert answer.status_code == 200, answer.text
-            tier = answer.json()["tier"]
-            assert (tier["rolling_spend"], tier["spend_to_next_tier"]) == (300_000, 2_700_000)
+        assert spend_shown(client, shop, card) == [(300_000, 2_700_000)] * 2
 
 
 def test_another_customers_spend_leaves_out_accounts_merged_into_others(
     client: TestClient, runtime: Runtime, shop: Shop, anna: int
 ) -> None:
     """A customer untouched by the merge sees only their own rolling spend: the account
-    merged into the survivor counts for the survivor alone."""
+    merged into the survivor counts for the survivor alone (every account merged into any
+    account used to count for every customer)."""
     buy_then_merge(client, runtime, shop)
     with runtime.db.scope() as session:
         create_customer(session, card="2000333", first_name="Clara")
     buy(client, shop, "c1", "2000333", 50_000)
-    customer = {"kind": "card", "value": "2000333"}
-    where = {"store_id": "S1", "terminal_id": "T1"}
-    found = client.post(
-        "/v1/loyalty/pos/identify", headers=shop.pos, json={"customer": customer, **where}
-    )
-    quote = client.post(
-        "/v1/loyalty/pos/calculate",
-        headers=shop.pos,
-        json={"customer": customer, "lines": receipt(10_000), **where},
-    )
-    for answer in (found, quote):
-        assert answer.status_code == 200, answer.text
-        tier = answer.json()["tier"]
-        assert (tier["rolling_spend"], tier["spend_to_next_tier"]) == (50_000, 2_950_000)
+    assert spend_shown(client, shop, "2000333") == [(50_000, 2_950_000)] * 2
 
 
 def test_customers_separated_can_be_merged_again(

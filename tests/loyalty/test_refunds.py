@@ -28,6 +28,7 @@ from tests.loyalty.conftest import (
     set_rules,
 )
 from tests.loyalty.test_merges import CARDS, merge_cards
+from tests.loyalty.test_pos import open_with_points
 
 CARD = "2000111"
 
@@ -103,25 +104,6 @@ def test_a_receipt_refunded_in_full_by_a_line_then_an_amount_keeps_no_points(
     assert (rest.json()["clawed_back_points"], rest.json()["pending"]) == (150, 0)
     assert balances(runtime, anna) == (0, 0)
     assert_ledger_consistent(runtime)
-
-
-def open_with_points(
-    client: TestClient, shop: Shop, customer_id: int, points: int, key: str = "seed"
-) -> int:
-    r = client.post(
-        f"/v1/loyalty/programs/{shop.program_id}/accounts",
-        headers=shop.admin,
-        json={"customer_id": customer_id},
-    )
-    assert r.status_code == 200, r.text
-    account_id: int = r.json()["id"]
-    r = client.post(
-        f"/v1/loyalty/accounts/{account_id}/adjustments",
-        headers=shop.admin,
-        json={"points": points, "reason": "opening balance", "idempotency_key": key},
-    )
-    assert r.status_code == 201, r.text
-    return account_id
 
 
 def test_money_to_return_uses_the_value_the_points_had_when_spent(

@@ -199,17 +199,17 @@ def activate_gift_card(
 ) -> Outcome:
     """Activate a card when it is sold: its amount becomes spendable (idempotent). An unknown
     number counts against the terminal as a wrong PIN does."""
-    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
-    refusal = _pin_refusal(
+    checked = _checked(
         session,
         workspace_id=workspace_id,
-        card=card,
+        number=number,
         pin=None,
         terminal_id=terminal_id,
         at=clock.now(),
     )
-    if refusal is not None or card is None:
-        return Outcome(card, refusal=refusal)
+    card = checked.card
+    if checked.refusal is not None or card is None:
+        return checked
     key = f"activate:{pos_transaction_id}"
     existing = card_store.gift_card_entry(session, workspace_id, key)
     if existing is not None:
@@ -240,18 +240,30 @@ def _window(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-def _pin_refusal(
+def _checked(
     session: Session,
     *,
+    workspace_id: int,
+    number: str,
+    pin: str | None,
+    terminal_id: str,
+    at: datetime,
+) -> Outcome:
+    """The card (locked), refused (the refusal recorded) unless the number is known, the PIN
+    right (when one is asked for: activation asks for none) and no limit is reached. Unknown
+    numbers count against the terminal, so numbers cannot be enumerated."""
+    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
+    return Outcome(card, refusal=_refusal(session, workspace_id, card, pin, terminal_id, at))
+
+
+def _refusal(
+    session: Session,
     workspace_id: int,
     card: GiftCard | None,
     pin: str | None,
     terminal_id: str,
     at: datetime,
 ) -> TactfulError | None:
-    """None when the number is known, the PIN right (when one is asked for: activation asks
-    for none) and no limit is reached; else the refusal (recorded). Unknown numbers count
-    against the terminal, so numbers cannot be enumerated."""
     window = _window(at)
     subjects = [("terminal", terminal_id)]
     if card is not None and pin is not None:
@@ -290,16 +302,15 @@ def check_balance(
     terminal_id: str,
 ) -> Outcome:
     """The card's balance, for the right PIN (wrong PINs are counted and limited)."""
-    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
-    refusal = _pin_refusal(
+    checked = _checked(
         session,
         workspace_id=workspace_id,
-        card=card,
+        number=number,
         pin=pin,
         terminal_id=terminal_id,
         at=clock.now(),
     )
-    return Outcome(card, refusal=refusal)
+    return checked
 
 
 def redeem_gift_card(
@@ -317,17 +328,17 @@ def redeem_gift_card(
 ) -> Outcome:
     """Pay ``amount`` from the card (idempotent by the POS transaction id)."""
     now = clock.now()
-    card = card_store.gift_card(session, workspace_id, number.strip(), lock=True)
-    refusal = _pin_refusal(
+    checked = _checked(
         session,
         workspace_id=workspace_id,
-        card=card,
+        number=number,
         pin=pin,
         terminal_id=terminal_id,
         at=now,
     )
-    if refusal is not None or card is None:
-        return Outcome(card, refusal=refusal)
+    card = checked.card
+    if checked.refusal is not None or card is None:
+        return checked
     key = f"redeem:{pos_transaction_id}"
     existing = card_store.gift_card_entry(session, workspace_id, key)
     if existing is not None:
