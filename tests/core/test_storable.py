@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
 
 from tactful.core import storable
 
@@ -32,6 +33,28 @@ def test_faults_name_each_value_with_its_path_and_reason() -> None:
         (("body", "k\x00"), storable.NUL_REASON),
     ]
     assert storable.faults({"a": [1, "x", {"b": -(2**63)}]}) == []
+
+
+class Line(BaseModel):
+    product: str = Field(alias="productId")
+    amount: int
+
+
+class Receipt(BaseModel):
+    lines: list[Line]
+    tags: dict[str, int] = {}
+
+
+def test_validated_models_are_walked_by_their_fields_aliases() -> None:
+    receipt = Receipt(
+        lines=[Line(productId="P1", amount=1), Line(productId="P\x00", amount=BIG)],
+        tags={"a": BIG},
+    )
+    assert storable.faults(receipt, ("body",)) == [
+        (("body", "lines", 1, "productId"), storable.NUL_REASON),
+        (("body", "lines", 1, "amount"), storable.RANGE_REASON),
+        (("body", "tags", "a"), storable.RANGE_REASON),
+    ]
     assert storable.faults(float("nan")) == [((), storable.RANGE_REASON)]
     assert storable.faults(float("inf")) == [((), storable.RANGE_REASON)]
 
@@ -39,7 +62,14 @@ def test_faults_name_each_value_with_its_path_and_reason() -> None:
 def test_the_fast_look_passes_ordinary_text_and_flags_each_kind() -> None:
     assert not storable.suspect(b'{"card": "200011122233", "amount": 922337203685477580}')
     assert not storable.suspect(b'{"ratio": 1.5e-7, "text": "\\\\u00"}')
-    for raw in (b'"a\\u0000"', b"9223372036854775808", b"-9223372036854775809", b"1e19", b"2E+30"):
+    for raw in (
+        b'"a\\u0000"',
+        b"9223372036854775808",
+        b"-9223372036854775809",
+        b"1e19",
+        b"2E+30",
+        b'"1_000"',
+    ):
         assert storable.suspect(raw), raw
 
 

@@ -577,6 +577,9 @@ def test_a_value_no_database_can_store_is_refused_with_its_field_and_nothing_wri
         ({"store_id": "S\x001"}, "store_id", storable.NUL_REASON),
         ({"pos_transaction_id": "a\x00b"}, "pos_transaction_id", storable.NUL_REASON),
         ({"program_id": 2**63}, "program_id", storable.RANGE_REASON),
+        # validation reads such text as the integer it names
+        ({"program_id": "9223372036854775808"}, "program_id", storable.RANGE_REASON),
+        ({"program_id": "1_000_000_000_000_000_000_000"}, "program_id", storable.RANGE_REASON),
     ]
     for change, field, reason in faults:
         body = {**confirm_body("p1", "2000111", receipt(10_000)), **change}

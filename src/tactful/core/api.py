@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import contextvars
 import functools
 import inspect
+import re
 import typing
 import weakref
 from collections.abc import Callable, Coroutine
@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi import params as fastapi_params
@@ -126,7 +125,10 @@ class TransactionalRoute(APIRoute):
     API key checks (see :func:`require_scope`), the endpoint, the response's validation
     against the route's model and the transaction's end; FastAPI then only serialises the
     validated answer. (Each hand-off costs a thread switch both ways; FastAPI alone would
-    take four.) A response that fails validation is not committed."""
+    take four.) A response that fails validation is not committed.
+
+    Before the endpoint, values no database can store (``core.storable``) in the path, the
+    query or the validated body are refused with a 422 naming each field."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, self._in_one_hand_off(path, endpoint), **kwargs)
@@ -180,7 +182,7 @@ class TransactionalRoute(APIRoute):
 
             async def in_one(**values: Any) -> Any:
                 call = _CALL.get()
-                await self._refuse_unstorable(call.request)
+                await self._refuse_unstorable(call.request, values)
                 if call.checks:
                     await anyio.to_thread.run_sync(_pass_checks, call, values)
                 return await endpoint(**values)
@@ -189,14 +191,14 @@ class TransactionalRoute(APIRoute):
 
             async def in_one(**values: Any) -> Any:
                 call = _CALL.get()
-                await self._refuse_unstorable(call.request)
+                await self._refuse_unstorable(call.request, values)
                 work = functools.partial(self._run, endpoint, call, values)
                 return await anyio.to_thread.run_sync(work)
 
         # the endpoint's signature, annotations, name and marks (FastAPI reads them through it)
         return functools.wraps(endpoint)(in_one)
 
-    async def _refuse_unstorable(self, request: Request) -> None:
+    async def _refuse_unstorable(self, request: Request, values: dict[str, Any]) -> None:
         """A 422 naming each value no database can store (see ``core.storable``) in the path,
         the query or the body FastAPI validated for the endpoint. (Endpoints reading the body
         themselves, such as ingestion, check their items one by one.)"""
@@ -219,12 +221,13 @@ class TransactionalRoute(APIRoute):
                 for name, value in (await request.form()).multi_items():
                     if isinstance(value, str) and storable.text_fault(value):
                         errors.append((("body", name), storable.NUL_REASON))
-            else:
-                raw_body = await request.body()  # read (and kept) by FastAPI already
-                if storable.suspect(raw_body):
-                    # not JSON: FastAPI has judged it already
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        errors += storable.faults(orjson.loads(raw_body), ("body",))
+            elif storable.suspect(await request.body()):  # read (and kept) by FastAPI
+                # the values as validated: text such as "1_000" became an integer
+                params = self.dependant.body_params
+                for param in params:
+                    embedded = len(params) > 1 or getattr(param.field_info, "embed", False)
+                    at: tuple[str, ...] = ("body", param.alias) if embedded else ("body",)
+                    errors += storable.faults(values.get(param.name), at)
         if errors:
             raise RequestValidationError(
                 [{"type": "value_error", "loc": loc, "msg": reason} for loc, reason in errors]
@@ -256,12 +259,23 @@ def _takes_integers(annotation: Any) -> bool:
     return any(arg is int for arg in typing.get_args(annotation))
 
 
+# an integer's text as the parameters' validation reads it (underscores between digits, a
+# fraction of zeros)
+_INTEGER_TEXT = re.compile(r"\s*([+-]?[0-9_]+)(?:\.0*)?\s*")
+
+
 def _integer_fault(raw: str) -> str | None:
-    """Why an integer parameter's text names an integer no database can store, or None."""
-    text = raw.strip().lstrip("+-")
-    if len(text) < 19 or not text.isdigit():
+    """Why an integer parameter's text names an integer no database can store, or None (also
+    when it is no integer at all: the parameter's validation says so)."""
+    found = _INTEGER_TEXT.fullmatch(raw)
+    digits = found.group(1).replace("_", "") if found else ""
+    if len(digits.lstrip("+-")) < 19:  # 2**63 has 19 digits
         return None
-    return None if storable.INT64_MIN <= int(raw) <= storable.INT64_MAX else storable.RANGE_REASON
+    try:
+        value = int(digits)
+    except ValueError:
+        return None
+    return None if storable.INT64_MIN <= value <= storable.INT64_MAX else storable.RANGE_REASON
 
 
 @dataclass

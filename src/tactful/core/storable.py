@@ -18,6 +18,8 @@ import math
 import re
 from typing import Any
 
+from pydantic import BaseModel
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 NUL_REASON = "must not contain the NUL character (\\u0000)"
 RANGE_REASON = f"must be a number from {INT64_MIN} to {INT64_MAX}"
@@ -25,12 +27,14 @@ RANGE_REASON = f"must be a number from {INT64_MIN} to {INT64_MAX}"
 Path = tuple[str | int, ...]
 
 # the JSON escape of NUL (JSON text cannot hold it raw), 19 digits in a row (2**63 has 19),
-# a digit before a positive exponent (1e19); a hit only means "walk it", so false ones are fine
-_SUSPECT = re.compile(rb"\\u0000|\d{19}|\d[eE]\+?[1-9]")
+# a digit before a positive exponent (1e19), digits around an underscore (validation reads
+# the text "1_000" as the integer 1000); a hit only means "walk it", so false ones are fine
+_SUSPECT = re.compile(rb"\\u0000|[0-9]{19}|[0-9][eE]\+?[1-9]|[0-9]_[0-9]")
 
 
 def suspect(raw: bytes) -> bool:
-    """Whether JSON text may hold a value :func:`faults` refuses (False: it holds none)."""
+    """Whether JSON text, or what validation makes of it, may hold a value :func:`faults`
+    refuses (False: it holds none)."""
     return _SUSPECT.search(raw) is not None
 
 
@@ -40,8 +44,9 @@ def text_fault(value: str) -> str | None:
 
 
 def faults(value: Any, path: Path = ()) -> list[tuple[Path, str]]:
-    """Every value inside parsed JSON ``value`` that cannot be stored: (its path, the reason).
-    Object keys are checked as text too."""
+    """Every value inside ``value`` (parsed JSON, or validated models: a field is named by
+    its alias) that cannot be stored: (its path, the reason). Object keys are checked as text
+    too."""
     found: list[tuple[Path, str]] = []
     _walk(value, path, found)
     return found
@@ -65,6 +70,9 @@ def _walk(value: Any, path: Path, found: list[tuple[Path, str]]) -> None:
             if isinstance(key, str) and "\x00" in key:
                 found.append((inner, NUL_REASON))
             _walk(item, inner, found)
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _walk(item, (*path, index), found)
+    elif isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            _walk(getattr(value, name), (*path, info.alias or name), found)
