@@ -3,13 +3,16 @@ wrong PINs limited per card and per terminal across requests."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from tactful.core import clock
 from tactful.core.runtime import Runtime
-from tactful.loyalty.models import GiftCard, GiftCardEntry
+from tactful.loyalty.models import FailedAttempts, GiftCard, GiftCardEntry
+from tactful.loyalty.service import giftcards
 from tests.loyalty.conftest import Shop, loyalty_events
 
 
@@ -157,3 +160,8 @@ def test_wrong_pins_are_limited_per_card_and_terminal(
     stopped = pos(client, shop, "balance", number=second["number"], pin=second["pin"])
     assert stopped.status_code == 429
     assert stopped.json()["errors"][0]["field"] == "terminal_id"
+    # an hour after the window ended its refused attempts are forgotten; the current stay
+    with runtime.db.scope() as session:
+        assert giftcards.prune_failures(session, now=clock.now()) == 0
+        assert giftcards.prune_failures(session, now=clock.now() + timedelta(hours=2)) == 2
+        assert session.scalar(select(func.count()).select_from(FailedAttempts)) == 0

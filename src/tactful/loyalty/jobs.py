@@ -9,7 +9,7 @@ from datetime import timedelta
 from tactful.core.jobs.context import JobContext, MonitorContext
 from tactful.core.jobs.queue import enqueue_many
 from tactful.core.jobs.registry import job, monitor
-from tactful.loyalty.service import accounts
+from tactful.loyalty.service import accounts, giftcards
 
 ACTIVATE_JOB = "loyalty.activate_lot"
 EXPIRE_JOB = "loyalty.expire_lot"
@@ -80,8 +80,10 @@ def due_lots(ctx: MonitorContext) -> None:
 
 @monitor("loyalty.prune_rate_counters", every=timedelta(hours=1))
 def prune_rate_counters(ctx: MonitorContext) -> None:
-    """Velocity counters are needed for their window only (an hour at most)."""
+    """Velocity counters and refused gift-card attempts are needed for their window only (an
+    hour at most)."""
     accounts.prune_rate_counters(ctx.session, now=ctx.now)
+    giftcards.prune_failures(ctx.session, now=ctx.now)
 
 
 @monitor("loyalty.tier_reviews", every=timedelta(minutes=15))

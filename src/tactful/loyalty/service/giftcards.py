@@ -236,6 +236,11 @@ def activate_gift_card(
     return Outcome(card, entry)
 
 
+def prune_failures(session: Session, *, now: datetime) -> int:
+    """Forget refused attempts of windows over for more than an hour."""
+    return card_store.prune_failures(session, _window(now) - WINDOW)
+
+
 def _window(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 

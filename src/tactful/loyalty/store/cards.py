@@ -11,6 +11,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     func,
     or_,
     select,
@@ -174,3 +175,9 @@ def add_failure(
         .values(failures=FailedAttempts.failures + 1)
         .execution_options(synchronize_session=False)
     )
+
+
+def prune_failures(session: Session, before: datetime) -> int:
+    """Forget refused attempts of windows that started before ``before``."""
+    result = session.execute(delete(FailedAttempts).where(FailedAttempts.window_start < before))
+    return int(getattr(result, "rowcount", 0))
