@@ -221,7 +221,7 @@ class TransactionalRoute(APIRoute):
                 for name, value in (await request.form()).multi_items():
                     if isinstance(value, str) and storable.text_fault(value):
                         errors.append((("body", name), storable.NUL_REASON))
-            elif storable.suspect(await request.body()):  # read (and kept) by FastAPI
+            elif storable.suspect(await request.body(), validated=True):  # kept by FastAPI
                 # the values as validated: text such as "1_000" became an integer
                 params = self.dependant.body_params
                 for param in params:

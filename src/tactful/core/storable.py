@@ -26,18 +26,38 @@ RANGE_REASON = f"must be a number from {INT64_MIN} to {INT64_MAX}"
 
 Path = tuple[str | int, ...]
 
-# the JSON escape of NUL (JSON text cannot hold it raw), 19 digits in a row (2**63 has 19),
-# a number with a positive exponent (1e19; not the "5e31" inside a hexadecimal id, which
-# would make nearly every batch of events with such ids suspect), digits around an
-# underscore (validation reads the text "1_000" as the integer 1000). A hit only means
-# "walk it", so false ones cost a little time and nothing else.
-_SUSPECT = re.compile(rb'\\u0000|[0-9]{19}|[0-9][eE]\+?[0-9]+(?![0-9A-Za-z"_.-])|[0-9]_[0-9]')
+# The look runs on the text's shape: each byte mapped to its class (digit "0", the letter e
+# "e", other letters "a", quote "q", underscore "u", point "p", hyphen "m", plus "+", anything
+# else a space), so each pattern starts with a literal the regular expression engine finds
+# fast (half a millisecond for a 230 KB batch of 500 events, against 7 ms for the same
+# patterns on the raw text). It looks for:
+# - the JSON escape of NUL (JSON text cannot hold it raw);
+# - 19 digits in a row (2**63 has 19);
+# - a number with a positive exponent (1e19; not the "5e31" inside a hexadecimal id);
+# - for values to be validated, a string of digits with underscores (validation reads the
+#   text "1_000" as the integer 1000; not the "x86_64" of a user agent).
+# A hit only means "walk it": a false one costs a little time and nothing else.
+_SHAPES = bytearray(b" " * 256)
+for _byte in b"0123456789":
+    _SHAPES[_byte] = ord("0")
+for _byte in b"abcdfghijklmnopqrstuvwxyzABCDFGHIJKLMNOPQRSTUVWXYZ":
+    _SHAPES[_byte] = ord("a")
+for _byte, _shape in zip(b'eE"_.-+', b"eequpm+", strict=True):
+    _SHAPES[_byte] = _shape
+_SHAPE = bytes(_SHAPES)
+_EXPONENT = re.compile(rb"0e\+?0+(?![0aequpm])")
+_UNDERSCORED = re.compile(rb"q *[+m]?0+(?:u0+)+[pq ]")
 
 
-def suspect(raw: bytes) -> bool:
-    """Whether JSON text, or what validation makes of it, may hold a value :func:`faults`
-    refuses (False: it holds none)."""
-    return _SUSPECT.search(raw) is not None
+def suspect(raw: bytes, *, validated: bool = False) -> bool:
+    """Whether JSON text may hold a value :func:`faults` refuses (False: it holds none);
+    ``validated``: or whether what validation makes of it may."""
+    if b"\\u0000" in raw:
+        return True
+    shape = raw.translate(_SHAPE)
+    if b"0" * 19 in shape or (b"0e" in shape and _EXPONENT.search(shape)):
+        return True
+    return validated and b"0u0" in shape and _UNDERSCORED.search(shape) is not None
 
 
 def text_fault(value: str) -> str | None:
