@@ -171,3 +171,32 @@ def test_dates_months_and_periods() -> None:
         datetime(2026, 3, 15, 21, tzinfo=UTC),
         datetime(2026, 3, 22, 21, tzinfo=UTC),
     ]
+
+
+def test_promotion_on_a_multiplied_line_is_not_rounded_before_the_receipt() -> None:
+    """The line multiplier times the promotion's was truncated to whole percent per line
+    (150 % × 125 % = 187.5 % becomes 187 %) before the one rounding of the receipt, so the
+    receipt earns less than ``paid × accrual × multiplier × promotion`` rounded down once."""
+    rules = make_rules(
+        category_multipliers={"garden": 150},
+        promotions=[
+            Promotion(
+                name="Spring",
+                starts_at=datetime(2026, 3, 1, tzinfo=UTC),
+                ends_at=datetime(2026, 4, 1, tzinfo=UTC),
+                multiplier_pct=125,
+            )
+        ],
+    )
+    quote = calc.quote(
+        rules,
+        tier=calc.tier_by_key(rules, "gold"),  # 10 %
+        lines=[calc.ReceiptLine(1, "P1", "garden", 10_000_000)],  # 100,000.00 RUB
+        spendable=0,
+        redeem_points=0,
+        at=AT,
+        store_id="S1",
+    )
+    # 10 % of 100,000 RUB = 10,000 points, × 1.5 × 1.25 = 18,750 (187 % gives 18,700)
+    assert quote.accrued_points == 18_750
+    assert [x.accrued_points for x in quote.lines] == [18_750]

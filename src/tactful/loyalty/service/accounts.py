@@ -193,10 +193,12 @@ def grant_birthday_bonus(session: Session, *, account_id: int, year: int) -> boo
     rules = program.rules
     book = open_book(session, program, account_id)
     key = f"birthday:{account_id}:{year}"
+    # an account merged into this one may have brought this year's bonus with it
+    granted = [key] + [f"birthday:{m}:{year}" for m in store.merged_into(session, account_id)]
     if (
         not rules.birthday_bonus
         or book.account.status == MERGED
-        or store.transaction_by_key(session, program.id, key) is not None
+        or any(store.transaction_by_key(session, program.id, k) is not None for k in granted)
     ):
         return False
     now = clock.now()
@@ -344,7 +346,8 @@ def unfold_unmerged_customer(
     """Undo :func:`fold_merged_customer` once the customers are separated again: what is left
     of the lots the merge brought into the survivor's account goes back to the merged
     customer's account by transfer entries (keeping expiry and pending state), and that
-    account is active again. Points the survivor spent meanwhile stay spent. Running it
+    account is active again. Points the survivor spent meanwhile stay spent; when the
+    survivor has merged on into another customer since, that customer keeps them. Running it
     again changes nothing."""
     unfolded = []
     for source in store.accounts_of(session, [merged_id]):
@@ -360,9 +363,13 @@ def unfold_unmerged_customer(
         src = open_book(session, program, source.id)
         if src.account.status != MERGED or src.account.merged_into_id != target.account.id:
             continue
-        if target.account.customer_id != survivor_id:
-            continue  # merged on into another customer since: that survivor keeps the points
-        arrival = store.last_transfer_in(session, target.account.id, from_account_id=source.id)
+        # merged on into another customer since: that survivor keeps the points, and the
+        # account is the merged customer's own again all the same
+        arrival = (
+            store.last_transfer_in(session, target.account.id, from_account_id=source.id)
+            if target.account.customer_id == survivor_id
+            else None
+        )
         now = clock.now()
         lots = (
             [

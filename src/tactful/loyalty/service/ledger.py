@@ -403,7 +403,13 @@ def open_account(
         return Opened(book_of(session, program, found), None)
     book = open_book(session, program, account_id)
     posted = None
-    if welcome and rules.welcome_bonus:
+    # a customer merged into this one brought an account (moving here soon): its welcome
+    # bonus was this customer's one
+    if (
+        welcome
+        and rules.welcome_bonus
+        and not store.merged_customers_have_accounts(session, program.id, customer_id)
+    ):
         posted = book.post(
             kind=WELCOME,
             key=f"welcome:{account_id}",

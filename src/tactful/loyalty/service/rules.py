@@ -153,14 +153,14 @@ def quote(
     for line, money in zip(lines, paid, strict=True):
         multiplier = line_multiplier(rules, line)
         promo = best_promotion(rules, line, at, store_id)
-        if promo is not None:
-            multiplier = multiplier * promo.multiplier_pct // PCT
-            if promo.name not in promotions:
-                promotions.append(promo.name)
-        multipliers.append(multiplier)
-        numerators.append(money * tier.accrual_bp * multiplier)
-    # one rounding for the whole receipt, then shared out so line figures add up
-    accrued = sum(numerators) // (BP * PCT * rules.point_value)
+        boost = PCT if promo is None else promo.multiplier_pct
+        if promo is not None and promo.name not in promotions:
+            promotions.append(promo.name)
+        multipliers.append(multiplier * boost // PCT)  # shown in whole percent
+        numerators.append(money * tier.accrual_bp * multiplier * boost)
+    # one rounding for the whole receipt (not one per line's multipliers), then shared out so
+    # line figures add up
+    accrued = sum(numerators) // (BP * PCT * PCT * rules.point_value)
     accrued_lines = allocate(accrued, numerators)
     redeem_value = redeem_points * rules.point_value
     return Quote(

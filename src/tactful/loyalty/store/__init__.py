@@ -420,6 +420,27 @@ def account_ids(session: Session, program_id: int) -> list[int]:
     )
 
 
+def merged_customers_have_accounts(session: Session, program_id: int, customer_id: int) -> bool:
+    """Whether a customer merged into this one holds an account in the program (its points
+    are about to move to this customer's account)."""
+    found = session.scalar(
+        select(Account.id)
+        .join(Customer, Customer.id == Account.customer_id)
+        .where(Account.program_id == program_id, Customer.merged_into_id == customer_id)
+        .limit(1)
+    )
+    return found is not None
+
+
+def merged_into(session: Session, account_id: int) -> list[int]:
+    """The accounts merged into this one."""
+    return list(
+        session.scalars(
+            select(Account.id).where(Account.merged_into_id == account_id).order_by(Account.id)
+        )
+    )
+
+
 def repoint_merged_accounts(session: Session, old_target: int, new_target: int) -> None:
     """Accounts merged into ``old_target`` now name ``new_target`` (one level, no chains)."""
     session.execute(
