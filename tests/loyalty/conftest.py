@@ -190,3 +190,21 @@ def loyalty_events(runtime: Runtime) -> list[tuple[str, dict[str, Any]]]:
 def anna(runtime: Runtime, shop: Shop) -> int:
     with runtime.db.scope() as session:
         return create_customer(session, card="2000111", phone="+79161234567")
+
+
+def link_cards(runtime: Runtime, *cards: str) -> None:
+    """The cards turn out to be one customer's (the oldest customer survives); folding their
+    accounts is left to the queued jobs."""
+    with runtime.db.scope() as session:
+        workspace = session.scalars(select(Workspace)).one()
+        resolve_profiles(
+            session,
+            workspace=workspace,
+            records=[
+                ProfileRecord(
+                    idents=[normalise("card", c, region="RU") for c in cards],
+                    source="pos",
+                    at=clock.now(),
+                )
+            ],
+        )

@@ -12,16 +12,14 @@ from sqlalchemy import select
 
 from tactful.core import clock
 from tactful.core.runtime import Runtime
-from tactful.customers.contacts import normalise
-from tactful.customers.identity import ProfileRecord, resolve_profiles
 from tactful.customers.models import Customer, CustomerMerge
 from tactful.customers.service import revert_merge
 from tactful.loyalty.models import Account, LedgerTransaction
-from tactful.tenancy.models import Workspace
 from tests.loyalty.conftest import (
     Shop,
     confirm_body,
     create_customer,
+    link_cards,
     receipt,
     set_rules,
 )
@@ -30,19 +28,7 @@ from tests.loyalty.test_lifecycle import run_jobs, run_monitor
 
 def _merge(runtime: Runtime, *cards: str) -> None:
     """The cards turn out to be one customer's (the oldest customer survives)."""
-    with runtime.db.scope() as session:
-        workspace = session.scalars(select(Workspace)).one()
-        resolve_profiles(
-            session,
-            workspace=workspace,
-            records=[
-                ProfileRecord(
-                    idents=[normalise("card", c, region="RU") for c in cards],
-                    source="pos",
-                    at=clock.now(),
-                )
-            ],
-        )
+    link_cards(runtime, *cards)
     run_jobs(runtime)
 
 
@@ -152,19 +138,7 @@ def test_the_survivors_first_purchase_before_the_fold_grants_no_second_welcome(
         json={"customer_id": boris},
     )
     assert r.status_code == 200, r.text
-    with runtime.db.scope() as session:
-        workspace = session.scalars(select(Workspace)).one()
-        resolve_profiles(
-            session,
-            workspace=workspace,
-            records=[
-                ProfileRecord(
-                    idents=[normalise("card", c, region="RU") for c in ("2000111", "2000222")],
-                    source="pos",
-                    at=clock.now(),
-                )
-            ],
-        )
+    link_cards(runtime, "2000111", "2000222")
     _buy(client, shop, "a1", "2000111", 10_000)  # 5 points, before the fold job has run
     run_jobs(runtime)
     with runtime.db.scope(readonly=True) as session:

@@ -15,10 +15,7 @@ from tactful.core.jobs.context import JobContext, MonitorContext
 from tactful.core.jobs.models import Job
 from tactful.core.jobs.registry import JOBS, MONITORS
 from tactful.core.runtime import Runtime
-from tactful.customers.contacts import normalise
-from tactful.customers.identity import ProfileRecord, resolve_profiles
 from tactful.loyalty.models import Account, LedgerTransaction, Lot, TierChange
-from tactful.tenancy.models import Workspace
 from tests.loyalty.conftest import (
     T0,
     Shop,
@@ -26,6 +23,7 @@ from tests.loyalty.conftest import (
     assert_ledger_consistent,
     confirm_body,
     create_customer,
+    link_cards,
     loyalty_events,
     receipt,
     set_rules,
@@ -239,19 +237,7 @@ def test_a_merged_customers_points_follow_the_survivor(
     clock.advance(timedelta(days=15))
     run_monitor(runtime, "loyalty.due_lots")  # both become available
     confirm(client, shop, "a2", 40_000)  # Anna: 20 more pending
-    with runtime.db.scope() as session:
-        workspace = session.scalars(select(Workspace)).one()
-        resolve_profiles(
-            session,
-            workspace=workspace,
-            records=[
-                ProfileRecord(
-                    idents=[normalise("card", c, region="RU") for c in ("2000111", "2000222")],
-                    source="pos",
-                    at=clock.now(),
-                )
-            ],
-        )
+    link_cards(runtime, "2000111", "2000222")
     with runtime.db.scope(readonly=True) as session:
         merges = session.scalars(select(Job).where(Job.name == "loyalty.merge_accounts")).all()
         assert len(merges) == 1

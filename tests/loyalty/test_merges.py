@@ -7,21 +7,18 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tactful.core import clock
 from tactful.core.runtime import Runtime
-from tactful.customers.contacts import normalise
-from tactful.customers.identity import ProfileRecord, resolve_profiles
 from tactful.customers.models import CustomerMerge
 from tactful.customers.service import revert_merge
 from tactful.loyalty.models import Account, LedgerTransaction, Lot
 from tactful.loyalty.service import accounts
-from tactful.tenancy.models import Workspace
 from tests.loyalty.conftest import (
     Shop,
     assert_ledger_consistent,
     confirm_body,
     create_customer,
     ledger_state,
+    link_cards,
     receipt,
     set_rules,
 )
@@ -31,19 +28,7 @@ CARDS = {"anna": "2000111", "boris": "2000222"}
 
 
 def merge_cards(runtime: Runtime) -> None:
-    with runtime.db.scope() as session:
-        workspace = session.scalars(select(Workspace)).one()
-        resolve_profiles(
-            session,
-            workspace=workspace,
-            records=[
-                ProfileRecord(
-                    idents=[normalise("card", c, region="RU") for c in CARDS.values()],
-                    source="pos",
-                    at=clock.now(),
-                )
-            ],
-        )
+    link_cards(runtime, *CARDS.values())
     assert run_jobs(runtime) == 1
 
 
