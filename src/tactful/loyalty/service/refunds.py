@@ -100,10 +100,9 @@ def _share(
             )
     else:
         assert amount is not None
-        part_total = refunded + amount
-        if part_total > total:
+        if refunded + amount > total:
             raise ValidationFailed(
-                f"refunds would total {part_total}, more than the receipt's {total}",
+                f"refunds would total {refunded + amount}, more than the receipt's {total}",
                 field="amount",
             )
         part_total, this = amount, {}
