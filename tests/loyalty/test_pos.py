@@ -106,6 +106,19 @@ def test_confirm_accrues_pending_points_and_replay_changes_nothing(
     assert other.status_code == 409
     assert other.json()["errors"][0]["field"] == "pos_transaction_id"
     assert ledger_state(runtime) == before
+    # the same receipt for another customer is no replay (the first answer holds Anna's
+    # balance): refused, and nothing is written (no account opened for him either)
+    with runtime.db.scope() as session:
+        create_customer(session, card="2000999", first_name="Boris")
+    foreign = confirm(client, shop, {**body, "customer": {"kind": "card", "value": "2000999"}})
+    assert foreign.status_code == 409, foreign.text
+    assert foreign.json()["errors"] == [
+        {
+            "field": "pos_transaction_id",
+            "reason": "this pos_transaction_id was already confirmed for another customer",
+        }
+    ]
+    assert ledger_state(runtime) == before
     assert events_before == [
         (
             "Bonus Accrued",

@@ -522,7 +522,7 @@ def confirm(
     if state.existing_id is not None:
         existing = store.transaction(session, state.existing_id)
         assert existing is not None
-        return _replayed_confirm(session, existing, fingerprint)
+        return _replayed_confirm(session, existing, fingerprint, account_id=account.id)
     # only now (not a replay): a replayed confirm must succeed even with a used code
     check = _redeem_check(
         session,
@@ -717,8 +717,11 @@ def emit_purchase(
 
 
 def _replayed_confirm(
-    session: Session, existing: LedgerTransaction, fingerprint: str
+    session: Session, existing: LedgerTransaction, fingerprint: str, account_id: int | None = None
 ) -> ConfirmOut:
+    """The first answer to a confirm, for its replay; a different receipt, or (``account_id``
+    given: the customer identified now) another customer's account, is refused: the first
+    answer holds its customer's balance."""
     details = existing.details
     if existing.kind != PURCHASE or details.get("fingerprint") != fingerprint:
         raise Conflict(
@@ -729,6 +732,11 @@ def _replayed_confirm(
     assert account is not None
     if account.status == MERGED and account.merged_into_id is not None:
         account = session.get(Account, account.merged_into_id) or account
+    if account_id is not None and account_id not in (account.id, existing.account_id):
+        raise Conflict(
+            "this pos_transaction_id was already confirmed for another customer",
+            field="pos_transaction_id",
+        )
     pending_until = details.get("pending_until")
     return ConfirmOut(
         transaction_id=existing.id,
