@@ -293,7 +293,6 @@ class _Call:
 class _KeyCheck:
     """A route's demand for an API key with a scope, met on the endpoint's worker thread."""
 
-    request: Request
     key: str
     scope: str
 
@@ -309,10 +308,9 @@ def _pass_checks(call: _Call, values: dict[str, Any]) -> None:
     principal: Principal | None = None
     for check in call.checks:
         if principal is None:
-            request = check.request
-            authenticate: KeyAuthenticator = request.app.state.authenticate_key
+            authenticate: KeyAuthenticator = call.request.app.state.authenticate_key
             principal = authenticate(call.session, check.key)
-            request.state.principal = principal
+            call.request.state.principal = principal
         principal.require(check.scope)
     for name, value in values.items():
         if isinstance(value, _KeyCheck):
@@ -416,7 +414,7 @@ def require_scope(scope: str) -> Any:
         call = _CALL.get(None)
         if call is None:
             raise RuntimeError("require_scope serves the routes of api_router() only")
-        check = _KeyCheck(request, key, scope)
+        check = _KeyCheck(key, scope)
         call.checks.append(check)
         return check
 

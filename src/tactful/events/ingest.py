@@ -57,29 +57,31 @@ def errors_of(exc: ValidationError, prefix: str) -> list[ItemError]:
     """Pydantic errors as (field path, reason) pairs."""
     found = []
     for error in exc.errors():
-        path = prefix
         loc = list(error.get("loc", ()))
         if loc and loc[0] in CALL_MODELS:  # the tag of a discriminated union, not a field
             loc = loc[1:]
-        for part in loc:
-            if isinstance(part, int):
-                path += f"[{part}]"
-            elif part not in ("function-after",) and not str(part).endswith("Call"):
-                path += f".{part}" if path else str(part)
+        parts = [
+            part
+            for part in loc
+            if isinstance(part, int)
+            or (part not in ("function-after",) and not str(part).endswith("Call"))
+        ]
         reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        found.append(ItemError(field=path or prefix, reason=reason))
+        found.append(ItemError(field=_located(prefix, parts) or prefix, reason=reason))
     return found
+
+
+def _located(prefix: str, parts: Sequence[str | int]) -> str:
+    """A field's path as the results name it: ``batch[3].properties.tags[0]``."""
+    path = prefix
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
 
 def _unstorable(raw: Any, prefix: str) -> list[ItemError]:
     """The item's values no database can store, as errors naming each field."""
-    errors = []
-    for path, reason in storable.faults(raw):
-        field = prefix
-        for part in path:
-            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
-        errors.append(ItemError(field=field, reason=reason))
-    return errors
+    return [ItemError(field=_located(prefix, path), reason=r) for path, r in storable.faults(raw)]
 
 
 def _trait(container: dict[str, Any], *names: str) -> str | None:
